@@ -1,0 +1,6 @@
+"""python -m vitpe"""
+import sys
+
+from vitpe.cli import main
+
+sys.exit(main())

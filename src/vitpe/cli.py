@@ -1,0 +1,46 @@
+"""The one command-line interface: ``vitpe <group> <command> ...``; every Snakemake rule calls it.
+
+Each group lives next to its code in a ``commands`` module exposing ``register(subparsers)``; its
+commands keep heavy imports (torch, mm*) inside their functions so ``vitpe --help`` stays fast.
+Errors that are the user's (VitpeError) print one line and exit non-zero; bugs keep their traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vitpe.errors import Preempted, VitpeError
+
+GROUPS = {
+    "data": ("vitpe.data.commands", "generate and check datasets"),
+    "train": ("vitpe.train.commands", "train models"),
+    "eval": ("vitpe.evaluate.commands", "evaluate trained models"),
+    "report": ("vitpe.report.commands", "tables and figures"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitpe", description=__doc__.splitlines()[0])
+    groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
+    for name, (module, help_text) in GROUPS.items():
+        sub = groups.add_parser(name, help=help_text)
+        commands = sub.add_subparsers(dest="command", required=True, metavar="COMMAND")
+        importlib.import_module(module).register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VitpeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Preempted as exc:
+        print(f"preempted: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

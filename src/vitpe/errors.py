@@ -1,0 +1,37 @@
+"""User-facing errors: one line naming the file, key or value and what was expected."""
+
+
+class VitpeError(Exception):
+    """A problem with the user's input or environment (not a bug).
+
+    The CLI prints ``error: <message>`` on one line and exits with ``exit_code``.
+    """
+
+    exit_code = 2
+
+
+class ConfigError(VitpeError):
+    """params.yaml (or an override) is malformed."""
+
+
+class DataError(VitpeError):
+    """A dataset is missing or does not have the expected layout/content."""
+
+
+class CheckpointError(VitpeError):
+    """A checkpoint is missing, unreadable or of the wrong architecture."""
+
+
+class TrainingDiverged(VitpeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+    exit_code = 3
+
+
+class Preempted(Exception):
+    """Raised inside training after SIGTERM/SIGUSR1 once a checkpoint is written.
+
+    The CLI exits with ``exit_code`` so SLURM (``--requeue``) or a wrapper can resubmit the job.
+    """
+
+    exit_code = 124
