@@ -5,6 +5,7 @@ One file configures everything (Snakemake's ``configfile`` and DVC's params). Th
 """
 from __future__ import annotations
 
+import argparse
 import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +46,27 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> dict:
-    """Read and validate a params file."""
+def apply_overrides(params: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Apply ``KEY=VALUE`` overrides (VALUE parsed as YAML, dicts merged) like Snakemake's ``--config``.
+
+    Snakemake passes its own ``--config``/``--configfile`` overrides to every job this way, so a job
+    sees exactly the configuration the DAG was built from.
+    """
+    out = copy.deepcopy(params)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: value is not valid YAML")
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """Read a params file, apply overrides, validate."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -56,7 +76,21 @@ def load_params(path: str | Path = "params.yaml") -> dict:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0]})")
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return validate_params(params, str(path))
+    source = str(path) + (" (with overrides)" if overrides else "")
+    return validate_params(apply_overrides(params, overrides), source)
+
+
+def add_params_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--params``/``--set`` pair every command that reads the configuration takes."""
+    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a top-level params key (YAML value); repeatable",
+    )
+
+
+def params_from_args(args: argparse.Namespace) -> dict:
+    return load_params(args.params, args.set)
 
 
 def _merge(base: dict, override: dict) -> dict:

@@ -1,0 +1,28 @@
+# The two README commands: `make run` and `make test`. Both set the environment up first.
+SHELL := /bin/bash
+VENV := .venv
+export PATH := $(abspath $(VENV)/bin):$(PATH)
+
+.PHONY: setup run test test-fast bench report dvc-init clean
+
+setup:  ## create .venv and install everything (idempotent; mmcv wheel cached in ~/.cache/vitpe)
+	bash scripts/setup.sh
+
+run: setup  ## the whole DAG at the params.yaml scale (tiny, embedded data, CPU by default)
+	snakemake --cores all results/tables/main.tex
+
+test: setup  ## the whole test suite (pytest exit 5 = no tests collected counts as failure-free)
+	pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: setup  ## everything but the end-to-end workflow tests
+	pytest -m "not slow"
+
+bench: setup  ## performance figures (not tests)
+	python benchmarks/bench_data.py
+	python benchmarks/bench_train.py
+
+report: setup  ## HTML report with the figures
+	snakemake --report results/report.html results/tables/main.tex
+
+clean:  ## remove everything the DAG wrote (keeps the committed metrics baseline)
+	rm -rf data/embedded results/checkpoints results/figures results/logs results/checks .snakemake

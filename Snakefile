@@ -1,0 +1,21 @@
+# vitpe workflow: params.yaml -> data -> checkpoints -> metrics JSON -> tables and figures.
+# Rules only wire files together; every command is the package CLI (`vitpe ...`).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/supervised.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/tables/main.tex",
+        expand("results/figures/{scale}/training_curves.png", scale=SCALE),

@@ -1,0 +1,44 @@
+"""Training-curve figures from the engine's per-step JSON-lines logs (PDF and PNG)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: clusters and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from vitpe.errors import DataError  # noqa: E402
+
+
+def read_log(path: Path) -> list[dict]:
+    records = []
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise DataError(f"{path}:{lineno}: not a JSON line")
+    if not records:
+        raise DataError(f"{path}: training log is empty")
+    return records
+
+
+def training_curves(logs: list[Path], outputs: list[Path]) -> None:
+    """Loss and learning rate against optimizer step, one line per run (named by its folder)."""
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    for path in logs:
+        records = [r for r in read_log(path) if "loss" in r]
+        steps = [r["step"] for r in records]
+        name = Path(path).parent.name
+        ax_loss.plot(steps, [r["loss"] for r in records], label=name, lw=1)
+        ax_lr.plot(steps, [r["lr"] for r in records], label=name, lw=1)
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss", title="Loss")
+    ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="Schedule")
+    ax_loss.legend(fontsize=8)
+    for out in outputs:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(out).with_name(f".{Path(out).stem}.tmp{Path(out).suffix}")  # keep the extension for savefig
+        fig.savefig(tmp, dpi=150)
+        tmp.replace(out)
+    plt.close(fig)

@@ -1,0 +1,58 @@
+"""results/tables/main.tex: run values, sourced paper values, deltas only at the paper scale."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT
+from vitpe.config import apply_overrides, load_params
+from vitpe.errors import DataError
+from vitpe.report.tables import build_main_tex
+
+PAPER = ROOT / "workflow/resources/paper_numbers.yaml"
+
+
+def _metrics(root, scale, top1, top5):
+    path = root / scale / "deit_s" / "classify.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"top1": top1, "top5": top5}))
+
+
+def test_tiny_table_prints_run_and_paper_values_without_delta(tmp_path):
+    _metrics(tmp_path, "tiny", 41.25, 88.0)
+    tex = build_main_tex(load_params(ROOT / "params.yaml"), tmp_path, PAPER)
+    row = next(line for line in tex.splitlines() if line.startswith("DeiT-S"))
+    cells = [c.strip().rstrip("\\").strip() for c in row.split("&")]
+    assert cells == ["DeiT-S", "tiny", "41.2", "79.9", "", "88.0", "95.0", ""]
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "deit\\_small\\_patch16\\_224" in tex
+
+
+def test_paper_table_prints_signed_delta(tmp_path):
+    _metrics(tmp_path, "paper", 80.4, 94.7)
+    params = apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"])
+    row = next(line for line in build_main_tex(params, tmp_path, PAPER).splitlines() if line.startswith("DeiT-S"))
+    cells = [c.strip().rstrip("\\").strip() for c in row.split("&")]
+    assert cells == ["DeiT-S", "paper", "80.4", "79.9", "+0.5", "94.7", "95.0", "-0.3"]
+
+
+def test_missing_or_broken_metrics_name_the_file(tmp_path):
+    params = load_params(ROOT / "params.yaml")
+    with pytest.raises(DataError, match="classify.json: metrics file missing"):
+        build_main_tex(params, tmp_path, PAPER)
+    _metrics(tmp_path, "tiny", 1.0, 2.0)
+    (tmp_path / "tiny/deit_s/classify.json").write_text("{not json")
+    with pytest.raises(DataError, match="classify.json: not valid JSON"):
+        build_main_tex(params, tmp_path, PAPER)
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (.ci/run installs it)")
+def test_table_compiles_with_pdflatex(tmp_path):
+    _metrics(tmp_path, "tiny", 41.25, 88.0)
+    (tmp_path / "main.tex").write_text(build_main_tex(load_params(ROOT / "params.yaml"), tmp_path, PAPER))
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert (tmp_path / "main.pdf").stat().st_size > 1000

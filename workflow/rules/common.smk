@@ -1,0 +1,78 @@
+# Shared helpers: config validation, paths, per-scale resources and launch commands.
+import json
+import os
+import shlex
+import sys
+
+from vitpe.config import validate_params
+from vitpe.errors import ConfigError
+
+try:  # one clear line and a non-zero exit before any job starts
+    validate_params(config, "params.yaml (with --config overrides)")
+except ConfigError as exc:
+    sys.exit(f"error: {exc}")
+
+# Jobs use the interpreter that runs Snakemake (the project's .venv), even when it is not activated.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+
+SCALE = config["scale"]
+SUPERVISED = config["experiments"]["supervised"]
+# Every job gets the configuration the DAG was built from: params.yaml plus Snakemake's own
+# --config/--configfile overrides (the slurm profile sets scale=paper), passed as --set KEY=JSON.
+PARAMS = " ".join(
+    ["--params params.yaml"]
+    + [
+        "--set " + shlex.quote(f"{key}={json.dumps(value, separators=(',', ':'))}")
+        for key, value in sorted(workflow.config_settings.overwrite_config.items())
+    ]
+)
+
+wildcard_constraints:
+    scale="tiny|paper",
+    exp="[A-Za-z0-9_]+",
+
+# Per-scale job sizes. Runtime settings live here and in the profiles, not in params.yaml.
+# Every GPU rule states gpu, cpus_per_gpu, mem_mb, runtime and tasks_per_gpu explicitly (the SLURM
+# plugin otherwise falls back to --mem 1000 and --ntasks-per-gpu=<tasks>); `nodes` > 1 switches a rule
+# to a multi-node torchrun launch (gres per node, one srun task per node).
+JOBS = {
+    "tiny": {
+        "train": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=2, mem_mb=4000, runtime=30, tasks_per_gpu=0),
+        "eval": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=2, mem_mb=4000, runtime=15, tasks_per_gpu=0),
+    },
+    "paper": {
+        "train": dict(gpu=8, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=256000, runtime=4320, tasks_per_gpu=0),
+        "eval": dict(gpu=1, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=64000, runtime=240, tasks_per_gpu=0),
+    },
+}
+
+
+def job_resources(kind):
+    """Resources for a rule of `kind` at the active scale, in the SLURM plugin's vocabulary."""
+    res = dict(JOBS[SCALE][kind])
+    nodes = res.pop("nodes")
+    if nodes > 1:  # multi-node: per-node GPUs as gres, one launcher task per node, we call srun
+        res.update(nodes=nodes, tasks=nodes, mpi="srun", gres=f"gpu:{res.pop('gpu')}")
+    return res
+
+
+def launcher(kind):
+    """The command that starts `vitpe` for a rule: plain python, torchrun, or srun + torchrun."""
+    res = JOBS[SCALE][kind]
+    if res["gpu"] <= 1 and res["nodes"] == 1:
+        return "vitpe"
+    if res["nodes"] == 1:
+        return f"torchrun --standalone --nproc-per-node={res['gpu']} -m vitpe"
+    return (
+        f"srun --ntasks-per-node=1 torchrun --nnodes={res['nodes']} --nproc-per-node={res['gpu']} "
+        "--rdzv-backend=c10d --rdzv-endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -1):29500 -m vitpe"
+    )
+
+
+def data_ready():
+    """The file that proves the active scale's datasets exist and pass `vitpe data check`."""
+    return f"results/checks/{SCALE}/data.json"
+
+
+def ckpt(stage, exp):
+    return f"results/checkpoints/{SCALE}/{stage}/{exp}/model.safetensors"

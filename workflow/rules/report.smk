@@ -1,0 +1,31 @@
+# Tables and figures: cheap, run on the submit host (localrule), inputs are metrics JSON and logs.
+
+
+rule table_main:
+    input:
+        classify=expand(f"results/metrics/{SCALE}/{{exp}}/classify.json", exp=SUPERVISED),
+        paper="workflow/resources/paper_numbers.yaml",
+    output:
+        "results/tables/main.tex",
+    log:
+        "results/logs/report/table_main.log",
+    localrule: True
+    shell:
+        "vitpe report table {PARAMS} --paper {input.paper} --out {output} > {log} 2>&1"
+
+
+rule figure_training_curves:
+    input:
+        expand(f"results/checkpoints/{SCALE}/supervised/{{exp}}/log.jsonl", exp=SUPERVISED),
+    output:
+        png=report(
+            "results/figures/{scale}/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+        ),
+        pdf="results/figures/{scale}/training_curves.pdf",
+    log:
+        "results/logs/report/training_curves_{scale}.log",
+    localrule: True
+    shell:
+        "vitpe report curves {input} --out {output.png} {output.pdf} > {log} 2>&1"

@@ -1,0 +1,41 @@
+# Supervised training (DeiT-S baseline; MJP and naive shuffle later) and its evaluations.
+
+
+rule train_supervised:
+    input:
+        data_ready(),
+    output:
+        weights=ckpt("supervised", "{exp}"),
+        # the per-step log, published next to the weights when training completes (DVC plots, figures)
+        curve=f"results/checkpoints/{SCALE}/supervised/{{exp}}/log.jsonl",
+    params:
+        # rerun triggers: the experiment, its scale's recipe and the seed
+        experiment=lambda wc: config["supervised"][wc.exp],
+        seed=config["seed"],
+        scale_cfg=config["scales"][SCALE],
+        launch=launcher("train"),
+        outdir=lambda wc, output: os.path.dirname(output.weights),
+    log:
+        f"results/logs/{SCALE}/supervised/{{exp}}/train.log",
+    resources:
+        **job_resources("train"),
+    shell:
+        "{params.launch} train supervised {PARAMS} --experiment {wildcards.exp}"
+        " --out {params.outdir} > {log} 2>&1"
+
+
+rule eval_classify:
+    input:
+        # ancient(): a DVC checkout rewrites checkpoint mtimes; that must not trigger re-evaluation
+        weights=ancient(ckpt("supervised", "{exp}")),
+    output:
+        f"results/metrics/{SCALE}/{{exp}}/classify.json",
+    log:
+        f"results/logs/{SCALE}/supervised/{{exp}}/eval_classify.log",
+    params:
+        launch=launcher("eval"),
+    resources:
+        **job_resources("eval"),
+    shell:
+        "{params.launch} eval classify {PARAMS} --experiment {wildcards.exp}"
+        " --weights {input.weights} --out {output} > {log} 2>&1"
