@@ -42,7 +42,7 @@ $PIP install -q $TORCH_PIN
 
 if ! ls "$WHEELS"/mmcv-$MMCV_VERSION-*.whl >/dev/null 2>&1; then
   log "building mmcv $MMCV_VERSION ($flavour ops) from source; about 17 min on 2 cores, cached afterwards"
-  $PIP install -q "mmengine==0.10.7" "opencv-python==4.12.0.88" addict yapf
+  $PIP install -q "mmengine==0.10.7" "opencv-python==4.13.0.92" addict yapf
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   $PIP download -q --no-deps --no-build-isolation --no-binary :all: "mmcv==$MMCV_VERSION" -d "$work"
@@ -58,7 +58,7 @@ fi
 $PIP install -q --no-deps "$WHEELS"/mmcv-$MMCV_VERSION-*.whl
 
 log "vitpe and pinned dependencies"
-$PIP install -q -e ".[dev]"
+$PIP install -q -e ".[dev]" --find-links "$WHEELS"  # resolve mmcv to the cached wheel, never the sdist
 log "self-check"
 "$VENV/bin/python" scripts/selfcheck.py || die "self-check failed: the OpenMMLab stack is not usable"
 echo "$stamp_key" > "$VENV/.vitpe-setup"
