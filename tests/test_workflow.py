@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import time
 
 import pytest
 import yaml
 
-from conftest import run
+from conftest import BIN, run
 
 SLURM_ENV = {"VITPE_SLURM_ACCOUNT": "proj123", "VITPE_SLURM_PARTITION": "gpu"}
 
@@ -33,8 +36,6 @@ def test_slurm_profile_dry_run_requests_gpus(workflow_copy, monkeypatch):
     command = re.search(r"torchrun .*train supervised.*", proc.stdout).group(0)
     assert command.startswith("torchrun --standalone --nproc-per-node=8 -m vitpe")
     assert "--set 'scale=\"paper\"'" in command  # the job sees the profile's override
-    table = _job_block(proc.stdout, "table_main")
-    assert "localrule: True" in table or "localrule" in proc.stdout
 
 
 @pytest.mark.slow
@@ -71,3 +72,48 @@ def test_dvc_repro_and_metrics_diff(workflow_copy):
     changed = diff["results/metrics/tiny/deit_s/classify.json"]
     assert set(changed) >= {"top1", "top5"}
     assert any(v["diff"] != 0 for v in changed.values())
+
+
+STUB = """#!/usr/bin/env bash
+echo "$(basename "$0") $*" >> "{log}"
+case "$(basename "$0")" in
+  sbatch) echo "4242" ;;
+  sacctmgr) echo "proj123" ;;
+  sacct) echo "4242|RUNNING|0:0" ;;
+  squeue) echo "4242 RUNNING" ;;
+  scontrol) echo "MinJobAge=300" ;;
+esac
+"""
+
+
+def test_slurm_submission_flags_with_stub_sbatch(workflow_copy, tmp_path, monkeypatch):
+    """What sbatch actually receives for the GPU training rule (stub SLURM binaries log their argv)."""
+    stubs, log = tmp_path / "stubs", tmp_path / "slurm_calls.log"
+    stubs.mkdir()
+    for name in ("sbatch", "sacct", "sacctmgr", "squeue", "sinfo", "scontrol"):
+        (stubs / name).write_text(STUB.format(log=log))
+        (stubs / name).chmod(0o755)
+    for key, value in SLURM_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("PATH", f"{stubs}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}")
+    check = workflow_copy / "results/checks/paper/data.json"
+    check.parent.mkdir(parents=True)
+    check.write_text("{}")
+    target = "results/checkpoints/paper/supervised/deit_s/model.safetensors"
+    # snakemake waits for the (stub) job forever: kill it once sbatch has been called
+    proc = subprocess.Popen(["snakemake", "--cores", "all", "--profile", "slurm", target], cwd=workflow_copy,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if log.exists() and "sbatch" in log.read_text():
+                break
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
+    calls = [line for line in log.read_text().splitlines() if line.startswith("sbatch")]
+    assert calls, log.read_text()
+    flags = calls[0]
+    for flag in ("-A proj123", "-p gpu", "--mem 256000", "-t 4320", "--gpus=8", "--cpus-per-gpu=8"):
+        assert flag in flags, f"{flag!r} missing from: {flags}"
+    assert "--ntasks-per-gpu" not in flags  # tasks_per_gpu=0: one torchrun launcher for 8 GPUs
