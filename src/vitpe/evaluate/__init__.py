@@ -1,0 +1,1 @@
+"""Evaluations of trained models (classification now; shuffle sweep, consistency, robustness later)."""

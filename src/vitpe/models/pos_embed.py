@@ -1,0 +1,113 @@
+"""Pluggable absolute position embeddings for the ViT backbone.
+
+A position embedding (PE) component receives the token sequence right after the CLS token has been
+prepended ([B, 1 + N, D], CLS first, patches row-major) and returns it with position information
+added. ``mask`` ([B, N] or [1, N], bool, True = affected patch position) is the hook through which
+methods change the PE of individual tokens: MJP substitutes a shared "unknown" row at shuffled
+positions, AdPE perturbs masked positions. Components that have no use for a mask reject one, so a
+method wired to the wrong PE fails loudly instead of silently training something else.
+
+Every component keeps its absolute table (if any) in ``table`` with shape [1, 1 + N, D]: that tensor is
+exactly timm's ``pos_embed``, which is how checkpoints stay loadable into a plain timm ViT.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PE_KINDS = ("learnable", "sincos", "none")
+
+
+class PositionEmbedding(nn.Module):
+    """Base class. Subclasses implement ``forward(tokens, mask=None) -> tokens`` (module docstring)."""
+
+    #: local parameter names that must not get weight decay (the optimizer reads this)
+    no_weight_decay: tuple[str, ...] = ()
+
+    def __init__(self, grid_size: int, dim: int) -> None:
+        super().__init__()
+        self.grid_size = grid_size
+        self.num_patches = grid_size * grid_size
+        self.dim = dim
+
+    def _reject_mask(self, mask: torch.Tensor | None) -> None:
+        if mask is not None:
+            raise ValueError(f"{type(self).__name__} does not take a per-token mask")
+
+
+
+class LearnablePosEmbed(PositionEmbedding):
+    """DeiT's learnable absolute PE: one row per position incl. CLS, trunc-normal(0.02) init."""
+
+    no_weight_decay = ("table",)
+
+    def __init__(self, grid_size: int, dim: int) -> None:
+        super().__init__(grid_size, dim)
+        self.table = nn.Parameter(torch.zeros(1, self.num_patches + 1, dim))
+        nn.init.trunc_normal_(self.table, std=0.02)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self._reject_mask(mask)
+        return x + self.table
+
+
+def sincos_2d_table(grid_size: int, dim: int) -> torch.Tensor:
+    """MAE's fixed 2D sin-cos table, [1 + grid_size**2, dim], CLS row zeros.
+
+    Written out instead of using timm's ``build_sincos2d_pos_embed`` because timm orders the channels
+    differently (row coordinate first, or sin-sin-cos-cos). MAE (util/pos_embed.py) builds the grid with
+    the column coordinate first, so channels are [sin(col·ω) | cos(col·ω) | sin(row·ω) | cos(row·ω)]
+    with ω_k = 1 / 10000^(k / (dim/4)), computed in float64 and stored as float32.
+    """
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs a width divisible by 4, got {dim}")
+    quarter = dim // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    coords = torch.arange(grid_size, dtype=torch.float64)
+    row, col = torch.meshgrid(coords, coords, indexing="ij")  # token k = row * grid + col
+    parts = []
+    for pos in (col.reshape(-1), row.reshape(-1)):
+        angles = torch.outer(pos, omega)
+        parts += [torch.sin(angles), torch.cos(angles)]
+    table = torch.cat(parts, dim=1)
+    return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).to(torch.float32)
+
+
+class SinCosPosEmbed(PositionEmbedding):
+    """Fixed 2D sin-cos PE (MAE layout). A persistent buffer: saved, never trained or decayed."""
+
+    def __init__(self, grid_size: int, dim: int) -> None:
+        super().__init__(grid_size, dim)
+        self.register_buffer("table", sincos_2d_table(grid_size, dim).unsqueeze(0))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self._reject_mask(mask)
+        return x + self.table
+
+
+class NoPosEmbed(PositionEmbedding):
+    """No position information at all (a permutation-invariant ViT apart from CLS)."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self._reject_mask(mask)
+        return x
+
+
+def build_pos_embed(kind: str, grid_size: int, dim: int) -> PositionEmbedding:
+    """The PE component named in params.yaml (``pos_embed``)."""
+    classes = {"learnable": LearnablePosEmbed, "sincos": SinCosPosEmbed, "none": NoPosEmbed}
+    if kind not in classes:
+        raise ValueError(f"unknown position embedding {kind!r} (known: {', '.join(PE_KINDS)})")
+    return classes[kind](grid_size, dim)
+
+
+def grid_size_of(img_size: int, patch_size: int) -> int:
+    if img_size % patch_size:
+        raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+    return img_size // patch_size
+
+
+__all__ = [
+    "PE_KINDS", "PositionEmbedding", "LearnablePosEmbed", "SinCosPosEmbed", "NoPosEmbed",
+    "sincos_2d_table", "build_pos_embed", "grid_size_of",
+]

@@ -1,0 +1,155 @@
+"""The shared ViT backbone: timm's patch embedding and transformer blocks around a pluggable PE.
+
+Matches timm's ``VisionTransformer`` with ``class_token=True, global_pool='token'`` (DeiT/ViT-S as in
+the official MJP code, reference/MJP.md §3.1): pre-norm blocks, LayerNorm eps 1e-6, GELU, qkv bias,
+head = Linear on the final-norm CLS token. It is composed here rather than subclassed so the PE is a
+separate module (``self.pe``) that methods swap or drive with a per-token mask.
+
+Parameter names equal timm's except the PE table, ``pe.table`` here and ``pos_embed`` in timm; the
+two helpers at the bottom convert, so saved weights load into a plain timm ViT with strict=True.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from timm.layers import LayerNorm, PatchEmbed, trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from vitpe.errors import CheckpointError
+from vitpe.models.pos_embed import PositionEmbedding, build_pos_embed, grid_size_of
+
+MODEL_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
+
+
+class VisionTransformer(nn.Module):
+    def __init__(
+        self,
+        *,
+        img_size: int,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        num_classes: int,
+        pos_embed: str | PositionEmbedding = "learnable",
+        drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        grid = grid_size_of(img_size, patch_size)
+        self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=3, embed_dim=embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pe = build_pos_embed(pos_embed, grid, embed_dim) if isinstance(pos_embed, str) else pos_embed
+        # stochastic depth grows linearly with depth, as in timm/DeiT
+        rates = torch.linspace(0, drop_path, depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=rate,
+                  norm_layer=LayerNorm, act_layer=nn.GELU)
+            for rate in rates
+        )
+        self.norm = LayerNorm(embed_dim)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # Official MJP/DeiT init (MJP.md §3.1): trunc-normal 0.02 on every Linear, head included (not
+        # zero-initialised), zero biases, CLS trunc-normal 0.02; the patch conv keeps PyTorch's default
+        # and the PE component initialises itself.
+        trunc_normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names timm's optimizer factory excludes from weight decay (besides 1-D ones)."""
+        return {"cls_token"} | {f"pe.{name}" for name in self.pe.no_weight_decay}
+
+    def embed(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Patch-embed, prepend CLS, add the PE: [B, 3, H, W] -> [B, 1 + N, D]."""
+        x = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.pe(x, mask)
+
+    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embed(x, mask)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(tokens[:, 0])
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, num_classes]; ``mask`` is passed to the PE component (see pos_embed.py)."""
+        return self.forward_head(self.forward_features(x, mask))
+
+
+def build_vit(model_cfg: Mapping, num_classes: int, pos_embed: str, drop_path: float) -> VisionTransformer:
+    """The backbone described by a params.yaml ``model`` block."""
+    missing = [k for k in MODEL_KEYS if k not in model_cfg]
+    if missing:
+        raise ValueError(f"model config lacks {', '.join(missing)}")
+    cfg = {k: model_cfg[k] for k in MODEL_KEYS}
+    return VisionTransformer(**cfg, num_classes=num_classes, pos_embed=pos_embed, drop_path=drop_path)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside a DistributedDataParallel (or similar ``.module``) wrapper."""
+    return getattr(model, "module", model)
+
+
+def _to_timm_key(key: str) -> str:
+    if key == "pe.table":
+        return "pos_embed"
+    if key.startswith("pe."):  # extra PE state (e.g. MJP's unknown row) keeps a pos_embed_ prefix
+        return "pos_embed_" + key[3:]
+    return key
+
+
+def _from_timm_key(key: str) -> str:
+    if key == "pos_embed":
+        return "pe.table"
+    if key.startswith("pos_embed_"):
+        return "pe." + key[len("pos_embed_"):]
+    return key
+
+
+def to_timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state with timm's key names, as contiguous CPU tensors (ready for safetensors)."""
+    return {_to_timm_key(k): v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+
+
+def _listing(items: list[str], limit: int = 6) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def load_timm_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Load timm-named weights; raise CheckpointError naming every missing/unexpected/misshapen key."""
+    model = unwrap(model)
+    expected = {_to_timm_key(k): v.shape for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(
+        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k])}"
+        for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k])
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_listing(mismatched)}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit this architecture; " + "; ".join(problems))
+    model.load_state_dict({_from_timm_key(k): v for k, v in state.items()}, strict=True)

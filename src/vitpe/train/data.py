@@ -1,0 +1,180 @@
+"""Input pipelines (timm transforms, Mixup/CutMix) and a sampler that can resume mid-epoch.
+
+Train: RandomResizedCrop (bicubic) -> flip -> RandAugment -> ToTensor/Normalize -> RandomErasing,
+then Mixup/CutMix with label smoothing on the device (official MJP data/build.py, MJP.md §3.4).
+Eval: Resize(floor(img / test_crop_ratio), bicubic) -> CenterCrop(img) -> Normalize.
+"""
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.data import Mixup, create_transform
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torchvision.datasets import ImageFolder
+
+from vitpe.errors import DataError
+
+
+def train_transform(recipe: Mapping, img_size: int) -> Callable:
+    # timm (0.4.12 as in the official code, and 1.x alike) drops colour jitter once a RandAugment
+    # policy is set; passing the configured value through keeps that behaviour (fidelity table).
+    jitter = recipe["color_jitter"] or None
+    return create_transform(
+        img_size,
+        is_training=True,
+        scale=tuple(recipe["crop_scale"]),
+        hflip=0.5,
+        color_jitter=jitter,
+        auto_augment=recipe["randaugment"] or None,
+        interpolation="bicubic",
+        re_prob=recipe["reprob"],
+        re_mode="pixel",
+        re_count=1,
+    )
+
+
+def eval_transform(recipe: Mapping, img_size: int) -> Callable:
+    return create_transform(img_size, is_training=False, interpolation="bicubic", crop_pct=recipe["test_crop_ratio"])
+
+
+def image_folder(root: Path, transform: Callable | None, num_classes: int) -> ImageFolder:
+    """An ImageFolder with exactly ``num_classes`` classes, or a DataError saying what is wrong."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: image folder not found (generate or link the dataset first)")
+    try:
+        dataset = ImageFolder(str(root), transform=transform)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"{root}: not a usable ImageFolder ({exc})") from None
+    if len(dataset.classes) != num_classes:
+        raise DataError(f"{root}: {len(dataset.classes)} class folders, but the model has {num_classes} classes")
+    return dataset
+
+
+def mix_seed(*values: int) -> int:
+    """One 32-bit seed from several integers (e.g. run seed and epoch) without collisions like a+b."""
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
+
+
+class ResumableSampler(Sampler[int]):
+    """Wraps timm's RepeatAugSampler or torch's DistributedSampler for exact resumption.
+
+    Each epoch's order depends only on (run seed, epoch): timm's sampler seeds itself with the epoch
+    alone, so the run seed is folded into the value given to ``set_epoch``. ``set_position`` skips the
+    samples already consumed in the current epoch, so a resumed run sees the same remaining batches.
+    """
+
+    def __init__(self, base: RepeatAugSampler | DistributedSampler, seed: int) -> None:
+        self.base = base
+        self.seed = seed
+        self.epoch = 0
+        self.skip = 0
+
+    def set_position(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self) -> Iterator[int]:
+        self.base.set_epoch(mix_seed(self.seed, self.epoch))
+        return iter(list(self.base)[self.skip:])
+
+    def __len__(self) -> int:
+        return max(0, len(self.base) - self.skip)
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return len(self.base)
+
+
+def build_train_sampler(dataset: ImageFolder, recipe: Mapping, seed: int, rank: int, world_size: int) -> ResumableSampler:
+    if recipe["repeated_aug"] > 1:
+        base = RepeatAugSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
+                                num_repeats=recipe["repeated_aug"])
+    else:
+        base = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=0)
+    return ResumableSampler(base, seed)
+
+
+def _worker_init(worker_id: int) -> None:
+    # SLURM may signal every process of the job; only the main process checkpoints, so workers
+    # ignore pre-emption signals and are shut down by the main process instead of dying mid-batch.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+class TrainData:
+    """The training set, its sampler and a DataLoader factory positioned at (epoch, batch)."""
+
+    def __init__(self, dataset: ImageFolder, sampler: ResumableSampler, batch_size: int, num_workers: int,
+                 seed: int, pin_memory: bool) -> None:
+        self.dataset = dataset
+        self.sampler = sampler
+        self.batch_size = batch_size  # per process, per micro-batch
+        self.num_workers = num_workers
+        self.seed = seed
+        self.pin_memory = pin_memory
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.sampler.samples_per_epoch // self.batch_size
+
+    def loader(self, epoch: int, skip_batches: int = 0) -> DataLoader:
+        self.sampler.set_position(epoch, skip_batches * self.batch_size)
+        # An explicit generator keeps DataLoader from drawing its worker base seed from the global
+        # torch RNG, which would make the global stream depend on where an epoch was (re)started.
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, skip_batches))
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            drop_last=True,
+            generator=generator,
+            worker_init_fn=_worker_init if self.num_workers else None,
+            persistent_workers=False,
+        )
+
+
+def build_train_data(root: Path, recipe: Mapping, img_size: int, num_classes: int, batch_size: int,
+                     seed: int, rank: int, world_size: int, pin_memory: bool = False) -> TrainData:
+    dataset = image_folder(root, train_transform(recipe, img_size), num_classes)
+    sampler = build_train_sampler(dataset, recipe, seed, rank, world_size)
+    return TrainData(dataset, sampler, batch_size, recipe["num_workers"], seed, pin_memory)
+
+
+def build_eval_loader(root: Path, recipe: Mapping, img_size: int, num_classes: int, batch_size: int,
+                      pin_memory: bool = False) -> DataLoader:
+    dataset = image_folder(root, eval_transform(recipe, img_size), num_classes)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=recipe["num_workers"],
+                      pin_memory=pin_memory, drop_last=False)
+
+
+def build_mixup(recipe: Mapping, num_classes: int) -> Mixup | None:
+    """timm's batch-mode Mixup/CutMix with label smoothing, or None when both alphas are 0."""
+    if recipe["mixup"] <= 0 and recipe["cutmix"] <= 0:
+        return None
+    return Mixup(
+        mixup_alpha=recipe["mixup"],
+        cutmix_alpha=recipe["cutmix"],
+        prob=recipe["mixup_prob"],
+        switch_prob=recipe["mixup_switch_prob"],
+        mode="batch",
+        label_smoothing=recipe["smoothing"],
+        num_classes=num_classes,
+    )
+
+
+def build_criterion(recipe: Mapping, mixup: Mixup | None) -> nn.Module:
+    """Soft-target CE with Mixup (targets already smoothed), else label-smoothing CE, else CE."""
+    if mixup is not None:
+        return SoftTargetCrossEntropy()
+    if recipe["smoothing"] > 0:
+        return LabelSmoothingCrossEntropy(smoothing=recipe["smoothing"])
+    return nn.CrossEntropyLoss()

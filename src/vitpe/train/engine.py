@@ -1,0 +1,251 @@
+"""The one training loop, shared by supervised and self-supervised runs.
+
+A method supplies the model, optimizer, scheduler, data and a ``loss_fn(model, batch) -> loss``;
+the engine owns everything about running it: gradient accumulation, AMP, clipping, the per-step
+log, periodic and pre-emption checkpoints, divergence detection, resumption and the final weights.
+
+Exact resumption (bitwise on CPU with ``num_workers=0``) rests on three things: the checkpoint is taken
+at an optimizer-step boundary together with every global RNG state; the data order of an epoch
+depends only on (seed, epoch) and the loader skips the batches already consumed; nothing draws from
+the global RNGs between a checkpoint and the next step except what a resumed run repeats.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from timm.scheduler.scheduler import Scheduler
+from torch import nn
+
+from vitpe.errors import CheckpointError, Preempted, TrainingDiverged
+from vitpe.models.vit import load_timm_state_dict, to_timm_state_dict
+from vitpe.train.checkpoint import (
+    STATE_NAME,
+    WEIGHTS_NAME,
+    capture_rng,
+    check_fingerprint,
+    fingerprint_json,
+    load_state,
+    restore_rng,
+    save_state,
+    save_weights,
+)
+from vitpe.train.data import TrainData
+from vitpe.train.distributed import DistEnv, all_reduce_mean, any_rank, barrier, gather_objects, wrap_ddp
+from vitpe.train.progress import StepLogger, truncate_log
+from vitpe.train.signals import PreemptionGuard
+
+LossFn = Callable[[nn.Module, list[torch.Tensor]], torch.Tensor]
+LOG_NAME = "log.jsonl"
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    epochs: int
+    steps_per_epoch: int  # optimizer steps
+    accum_steps: int
+    clip_grad: float  # max grad norm; 0 disables clipping
+    amp: str  # none | bf16 | fp16 (CUDA only; ignored on CPU)
+    checkpoint_every: int  # optimizer steps between state.pt writes
+    fingerprint: dict[str, Any]  # the configuration a state.pt belongs to
+    weights_metadata: dict[str, Any] = field(default_factory=dict)  # JSON-able, stored in the weights
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+class NonFiniteLoss(Exception):
+    def __init__(self, what: str, value: float) -> None:
+        super().__init__(f"{what} is {value}")
+
+
+class StepRunner:
+    """One optimizer step over ``accum_steps`` micro-batches (also used by the benchmark)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn, *,
+                 accum_steps: int, clip_grad: float, amp: str, env: DistEnv) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.accum_steps = accum_steps
+        self.clip_grad = clip_grad
+        self.env = env
+        on_cuda = env.device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if on_cuda else None
+        # bf16 has fp32's range and needs no loss scaling; fp16 does.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=on_cuda and amp == "fp16")
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def __call__(self, micro_batches: list[list[torch.Tensor]]) -> tuple[float, float]:
+        """Run forward/backward on each micro-batch and step; return (mean loss, grad norm).
+
+        Raises NonFiniteLoss before touching the weights if the loss (or, without loss scaling, the
+        gradient norm) is NaN/inf.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.env.device)
+        for i, batch in enumerate(micro_batches):
+            batch = [t.to(self.env.device, non_blocking=True) for t in batch]
+            last = i == len(micro_batches) - 1
+            # DDP all-reduces gradients on every backward unless told not to; only the last counts.
+            sync = self.model.no_sync() if self.env.distributed and not last else contextlib.nullcontext()
+            with sync:
+                with self.autocast():
+                    loss = self.loss_fn(self.model, batch)
+                self.scaler.scale(loss / self.accum_steps).backward()
+            total += loss.detach().float()
+        loss_value = float(all_reduce_mean(total / len(micro_batches), self.env))
+        if not math.isfinite(loss_value):
+            raise NonFiniteLoss("loss", loss_value)
+        self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if self.clip_grad > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad))
+        else:
+            grad_norm = float(torch.nn.utils.get_total_norm(grads))
+        # With fp16 loss scaling an inf norm is routine: the scaler skips that step and lowers the scale.
+        if not self.scaler.is_enabled() and not math.isfinite(grad_norm):
+            raise NonFiniteLoss("gradient norm", grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss_value, grad_norm
+
+
+@dataclass
+class _Position:
+    step: int = 0  # optimizer steps completed
+    epoch: int = 0
+    batch: int = 0  # micro-batches consumed in ``epoch``
+
+
+def run_training(
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler,
+    data: TrainData,
+    loss_fn: LossFn,
+    settings: LoopSettings,
+    env: DistEnv,
+    out_dir: Path,
+    max_steps: int | None = None,
+) -> Path:
+    """Train to the end (or to ``max_steps``), resuming from ``out_dir/state.pt`` if present.
+
+    Returns ``out_dir/model.safetensors`` when the schedule is complete (written last: it marks
+    completion), or ``out_dir/state.pt`` when stopped at ``max_steps``. Raises Preempted after
+    checkpointing on SIGTERM/SIGUSR1 and TrainingDiverged on a NaN/inf loss (nothing written).
+    """
+    out_dir = Path(out_dir)
+    state_path, weights_path, log_path = out_dir / STATE_NAME, out_dir / WEIGHTS_NAME, out_dir / LOG_NAME
+    total = settings.total_steps
+    batches_per_epoch = settings.steps_per_epoch * settings.accum_steps
+    stop_at = total if max_steps is None else min(max_steps, total)
+
+    pos, saved = _Position(), None
+    resumed_state = load_state(state_path) if state_path.exists() else None
+    if resumed_state is not None:
+        check_fingerprint(resumed_state, settings.fingerprint, state_path)
+        load_timm_state_dict(model, resumed_state["model"], source=str(state_path))
+        optimizer.load_state_dict(resumed_state["optimizer"])
+        scheduler.load_state_dict(resumed_state["scheduler"])
+        pos = _Position(resumed_state["step"], resumed_state["epoch"], resumed_state["batch"])
+        saved = pos.step
+    ddp_model = wrap_ddp(model, env)
+    runner = StepRunner(ddp_model, optimizer, loss_fn, accum_steps=settings.accum_steps,
+                        clip_grad=settings.clip_grad, amp=settings.amp, env=env)
+    if resumed_state is not None:
+        if runner.scaler.is_enabled() and resumed_state["scaler"]:
+            runner.scaler.load_state_dict(resumed_state["scaler"])
+        if len(resumed_state["rng"]) != env.world_size:
+            raise CheckpointError(f"{state_path}: written by {len(resumed_state['rng'])} processes, "
+                                  f"resumed with {env.world_size}")
+        # Last, so nothing in the set-up above (model init, ...) shifts the restored streams.
+        restore_rng(resumed_state["rng"][env.rank], env.device)
+        del resumed_state
+
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if saved is None:
+            log_path.unlink(missing_ok=True)  # a log without a state belongs to an abandoned run
+        else:
+            truncate_log(log_path, saved)
+    logger = StepLogger(log_path, total, pos.step, enabled=env.is_main)
+    if saved is not None:
+        logger.message(f"resuming from {state_path} at step {saved}/{total} (epoch {pos.epoch})")
+    else:
+        logger.message(f"training {total} steps ({settings.epochs} epochs x {settings.steps_per_epoch}) "
+                       f"on {env.world_size} process(es), {env.device}")
+
+    def checkpoint() -> None:
+        rng = gather_objects(capture_rng(env.device), env)
+        if env.is_main:
+            save_state(state_path, {
+                "fingerprint": fingerprint_json(settings.fingerprint),
+                "step": pos.step, "epoch": pos.epoch, "batch": pos.batch,
+                "model": to_timm_state_dict(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": runner.scaler.state_dict(),
+                "rng": rng,
+            })
+        barrier(env)
+
+    images_per_step = data.batch_size * settings.accum_steps * env.world_size
+    model.train()
+    batches = None
+    try:
+        with PreemptionGuard() as guard:
+            tick = time.perf_counter()
+            while pos.step < stop_at:
+                if batches is None:
+                    batches = iter(data.loader(pos.epoch, pos.batch))
+                micro = [next(batches) for _ in range(settings.accum_steps)]
+                scheduler.step_update(pos.step)
+                lr = max(group["lr"] for group in optimizer.param_groups)
+                try:
+                    loss, grad_norm = runner(micro)
+                except NonFiniteLoss as exc:
+                    last_good = f"{state_path} (step {saved}) kept" if saved is not None else "no checkpoint yet"
+                    raise TrainingDiverged(
+                        f"{exc} at step {pos.step + 1} (epoch {pos.epoch}); weights not saved; "
+                        f"last good state: {last_good}") from None
+                epoch = pos.epoch
+                pos.step += 1
+                pos.batch += settings.accum_steps
+                if pos.batch >= batches_per_epoch:  # leftover micro-batches (< accum_steps) are dropped
+                    pos.epoch, pos.batch, batches = pos.epoch + 1, 0, None
+                now = time.perf_counter()
+                logger.log({"step": pos.step, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                            "imgs_per_s": images_per_step / max(now - tick, 1e-9)})
+                tick = now
+                preempt = any_rank(guard.requested, env)
+                if preempt or pos.step == stop_at or pos.step % settings.checkpoint_every == 0:
+                    checkpoint()
+                    saved = pos.step
+                if preempt:
+                    raise Preempted(f"received {guard.received or 'a pre-emption signal'}; state at step "
+                                    f"{pos.step}/{total} saved to {state_path}; rerun the command to resume")
+    finally:
+        batches = None  # shuts down loader workers before returning or raising
+        logger.close()
+
+    if pos.step < total:
+        logger.message(f"stopped at step {pos.step}/{total} (--max-steps); state in {state_path}")
+        return state_path
+    if env.is_main:
+        save_weights(model, weights_path, settings.weights_metadata)
+    barrier(env)
+    return weights_path

@@ -1,0 +1,74 @@
+"""Per-step training log (``log.jsonl``) and human progress output.
+
+Every optimizer step appends one JSON object (step, epoch, loss, lr, grad_norm, imgs_per_s) and
+flushes it, so DVC plots and figures can read a run while it trains. People get a tqdm bar when
+stderr is a terminal and a plain line every few steps otherwise (SLURM/Snakemake log files).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from vitpe.io import write_text
+
+
+def truncate_log(path: Path, last_step: int) -> None:
+    """Drop records after ``last_step``: steps past the checkpoint a resumed run restarts from."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        if record.get("step", 0) <= last_step:
+            kept.append(line)
+    write_text(path, "".join(line + "\n" for line in kept))
+
+
+class StepLogger:
+    def __init__(self, path: Path, total_steps: int, start_step: int, enabled: bool = True,
+                 print_every: int | None = None) -> None:
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self.print_every = print_every or max(1, min(50, total_steps // 20))
+        self._file = None
+        self._bar = None
+        if not enabled:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", encoding="utf-8")
+        if sys.stderr.isatty():
+            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+        elif record["step"] % self.print_every == 0 or record["step"] == self.total_steps:
+            print(f"step {record['step']}/{self.total_steps} epoch {record['epoch']} "
+                  f"loss {record['loss']:.4f} lr {record['lr']:.3e} grad_norm {record['grad_norm']:.3f} "
+                  f"{record['imgs_per_s']:.1f} img/s", file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._file is not None:
+            self._file.close()

@@ -1,0 +1,110 @@
+"""Supervised ViT training (the DeiT-S recipe of the official MJP code, reference/MJP.md §3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+import torch
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+
+from vitpe.config import SupervisedRun
+from vitpe.errors import ConfigError, DataError
+from vitpe.models.vit import build_vit
+from vitpe.train.checkpoint import seed_everything
+from vitpe.train.data import TrainData, build_criterion, build_mixup, build_train_data
+from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
+from vitpe.train.engine import LoopSettings, LossFn, run_training
+from vitpe.train.optim import build_optimizer, build_scheduler, scaled_lrs
+
+# Recipe keys that change how a run executes but not what it computes: they may differ on resume.
+RUNTIME_KEYS = ("num_workers", "checkpoint_every", "eval_batch_size")
+
+
+def per_process_batch(batch_size: int, accum_steps: int, world_size: int) -> int:
+    """Micro-batch per process, from the global batch (= micro x processes x accum_steps)."""
+    per = batch_size // (accum_steps * world_size)
+    if per * accum_steps * world_size != batch_size or per == 0:
+        raise ConfigError(f"batch_size {batch_size} is not a multiple of accum_steps {accum_steps} "
+                          f"x {world_size} process(es)")
+    return per
+
+
+@dataclass
+class SupervisedSetup:
+    """Everything the engine needs for one supervised run (built once; shared with the benchmark)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    data: TrainData
+    loss_fn: LossFn
+    settings: LoopSettings
+
+
+def build_supervised(run: SupervisedRun, env: DistEnv) -> SupervisedSetup:
+    recipe = run.recipe
+    batch = per_process_batch(recipe["batch_size"], recipe["accum_steps"], env.world_size)
+    # official: torch/numpy seeded with seed + rank; python's random is seeded here as well
+    seed_everything(run.seed + env.rank)
+    data = build_train_data(run.train_dir, recipe, run.model["img_size"], run.num_classes, batch,
+                            seed=run.seed, rank=env.rank, world_size=env.world_size,
+                            pin_memory=env.device.type == "cuda")
+    steps_per_epoch = data.batches_per_epoch // recipe["accum_steps"]
+    if steps_per_epoch == 0:
+        raise DataError(f"{run.train_dir}: {data.sampler.samples_per_epoch} training samples per process "
+                        f"do not fill one step of {batch} x {recipe['accum_steps']} images")
+    mixup = build_mixup(recipe, run.num_classes)
+    if mixup is not None and batch % 2:
+        raise ConfigError(f"Mixup/CutMix needs an even per-process batch, got {batch}")
+    criterion = build_criterion(recipe, mixup)
+
+    model = build_vit(run.model, run.num_classes, run.pos_embed, recipe["drop_path"]).to(env.device)
+    lr, warmup_lr, min_lr = scaled_lrs(recipe)
+    optimizer = build_optimizer(model, lr, recipe["weight_decay"])
+    scheduler = build_scheduler(optimizer, recipe["epochs"] * steps_per_epoch,
+                                recipe["warmup_epochs"] * steps_per_epoch, warmup_lr, min_lr)
+
+    def loss_fn(net: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+        images, targets = batch
+        if mixup is not None:  # on the device, after the CPU augmentations (official order)
+            images, targets = mixup(images, targets)
+        return criterion(net(images), targets)
+
+    fingerprint = {
+        "model": dict(run.model),
+        "recipe": {k: v for k, v in recipe.items() if k not in RUNTIME_KEYS},
+        "pos_embed": run.pos_embed,
+        "num_classes": run.num_classes,
+        "seed": run.seed,
+        "world_size": env.world_size,
+        "train_images": len(data.dataset),
+    }
+    settings = LoopSettings(
+        epochs=recipe["epochs"],
+        steps_per_epoch=steps_per_epoch,
+        accum_steps=recipe["accum_steps"],
+        clip_grad=recipe["clip_grad"],
+        amp=recipe["amp"],
+        checkpoint_every=recipe["checkpoint_every"],
+        fingerprint=fingerprint,
+        weights_metadata={"experiment": run.name, "scale": run.scale, "model": dict(run.model),
+                          "pos_embed": run.pos_embed, "num_classes": run.num_classes},
+    )
+    return SupervisedSetup(model, optimizer, scheduler, data, loss_fn, settings)
+
+
+def train_supervised(run: SupervisedRun, out_dir: Path, device: str | None = None,
+                     max_steps: int | None = None) -> Path:
+    """Train (or resume) ``run`` into ``out_dir``: model.safetensors, state.pt, log.jsonl.
+
+    Returns the weights path when training is complete, the state path when stopped at
+    ``max_steps`` (a global step count; rerun without it to continue).
+    """
+    env = init_distributed(device)
+    try:
+        setup = build_supervised(run, env)
+        return run_training(model=setup.model, optimizer=setup.optimizer, scheduler=setup.scheduler,
+                            data=setup.data, loss_fn=setup.loss_fn, settings=setup.settings, env=env,
+                            out_dir=Path(out_dir), max_steps=max_steps)
+    finally:
+        cleanup_distributed(env)

@@ -1,0 +1,170 @@
+"""`vitpe data check`: passes on the embedded sets; each kind of bad input fails with one line naming the path."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_data_support import embedded  # noqa: F401  (session fixture)
+from vitpe.cli import main
+from vitpe.data.check import check_all, check_dataset
+from vitpe.errors import DataError
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    rc = main(["data", "check", *map(str, args)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def fails(capsys, *args: str) -> str:
+    """Run the check, expect a failure; return its one-line message."""
+    rc, _, err = cli(capsys, *args)
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.fixture
+def params_file(embedded, tmp_path) -> Path:
+    params, _ = embedded
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_check_all_passes_and_writes_a_report(embedded, params_file, tmp_path, capsys):
+    params, root = embedded
+    rc, out, err = cli(capsys, "--params", params_file, "--out", tmp_path / "report.json", "--full")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["datasets"]) == {"imagenet", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco", "attack"}
+    cfg = params["data"]["embedded"]
+    assert report["datasets"]["imagenet"]["train"]["images"] == cfg["num_classes"] * cfg["train_per_class"]
+    assert report["datasets"]["imagenet_c"]["images"] == 19 * 5 * cfg["num_classes"] * cfg["corruption_per_class"]
+    assert report["datasets"]["imagenet_c"]["checked"] == report["datasets"]["imagenet_c"]["images"]  # --full
+    assert len(report["datasets"]["imagenet_a"]["class_index_mask"]) == cfg["a_classes"]
+    assert report["datasets"]["coco"]["val2017"]["categories"] == [1, 2, 3]
+    assert out.count("check: ") == 7
+
+
+def test_only_the_named_datasets(params_file, tmp_path, capsys):
+    rc, out, _ = cli(capsys, "--params", params_file, "--dataset", "coco", "ade20k", "--out", tmp_path / "r.json")
+    assert rc == 0
+    assert set(json.loads((tmp_path / "r.json").read_text())["datasets"]) == {"coco", "ade20k"}
+
+
+def test_missing_folder(tmp_path, capsys):
+    msg = fails(capsys, "--kind", "imagenet", "--path", tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere" / "train") in msg and "missing folder" in msg
+
+
+def test_wrong_class_count(embedded, capsys):
+    _, root = embedded
+    msg = fails(capsys, "--kind", "imagefolder", "--path", root / "imagenet" / "train", "--num-classes", 1000)
+    assert str(root / "imagenet" / "train") in msg and "expected 1000" in msg
+
+
+def test_unreadable_image(embedded, tmp_path, capsys):
+    _, root = embedded
+    shutil.copytree(root / "imagenet" / "val", tmp_path / "val")
+    bad = sorted((tmp_path / "val").rglob("*.png"))[-1]  # the last file of the last class: in the sample
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    msg = fails(capsys, "--kind", "imagefolder", "--path", tmp_path / "val")
+    assert str(bad) in msg and "not a readable image" in msg
+
+
+def test_truncated_jpeg_found_by_a_full_check(embedded, tmp_path, capsys):
+    _, root = embedded
+    shutil.copytree(root / "imagenet-a", tmp_path / "a")
+    files = sorted((tmp_path / "a").rglob("*.jpg"))
+    bad = files[1]
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) * 2 // 3])  # the header parses; only decoding finds the cut
+    msg = fails(capsys, "--kind", "imagenet_a", "--path", tmp_path / "a", "--full")
+    assert str(bad) in msg
+
+
+def test_imagenet_c_missing_severity(embedded, tmp_path, capsys):
+    _, root = embedded
+    shutil.copytree(root / "imagenet-c", tmp_path / "c")
+    shutil.rmtree(tmp_path / "c" / "fog" / "4")
+    msg = fails(capsys, "--kind", "imagenet_c", "--path", tmp_path / "c")
+    assert str(tmp_path / "c" / "fog" / "4") in msg
+
+
+def test_imagenet_o_folder_that_is_not_a_training_class(embedded, tmp_path, capsys):
+    _, root = embedded
+    shutil.copytree(root / "imagenet-o", tmp_path / "o")
+    first = sorted((tmp_path / "o").iterdir())[0]
+    first.rename(tmp_path / "o" / "n01440764")
+    msg = fails(capsys, "--kind", "imagenet_o", "--path", tmp_path / "o",
+                "--train-classes", root / "imagenet" / "train")
+    assert str(tmp_path / "o" / "n01440764") in msg and "not a training class" in msg
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"images": [], "categories": []}), "missing annotations"),
+])
+def test_bad_coco_json(embedded, tmp_path, capsys, content, expected):
+    _, root = embedded
+    shutil.copytree(root / "coco", tmp_path / "coco")
+    ann = tmp_path / "coco" / "annotations" / "instances_val2017.json"
+    ann.write_text(content)
+    msg = fails(capsys, "--kind", "coco", "--path", tmp_path / "coco")
+    assert str(ann) in msg and expected in msg
+
+
+def test_coco_json_referencing_a_missing_image(embedded, tmp_path, capsys):
+    _, root = embedded
+    shutil.copytree(root / "coco", tmp_path / "coco")
+    gone = sorted((tmp_path / "coco" / "train2017").iterdir())[-1]
+    gone.unlink()
+    msg = fails(capsys, "--kind", "coco", "--path", tmp_path / "coco")
+    assert str(gone) in msg and "missing image" in msg
+
+
+def test_ade20k_image_without_annotation(embedded, tmp_path, capsys):
+    _, root = embedded
+    shutil.copytree(root / "ade20k", tmp_path / "ade")
+    (tmp_path / "ade" / "annotations" / "validation" / "ADE_val_00000002.png").unlink()
+    msg = fails(capsys, "--kind", "ade20k", "--path", tmp_path / "ade")
+    assert str(tmp_path / "ade" / "images" / "validation" / "ADE_val_00000002.jpg") in msg and "no annotation" in msg
+
+
+def test_ade20k_label_out_of_range(embedded, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    _, root = embedded
+    shutil.copytree(root / "ade20k", tmp_path / "ade")
+    ann = tmp_path / "ade" / "annotations" / "training" / "ADE_train_00000001.png"
+    label = np.asarray(Image.open(ann)).copy()
+    label[0, 0] = 200
+    Image.fromarray(label).save(ann)
+    with pytest.raises(DataError, match="label value 200 out of range") as info:
+        check_dataset("ade20k", tmp_path / "ade")
+    assert str(ann) in str(info.value)
+    # real ADE20K has 150 classes: the same map passes a 150-class check without the 200
+    label[0, 0] = 150
+    Image.fromarray(label).save(ann)
+    assert check_dataset("ade20k", tmp_path / "ade", num_classes=150)["max_label"] == 150
+
+
+def test_embedded_set_without_manifest_is_incomplete(embedded, tmp_path):
+    params, root = embedded
+    params = json.loads(json.dumps(params))
+    shutil.copytree(root / "attack", tmp_path / "attack")
+    params["data"]["embedded"]["root"] = str(tmp_path)
+    with pytest.raises(DataError, match=r"manifest.json: missing"):
+        check_all(params, ["attack"], log=lambda msg: None)
+
+
+def test_kind_without_path_is_a_usage_error(capsys):
+    msg = fails(capsys, "--kind", "coco")
+    assert "--kind needs --path" in msg

@@ -1,0 +1,185 @@
+"""Training engine: parameter groups, LR schedule, exact resumption, checkpoint format.
+
+The helpers at the top (a tiny ImageFolder and micro runs) are shared with the other train/eval tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import ROOT, deep_update
+from vitpe.config import SupervisedRun, load_params, supervised_run
+from vitpe.errors import CheckpointError, ConfigError
+from vitpe.evaluate.classification import evaluate_classification
+from vitpe.models import build_vit
+from vitpe.train.optim import build_optimizer, build_scheduler, scaled_lrs, weight_decay_of
+from vitpe.train.supervised import train_supervised
+
+NUM_CLASSES = 10  # the schema's minimum for the embedded dataset
+MICRO_MODEL = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}
+MICRO_RECIPE = {"epochs": 3, "warmup_epochs": 1, "batch_size": 4, "lr_batch_divisor": 4,
+                "checkpoint_every": 4, "eval_batch_size": 8, "randaugment": "rand-m5-mstd0.5-inc1"}
+
+
+def make_image_folder(root: Path, train_per_class: int = 2, val_per_class: int = 1, size: int = 16,
+                      num_classes: int = NUM_CLASSES, seed: int = 0) -> Path:
+    """root/{train,val}/cNN/*.png with class-dependent colour (learnable) plus noise."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(num_classes):
+            folder = root / split / f"c{c:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            base = np.array([(37 * c) % 256, (91 * c) % 256, (151 * c) % 256], dtype=np.int16)
+            for i in range(count):
+                noise = rng.integers(-40, 40, (size, size, 3))
+                Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def micro_run(data_root: Path, **recipe: object) -> SupervisedRun:
+    run = supervised_run(load_params(ROOT / "params.yaml"), "deit_s")
+    return dataclasses.replace(
+        run, model=dict(MICRO_MODEL), recipe={**run.recipe, **MICRO_RECIPE, **recipe},
+        num_classes=NUM_CLASSES, train_dir=data_root / "train", val_dir=data_root / "val",
+    )
+
+
+def micro_params_file(tmp_path: Path, data_root: Path, **recipe: object) -> Path:
+    """A params.yaml whose tiny scale is the micro run, for CLI tests (data under data_root/imagenet)."""
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), {
+        "data": {"embedded": {"root": str(data_root), "num_classes": NUM_CLASSES}},
+        "scales": {"tiny": {"model": MICRO_MODEL, "supervised": {**MICRO_RECIPE, **recipe}}},
+    })
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def log_records(out: Path) -> list[dict]:
+    """log.jsonl without the timing field (which legitimately differs between runs)."""
+    lines = (out / "log.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "imgs_per_s"} for line in lines]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("imagefolder"))
+
+
+@pytest.fixture(scope="module")
+def reference(data_root, tmp_path_factory) -> Path:
+    """One uninterrupted micro run (15 steps: 3 epochs x 5) that resumed runs must reproduce."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    assert train_supervised(micro_run(data_root), out, device="cpu") == out / "model.safetensors"
+    return out
+
+
+# --- optimizer and schedule --------------------------------------------------------------------
+
+def test_no_weight_decay_on_pos_embed_cls_token_and_1d_params():
+    model = build_vit(MICRO_MODEL, NUM_CLASSES, "learnable", drop_path=0.0)
+    decay = weight_decay_of(build_optimizer(model, lr=1e-3, weight_decay=0.05), model)
+    assert decay["pe.table"] == 0.0 and decay["cls_token"] == 0.0
+    assert decay["norm.weight"] == 0.0 and decay["blocks.0.norm1.weight"] == 0.0
+    assert decay["head.bias"] == 0.0 and decay["blocks.1.attn.qkv.bias"] == 0.0
+    assert decay["head.weight"] == 0.05 and decay["blocks.0.mlp.fc1.weight"] == 0.05
+    assert decay["patch_embed.proj.weight"] == 0.05
+    decayed = {n for n, wd in decay.items() if wd > 0}
+    assert decayed == {n for n, p in model.named_parameters() if p.ndim > 1} - {"pe.table", "cls_token"}
+
+
+def test_lr_scaling_warmup_and_cosine_values():
+    recipe = {"batch_size": 1024, "lr_batch_divisor": 512, "base_lr": 5e-4, "warmup_lr": 5e-7, "min_lr": 5e-6}
+    lr, warmup_lr, min_lr = scaled_lrs(recipe)
+    assert (lr, warmup_lr, min_lr) == pytest.approx((1e-3, 1e-6, 1e-5))  # MJP.md §3.3
+    model = build_vit(MICRO_MODEL, NUM_CLASSES, "learnable", drop_path=0.0)
+    optimizer = build_optimizer(model, lr, 0.05)
+    scheduler = build_scheduler(optimizer, total_steps=1000, warmup_steps=100, warmup_lr=warmup_lr, min_lr=min_lr)
+
+    def lr_at(step: int) -> list[float]:
+        scheduler.step_update(step)
+        return [group["lr"] for group in optimizer.param_groups]
+
+    assert lr_at(0) == pytest.approx([1e-6, 1e-6])
+    assert lr_at(50)[0] == pytest.approx(1e-6 + 50 * (1e-3 - 1e-6) / 100)  # linear warm-up per iteration
+    # after warm-up the cosine runs over the whole schedule (warm-up not prefixed), as the official code
+    for t in (100, 500, 999):
+        assert lr_at(t)[0] == pytest.approx(1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * t / 1000)))
+    assert lr_at(500)[0] == pytest.approx((1e-3 + 1e-5) / 2)
+    assert lr_at(1000)[0] == pytest.approx(1e-5)
+
+
+# --- resumption ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stops", [[3], [5, 11]], ids=["mid-epoch", "epoch-boundary+later"])
+def test_stopped_and_resumed_run_is_bitwise_identical(data_root, reference, tmp_path, stops):
+    run = micro_run(data_root)
+    for stop in stops:
+        assert train_supervised(run, tmp_path, device="cpu", max_steps=stop) == tmp_path / "state.pt"
+        assert not (tmp_path / "model.safetensors").exists()
+        assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == stop
+    assert train_supervised(run, tmp_path, device="cpu") == tmp_path / "model.safetensors"
+    assert (tmp_path / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    records = log_records(tmp_path)
+    assert records == log_records(reference) and [r["step"] for r in records] == list(range(1, 16))
+    metrics = [evaluate_classification(run, out / "model.safetensors", out / "m.json", device="cpu")
+               for out in (reference, tmp_path)]
+    assert metrics[0] == metrics[1] and metrics[0]["num_images"] == NUM_CLASSES
+
+
+@pytest.mark.parametrize("variant", [{"repeated_aug": 3}, {"accum_steps": 2, "batch_size": 4}],
+                         ids=["repeated-aug", "grad-accumulation"])
+def test_resume_is_exact_with_repeated_aug_and_accumulation(data_root, tmp_path, variant):
+    run = micro_run(data_root, epochs=2, **variant)
+    train_supervised(run, tmp_path / "a", device="cpu")
+    train_supervised(run, tmp_path / "b", device="cpu", max_steps=3)
+    train_supervised(run, tmp_path / "b", device="cpu")
+    assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
+    assert log_records(tmp_path / "a") == log_records(tmp_path / "b")
+
+
+def test_training_state_is_weights_only_and_complete(data_root, tmp_path):
+    train_supervised(micro_run(data_root), tmp_path, device="cpu", max_steps=2)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["step"] == 2 and state["epoch"] == 0 and state["batch"] == 2
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "fingerprint"} <= set(state)
+    assert state["model"]["pos_embed"].shape == (1, 17, 32)  # timm key names inside the state too
+    assert set(state["rng"][0]) == {"torch", "python", "numpy"}
+    assert len(state["optimizer"]["state"]) == len(list(build_vit(MICRO_MODEL, 10, "learnable", 0.0).parameters()))
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2]
+    assert set(json.loads(lines[0])) == {"step", "epoch", "loss", "lr", "grad_norm", "imgs_per_s"}
+
+
+def test_resume_refuses_a_state_from_another_configuration(data_root, tmp_path):
+    train_supervised(micro_run(data_root), tmp_path, device="cpu", max_steps=1)
+    with pytest.raises(CheckpointError, match=r"recipe\.base_lr: 0\.0005 -> 0\.001"):
+        train_supervised(micro_run(data_root, base_lr=1e-3), tmp_path, device="cpu")
+    # runtime-only settings may change between the two halves of a run
+    train_supervised(micro_run(data_root, checkpoint_every=1), tmp_path, device="cpu", max_steps=2)
+
+
+def test_corrupt_state_raises_checkpoint_error(data_root, tmp_path):
+    (tmp_path / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="not a readable training state"):
+        train_supervised(micro_run(data_root), tmp_path, device="cpu")
+
+
+def test_rerun_after_completion_rewrites_identical_weights(data_root, reference, tmp_path):
+    for name in ("state.pt", "log.jsonl"):
+        (tmp_path / name).write_bytes((reference / name).read_bytes())
+    train_supervised(micro_run(data_root), tmp_path, device="cpu")
+    assert (tmp_path / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+
+
+def test_batch_must_split_over_accumulation(data_root, tmp_path):
+    with pytest.raises(ConfigError, match="batch_size 4 is not a multiple of accum_steps 3"):
+        train_supervised(micro_run(data_root, accum_steps=3), tmp_path, device="cpu")
