@@ -11,6 +11,7 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/supervised.smk"
+include: "workflow/rules/mjp.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -18,4 +19,3 @@ rule all:
     default_target: True
     input:
         "results/tables/main.tex",
-        expand("results/figures/{scale}/training_curves.png", scale=SCALE),

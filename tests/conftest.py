@@ -1,15 +1,21 @@
-"""Shared fixtures: a throw-away copy of the workflow with a micro configuration."""
+"""Shared test helpers: micro configurations, a throw-away workflow copy, tiny image folders and runs."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
+
+from vitpe.config import SupervisedRun, load_params, supervised_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's snakemake/dvc/vitpe live next to its python
@@ -56,3 +62,51 @@ def workflow_copy(tmp_path: Path) -> Path:
         shutil.copytree(ROOT / name, tmp_path / name)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(micro_params(), sort_keys=False))
     return tmp_path
+
+
+# --- micro supervised runs on a tiny synthetic ImageFolder (train/eval tests) -----------------------
+
+NUM_CLASSES = 10  # the schema's minimum for the embedded dataset
+MICRO_MODEL = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}
+MICRO_RECIPE = {"epochs": 3, "warmup_epochs": 1, "batch_size": 4, "lr_batch_divisor": 4,
+                "checkpoint_every": 4, "eval_batch_size": 8, "randaugment": "rand-m5-mstd0.5-inc1"}
+
+
+def make_image_folder(root: Path, train_per_class: int = 2, val_per_class: int = 1, size: int = 16,
+                      num_classes: int = NUM_CLASSES, seed: int = 0) -> Path:
+    """root/{train,val}/cNN/*.png with class-dependent colour (learnable) plus noise."""
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for c in range(num_classes):
+            folder = root / split / f"c{c:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            base = np.array([(37 * c) % 256, (91 * c) % 256, (151 * c) % 256], dtype=np.int16)
+            for i in range(count):
+                noise = rng.integers(-40, 40, (size, size, 3))
+                Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def micro_run(data_root: Path, **recipe: object) -> SupervisedRun:
+    run = supervised_run(load_params(ROOT / "params.yaml"), "deit_s")
+    return dataclasses.replace(
+        run, model=dict(MICRO_MODEL), recipe={**run.recipe, **MICRO_RECIPE, **recipe},
+        num_classes=NUM_CLASSES, train_dir=data_root / "train", val_dir=data_root / "val",
+    )
+
+
+def micro_params_file(tmp_path: Path, data_root: Path, **recipe: object) -> Path:
+    """A params.yaml whose tiny scale is the micro run, for CLI tests (data under data_root/imagenet)."""
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), {
+        "data": {"embedded": {"root": str(data_root), "num_classes": NUM_CLASSES}},
+        "scales": {"tiny": {"model": MICRO_MODEL, "supervised": {**MICRO_RECIPE, **recipe}}},
+    })
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def log_records(out: Path) -> list[dict]:
+    """The published log.jsonl, without the timing field (which legitimately differs between runs)."""
+    lines = (out / "log.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "imgs_per_s"} for line in lines]

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from test_train import NUM_CLASSES, MICRO_MODEL, make_image_folder, micro_params_file, micro_run
+from conftest import NUM_CLASSES, MICRO_MODEL, make_image_folder, micro_params_file, micro_run
 from vitpe.cli import main
 from vitpe.errors import CheckpointError, DataError
 from vitpe.evaluate.classification import evaluate_classification

@@ -95,8 +95,9 @@ def test_sincos_is_a_fixed_buffer_and_learnable_is_trained():
 
 def test_position_embeddings_without_mask_support_reject_a_mask():
     model = build_vit(MICRO, 5, "learnable", drop_path=0.0)
+    tokens = torch.randn(1, 17, MICRO["embed_dim"])
     with pytest.raises(ValueError, match="does not take a per-token mask"):
-        model(torch.randn(1, 3, 16, 16), mask=torch.zeros(1, 16, dtype=torch.bool))
+        model.pe(tokens, torch.zeros(1, 16, dtype=torch.bool))
 
 
 def test_init_matches_official_recipe():

@@ -1,72 +1,20 @@
-"""Training engine: parameter groups, LR schedule, exact resumption, checkpoint format.
-
-The helpers at the top (a tiny ImageFolder and micro runs) are shared with the other train/eval tests.
-"""
+"""Training engine: parameter groups, LR schedule, exact resumption, checkpoint format."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import yaml
-from PIL import Image
 
-from conftest import ROOT, deep_update
-from vitpe.config import SupervisedRun, load_params, supervised_run
+from conftest import MICRO_MODEL, NUM_CLASSES, log_records, make_image_folder, micro_run
 from vitpe.errors import CheckpointError, ConfigError
 from vitpe.evaluate.classification import evaluate_classification
 from vitpe.models import build_vit
 from vitpe.train.optim import build_optimizer, build_scheduler, scaled_lrs, weight_decay_of
 from vitpe.train.supervised import train_supervised
-
-NUM_CLASSES = 10  # the schema's minimum for the embedded dataset
-MICRO_MODEL = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}
-MICRO_RECIPE = {"epochs": 3, "warmup_epochs": 1, "batch_size": 4, "lr_batch_divisor": 4,
-                "checkpoint_every": 4, "eval_batch_size": 8, "randaugment": "rand-m5-mstd0.5-inc1"}
-
-
-def make_image_folder(root: Path, train_per_class: int = 2, val_per_class: int = 1, size: int = 16,
-                      num_classes: int = NUM_CLASSES, seed: int = 0) -> Path:
-    """root/{train,val}/cNN/*.png with class-dependent colour (learnable) plus noise."""
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", train_per_class), ("val", val_per_class)):
-        for c in range(num_classes):
-            folder = root / split / f"c{c:02d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            base = np.array([(37 * c) % 256, (91 * c) % 256, (151 * c) % 256], dtype=np.int16)
-            for i in range(count):
-                noise = rng.integers(-40, 40, (size, size, 3))
-                Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(folder / f"{i}.png")
-    return root
-
-
-def micro_run(data_root: Path, **recipe: object) -> SupervisedRun:
-    run = supervised_run(load_params(ROOT / "params.yaml"), "deit_s")
-    return dataclasses.replace(
-        run, model=dict(MICRO_MODEL), recipe={**run.recipe, **MICRO_RECIPE, **recipe},
-        num_classes=NUM_CLASSES, train_dir=data_root / "train", val_dir=data_root / "val",
-    )
-
-
-def micro_params_file(tmp_path: Path, data_root: Path, **recipe: object) -> Path:
-    """A params.yaml whose tiny scale is the micro run, for CLI tests (data under data_root/imagenet)."""
-    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), {
-        "data": {"embedded": {"root": str(data_root), "num_classes": NUM_CLASSES}},
-        "scales": {"tiny": {"model": MICRO_MODEL, "supervised": {**MICRO_RECIPE, **recipe}}},
-    })
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
-
-
-def log_records(out: Path) -> list[dict]:
-    """log.jsonl without the timing field (which legitimately differs between runs)."""
-    lines = (out / "log.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "imgs_per_s"} for line in lines]
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +71,9 @@ def test_lr_scaling_warmup_and_cosine_values():
 def test_stopped_and_resumed_run_is_bitwise_identical(data_root, reference, tmp_path, stops):
     run = micro_run(data_root)
     for stop in stops:
-        assert train_supervised(run, tmp_path, device="cpu", max_steps=stop) == tmp_path / "state.pt"
+        assert train_supervised(run, tmp_path, device="cpu", max_steps=stop) == tmp_path / "state" / "state.pt"
         assert not (tmp_path / "model.safetensors").exists()
-        assert torch.load(tmp_path / "state.pt", weights_only=True)["step"] == stop
+        assert torch.load(tmp_path / "state" / "state.pt", weights_only=True)["step"] == stop
     assert train_supervised(run, tmp_path, device="cpu") == tmp_path / "model.safetensors"
     assert (tmp_path / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
     records = log_records(tmp_path)
@@ -148,14 +96,15 @@ def test_resume_is_exact_with_repeated_aug_and_accumulation(data_root, tmp_path,
 
 def test_training_state_is_weights_only_and_complete(data_root, tmp_path):
     train_supervised(micro_run(data_root), tmp_path, device="cpu", max_steps=2)
-    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    state = torch.load(tmp_path / "state" / "state.pt", weights_only=True)
     assert state["step"] == 2 and state["epoch"] == 0 and state["batch"] == 2
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "fingerprint"} <= set(state)
     assert state["model"]["pos_embed"].shape == (1, 17, 32)  # timm key names inside the state too
     assert set(state["rng"][0]) == {"torch", "python", "numpy"}
     assert len(state["optimizer"]["state"]) == len(list(build_vit(MICRO_MODEL, 10, "learnable", 0.0).parameters()))
-    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    lines = (tmp_path / "state" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
+    assert not (tmp_path / "log.jsonl").exists()  # published only with the final weights
     assert set(json.loads(lines[0])) == {"step", "epoch", "loss", "lr", "grad_norm", "imgs_per_s"}
 
 
@@ -168,14 +117,14 @@ def test_resume_refuses_a_state_from_another_configuration(data_root, tmp_path):
 
 
 def test_corrupt_state_raises_checkpoint_error(data_root, tmp_path):
-    (tmp_path / "state.pt").write_bytes(b"garbage")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "state.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable training state"):
         train_supervised(micro_run(data_root), tmp_path, device="cpu")
 
 
 def test_rerun_after_completion_rewrites_identical_weights(data_root, reference, tmp_path):
-    for name in ("state.pt", "log.jsonl"):
-        (tmp_path / name).write_bytes((reference / name).read_bytes())
+    shutil.copytree(reference / "state", tmp_path / "state")
     train_supervised(micro_run(data_root), tmp_path, device="cpu")
     assert (tmp_path / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
 

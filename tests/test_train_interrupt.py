@@ -15,8 +15,7 @@ import pytest
 import torch
 from timm.loss import SoftTargetCrossEntropy
 
-from conftest import ROOT
-from test_train import log_records, make_image_folder, micro_params_file
+from conftest import ROOT, log_records, make_image_folder, micro_params_file
 from vitpe.cli import main
 from vitpe.config import apply_overrides, load_params, supervised_run
 from vitpe.train.supervised import train_supervised
@@ -39,7 +38,7 @@ def test_sigterm_checkpoints_exits_124_and_resumes_to_identical_weights(tmp_path
 
     proc = subprocess.Popen(_vitpe(*train_args, "--out", str(out)), env=_env(), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = out / "log.jsonl"
+    log = out / "state" / "log.jsonl"
     deadline = time.monotonic() + 120
     while not (log.exists() and len(log.read_text().splitlines()) >= 2):
         assert proc.poll() is None, proc.communicate()[1]
@@ -49,14 +48,14 @@ def test_sigterm_checkpoints_exits_124_and_resumes_to_identical_weights(tmp_path
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 124, stderr
     assert "preempted: received SIGTERM" in stderr
-    state = torch.load(out / "state.pt", weights_only=True)
+    state = torch.load(out / "state" / "state.pt", weights_only=True)
     assert 2 <= state["step"] < 100  # checkpointed at the step boundary after the signal
     assert not (out / "model.safetensors").exists()
 
     resumed = subprocess.run(_vitpe(*train_args, "--out", str(out)), env=_env(), cwd=tmp_path,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming from {out / 'state.pt'} at step {state['step']}/100" in resumed.stderr
+    assert f"resuming from {out / 'state' / 'state.pt'} at step {state['step']}/100" in resumed.stderr
 
     reference = tmp_path / "reference"
     train_supervised(supervised_run(load_params(params), "deit_s"), reference, device="cpu")
@@ -85,7 +84,7 @@ def test_two_process_gloo_run_resumes_to_identical_weights(tmp_path):
 
     torchrun("--out", "whole")
     torchrun("--out", "split", "--max-steps", "3")
-    state = torch.load(tmp_path / "split" / "state.pt", weights_only=True)
+    state = torch.load(tmp_path / "split" / "state" / "state.pt", weights_only=True)
     assert state["step"] == 3 and len(state["rng"]) == 2  # one RNG snapshot per rank
     torchrun("--out", "split")
     assert (tmp_path / "whole/model.safetensors").read_bytes() == (tmp_path / "split/model.safetensors").read_bytes()
@@ -112,8 +111,8 @@ def test_nan_loss_exits_3_keeps_last_good_state_and_writes_no_weights(tmp_path, 
     err = capsys.readouterr().err
     assert "error: loss is nan at step 4 (epoch 0)" in err and "(step 2) kept" in err
     assert not (out / "model.safetensors").exists()
-    assert torch.load(out / "state.pt", weights_only=True)["step"] == 2
-    assert [r["step"] for r in log_records(out)] == [1, 2, 3]
+    assert torch.load(out / "state" / "state.pt", weights_only=True)["step"] == 2
+    assert [json.loads(line)["step"] for line in (out / "state" / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
 @pytest.mark.slow
@@ -124,10 +123,10 @@ def test_paper_scale_vit_s16_recipe_runs_one_step_on_cpu(tmp_path):
                               recipe={**run.recipe, "batch_size": 2, "num_workers": 0})
     assert run.model["img_size"] == 224 and run.model["depth"] == 12 and run.recipe["repeated_aug"] == 3
     out = tmp_path / "run"
-    assert train_supervised(run, out, device="cpu", max_steps=1) == out / "state.pt"
-    (record,) = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert train_supervised(run, out, device="cpu", max_steps=1) == out / "state" / "state.pt"
+    (record,) = [json.loads(line) for line in (out / "state" / "log.jsonl").read_text().splitlines()]
     assert record["step"] == 1 and record["lr"] == pytest.approx(5e-7 * 2 / 512)  # warm-up start
     assert math.isfinite(record["loss"]) and 0.2 < record["loss"] < 2.0  # ~ln 2 for 2 classes
-    state = torch.load(out / "state.pt", weights_only=True)
+    state = torch.load(out / "state" / "state.pt", weights_only=True)
     assert state["model"]["pos_embed"].shape == (1, 197, 384)
     assert len(state["model"]) == 152  # ViT-S/16: 12 blocks x 12 tensors + 8 others

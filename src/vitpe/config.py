@@ -113,6 +113,38 @@ class SupervisedRun:
     num_classes: int
     train_dir: Path
     val_dir: Path
+    jigsaw: dict[str, Any] | None = None  # resolved MJP / naive-shuffle settings, None: no shuffle
+    dal: dict[str, Any] | None = None  # resolved DAL settings, None: no DAL head
+    unk: dict[str, Any] | None = None  # MJP PE options (pos_embed "mjp" only)
+
+    @property
+    def pe_options(self) -> dict[str, Any]:
+        return dict(self.unk or {})
+
+
+# Faithful defaults of the official MJP code (reference/MJP.md §1-2, docs/FIDELITY.md).
+JIGSAW_DEFAULTS = {"ratio": 0.1, "apply_prob": 0.5, "start_epoch": None, "per_sample": False}
+DAL_DEFAULTS = {"head": "nonlinear", "weight": 0.01, "final_ratio": 0.5}
+UNK_DEFAULTS = {"init": "normal", "weight_decay": True}
+
+
+def _method_settings(name: str, exp: dict, warmup_epochs: int) -> dict[str, Any]:
+    """The experiment's jigsaw/DAL/unk blocks with defaults filled in, checked against its PE."""
+    where = f"params.yaml: supervised.{name}"
+    jigsaw = dal = unk = None
+    if "jigsaw" in exp:
+        jigsaw = {**JIGSAW_DEFAULTS, **exp["jigsaw"]}
+        if jigsaw["start_epoch"] is None:
+            jigsaw["start_epoch"] = warmup_epochs
+    if "dal" in exp:
+        if exp["pos_embed"] not in ("learnable", "mjp"):
+            raise ConfigError(f"{where}.dal: DAL regresses a learnable PE table; pos_embed is {exp['pos_embed']!r}")
+        dal = {**DAL_DEFAULTS, **exp["dal"]}
+    if exp["pos_embed"] == "mjp":
+        unk = {**UNK_DEFAULTS, **exp.get("unk", {})}
+    elif "unk" in exp:
+        raise ConfigError(f"{where}.unk: only for pos_embed 'mjp', not {exp['pos_embed']!r}")
+    return {"jigsaw": jigsaw, "dal": dal, "unk": unk}
 
 
 def dataset_paths(params: dict) -> dict[str, Path]:
@@ -160,4 +192,5 @@ def supervised_run(params: dict, name: str) -> SupervisedRun:
         num_classes=num_classes(params),
         train_dir=paths["imagenet"] / "train",
         val_dir=paths["imagenet"] / "val",
+        **_method_settings(name, exp, recipe["warmup_epochs"]),
     )

@@ -4,7 +4,7 @@ import os
 import shlex
 import sys
 
-from vitpe.config import validate_params
+from vitpe.config import dataset_paths, validate_params
 from vitpe.errors import ConfigError
 
 try:  # one clear line and a non-zero exit before any job starts
@@ -76,3 +76,9 @@ def data_ready():
 
 def ckpt(stage, exp):
     return f"results/checkpoints/{SCALE}/{stage}/{exp}/model.safetensors"
+
+
+def dataset_image_dir():
+    """Where figures take a real image from: the embedded photographs, or the ImageNet validation set."""
+    paths = dataset_paths(config)
+    return str(paths.get("attack", paths["imagenet"] / "val"))

@@ -3,8 +3,17 @@
 
 rule table_main:
     input:
-        classify=expand(f"results/metrics/{SCALE}/{{exp}}/classify.json", exp=SUPERVISED),
+        metrics=expand(
+            f"results/metrics/{SCALE}/{{exp}}/{{kind}}.json",
+            exp=SUPERVISED,
+            kind=["classify", "shuffle", "robustness", "pe_probe"],
+        ),
         paper="workflow/resources/paper_numbers.yaml",
+        # main.tex is the main target (`make run`, DVC, SLURM): asking for it builds every figure too
+        figures=expand(
+            f"results/figures/{SCALE}/{{name}}.png",
+            name=["training_curves", "shuffle_accuracy", "pe_spectra", "pe_similarity", "mjp_illustration"],
+        ),
     output:
         "results/tables/main.tex",
     log:

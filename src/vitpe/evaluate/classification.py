@@ -7,10 +7,10 @@ from typing import Any
 import torch
 from vitpe.config import SupervisedRun
 from vitpe.io import write_json
-from vitpe.models.vit import build_vit
 from vitpe.train.checkpoint import load_weights
 from vitpe.train.data import build_eval_loader
 from vitpe.train.distributed import resolve_device
+from vitpe.train.supervised import build_model
 
 
 @torch.no_grad()
@@ -22,7 +22,7 @@ def evaluate_classification(run: SupervisedRun, weights: Path, out_json: Path,
     Raises CheckpointError / DataError for missing or mismatched inputs.
     """
     dev = torch.device(resolve_device(device))
-    model = build_vit(run.model, run.num_classes, run.pos_embed, drop_path=0.0)
+    model = build_model(run)
     load_weights(model, Path(weights),
                  expected={"model": run.model, "pos_embed": run.pos_embed, "num_classes": run.num_classes})
     model.to(dev).eval()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-PE_KINDS = ("learnable", "sincos", "none")
+PE_KINDS = ("learnable", "sincos", "none", "mjp")
 
 
 class PositionEmbedding(nn.Module):
@@ -23,6 +23,8 @@ class PositionEmbedding(nn.Module):
 
     #: local parameter names that must not get weight decay (the optimizer reads this)
     no_weight_decay: tuple[str, ...] = ()
+    #: whether forward uses a per-token mask (the ViT passes a jigsaw's mask only to such PEs)
+    takes_mask: bool = False
 
     def __init__(self, grid_size: int, dim: int) -> None:
         super().__init__()
@@ -33,8 +35,6 @@ class PositionEmbedding(nn.Module):
     def _reject_mask(self, mask: torch.Tensor | None) -> None:
         if mask is not None:
             raise ValueError(f"{type(self).__name__} does not take a per-token mask")
-
-
 
 class LearnablePosEmbed(PositionEmbedding):
     """DeiT's learnable absolute PE: one row per position incl. CLS, trunc-normal(0.02) init."""
@@ -93,12 +93,47 @@ class NoPosEmbed(PositionEmbedding):
         return x
 
 
-def build_pos_embed(kind: str, grid_size: int, dim: int) -> PositionEmbedding:
-    """The PE component named in params.yaml (``pos_embed``)."""
-    classes = {"learnable": LearnablePosEmbed, "sincos": SinCosPosEmbed, "none": NoPosEmbed}
+class UnknownPosEmbed(PositionEmbedding):
+    """MJP's PE: a learnable absolute table plus one shared "unknown" row for shuffled positions.
+
+    Official ``vit_timm.py`` (reference/MJP.md §1.3): a 198-row ``nn.Embedding`` whose last row (197)
+    replaces the PE of every masked (shuffled) patch position; CLS and kept positions keep their own
+    rows. Here the 197 regular rows are ``table`` (timm's ``pos_embed``) and the unknown row is ``unk``
+    (saved as ``pos_embed_unk``). Faithful defaults: PyTorch's N(0, 1) init of every row (the official
+    code skips the trunc-normal init once unk is on) and weight decay on the table (its parameter name
+    ``pos_embed.weight`` escapes the skip list). Both are options (docs/FIDELITY.md).
+    """
+
+    takes_mask = True
+    INITS = ("normal", "trunc_normal")
+
+    def __init__(self, grid_size: int, dim: int, init: str = "normal", weight_decay: bool = True) -> None:
+        super().__init__(grid_size, dim)
+        if init not in self.INITS:
+            raise ValueError(f"unknown unk-PE init {init!r} (known: {', '.join(self.INITS)})")
+        self.table = nn.Parameter(torch.empty(1, self.num_patches + 1, dim))
+        self.unk = nn.Parameter(torch.empty(1, 1, dim))
+        for param in (self.table, self.unk):
+            nn.init.normal_(param) if init == "normal" else nn.init.trunc_normal_(param, std=0.02)
+        self.no_weight_decay = () if weight_decay else ("table", "unk")
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None:
+            return x + self.table
+        # CLS never takes the unknown row: pad the patch mask with False in front
+        full = torch.cat([mask.new_zeros(mask.shape[0], 1), mask], dim=1).unsqueeze(-1)
+        return x + torch.where(full, self.unk, self.table)
+
+
+def build_pos_embed(kind: str, grid_size: int, dim: int, **options: object) -> PositionEmbedding:
+    """The PE component named in params.yaml (``pos_embed``); ``options`` go to the MJP PE."""
+    classes = {"learnable": LearnablePosEmbed, "sincos": SinCosPosEmbed, "none": NoPosEmbed,
+               "mjp": UnknownPosEmbed}
     if kind not in classes:
         raise ValueError(f"unknown position embedding {kind!r} (known: {', '.join(PE_KINDS)})")
-    return classes[kind](grid_size, dim)
+    if options and kind != "mjp":
+        raise ValueError(f"position embedding {kind!r} takes no options, got {sorted(options)}")
+    return classes[kind](grid_size, dim, **options)
 
 
 def grid_size_of(img_size: int, patch_size: int) -> int:
@@ -108,6 +143,6 @@ def grid_size_of(img_size: int, patch_size: int) -> int:
 
 
 __all__ = [
-    "PE_KINDS", "PositionEmbedding", "LearnablePosEmbed", "SinCosPosEmbed", "NoPosEmbed",
+    "PE_KINDS", "PositionEmbedding", "LearnablePosEmbed", "SinCosPosEmbed", "NoPosEmbed", "UnknownPosEmbed",
     "sincos_2d_table", "build_pos_embed", "grid_size_of",
 ]

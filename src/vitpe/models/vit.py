@@ -18,6 +18,8 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from vitpe.errors import CheckpointError
+from vitpe.mjp.dal import DenseLocalization
+from vitpe.mjp.jigsaw import Jigsaw, permute_pixels_in_patches, permute_tokens
 from vitpe.models.pos_embed import PositionEmbedding, build_pos_embed, grid_size_of
 
 MODEL_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
@@ -36,10 +38,12 @@ class VisionTransformer(nn.Module):
         num_classes: int,
         pos_embed: str | PositionEmbedding = "learnable",
         drop_path: float = 0.0,
+        dal_head: str | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.embed_dim = embed_dim
+        self.patch_size = patch_size
         grid = grid_size_of(img_size, patch_size)
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=3, embed_dim=embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
@@ -54,6 +58,8 @@ class VisionTransformer(nn.Module):
         self.norm = LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
+        # MJP's side head on the PE table (initialises itself); saved under ``dal.*``
+        self.dal = DenseLocalization(embed_dim, grid, dal_head) if dal_head else None
 
     def _init_weights(self) -> None:
         # Official MJP/DeiT init (MJP.md §3.1): trunc-normal 0.02 on every Linear, head included (not
@@ -73,14 +79,23 @@ class VisionTransformer(nn.Module):
         """Parameter names timm's optimizer factory excludes from weight decay (besides 1-D ones)."""
         return {"cls_token"} | {f"pe.{name}" for name in self.pe.no_weight_decay}
 
-    def embed(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Patch-embed, prepend CLS, add the PE: [B, 3, H, W] -> [B, 1 + N, D]."""
+    def embed(self, x: torch.Tensor, jigsaw: Jigsaw | None = None) -> torch.Tensor:
+        """Patch-embed (shuffled by ``jigsaw``), prepend CLS, add the PE: [B, 3, H, W] -> [B, 1 + N, D].
+
+        A jigsaw's mask reaches only PEs that use one (MJP's unknown row); any other PE simply stays
+        with the slot a shuffled patch moved into, as in the official code.
+        """
+        if jigsaw is not None and jigsaw.pixel_order is not None:
+            x = permute_pixels_in_patches(x, jigsaw.pixel_order, self.patch_size)
         x = self.patch_embed(x)
+        if jigsaw is not None:
+            x = permute_tokens(x, jigsaw.order)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        mask = jigsaw.unk if jigsaw is not None and self.pe.takes_mask else None
         return self.pe(x, mask)
 
-    def forward_features(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.embed(x, mask)
+    def forward_features(self, x: torch.Tensor, jigsaw: Jigsaw | None = None) -> torch.Tensor:
+        x = self.embed(x, jigsaw)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
@@ -88,18 +103,31 @@ class VisionTransformer(nn.Module):
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(tokens[:, 0])
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [B, num_classes]; ``mask`` is passed to the PE component (see pos_embed.py)."""
-        return self.forward_head(self.forward_features(x, mask))
+    def forward(self, x: torch.Tensor, jigsaw: Jigsaw | None = None,
+                with_dal: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits [B, num_classes]; with ``with_dal`` also the DAL loss (inside forward, so DDP sees it).
+
+        DAL regresses the kept positions only: those not taking the unknown row in this jigsaw.
+        """
+        logits = self.forward_head(self.forward_features(x, jigsaw))
+        if not with_dal:
+            return logits
+        if self.dal is None:
+            raise ValueError("this model has no DAL head (build it with dal_head=...)")
+        keep = None if jigsaw is None or jigsaw.unk is None else ~jigsaw.unk
+        return logits, self.dal(self.pe.table[0, 1:], keep)
 
 
-def build_vit(model_cfg: Mapping, num_classes: int, pos_embed: str, drop_path: float) -> VisionTransformer:
-    """The backbone described by a params.yaml ``model`` block."""
+def build_vit(model_cfg: Mapping, num_classes: int, pos_embed: str, drop_path: float,
+              pe_options: Mapping | None = None, dal_head: str | None = None) -> VisionTransformer:
+    """The backbone described by a params.yaml ``model`` block (``pe_options``: MJP's unk PE)."""
     missing = [k for k in MODEL_KEYS if k not in model_cfg]
     if missing:
         raise ValueError(f"model config lacks {', '.join(missing)}")
     cfg = {k: model_cfg[k] for k in MODEL_KEYS}
-    return VisionTransformer(**cfg, num_classes=num_classes, pos_embed=pos_embed, drop_path=drop_path)
+    pe = build_pos_embed(pos_embed, grid_size_of(cfg["img_size"], cfg["patch_size"]), cfg["embed_dim"],
+                         **dict(pe_options or {}))
+    return VisionTransformer(**cfg, num_classes=num_classes, pos_embed=pe, drop_path=drop_path, dal_head=dal_head)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

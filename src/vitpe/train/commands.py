@@ -9,9 +9,10 @@ from vitpe.config import add_params_arguments
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "supervised", help="train a supervised ViT (DeiT-S recipe); resumes from OUT/state.pt",
-        description="Train a supervised ViT into OUT (model.safetensors, state.pt, log.jsonl). "
-                    "Rerunning resumes from OUT/state.pt; SIGTERM/SIGUSR1 checkpoint and exit 124.",
+        "supervised", help="train a supervised ViT (DeiT-S recipe); resumes from OUT/state/",
+        description="Train a supervised ViT into OUT (model.safetensors and log.jsonl once complete; "
+                    "work in progress in OUT/state/). Rerunning resumes from OUT/state/state.pt; "
+                    "SIGTERM/SIGUSR1 checkpoint and exit 124.",
     )
     add_params_arguments(p)
     p.add_argument("--experiment", required=True, help="a name under `supervised:` in params.yaml")

@@ -60,12 +60,17 @@ def cleanup_distributed(env: DistEnv) -> None:
         dist.destroy_process_group()
 
 
-def wrap_ddp(model: nn.Module, env: DistEnv) -> nn.Module:
-    """DistributedDataParallel when there is more than one process; the model itself otherwise."""
+def wrap_ddp(model: nn.Module, env: DistEnv, find_unused_parameters: bool = False) -> nn.Module:
+    """DistributedDataParallel when there is more than one process; the model itself otherwise.
+
+    ``find_unused_parameters`` for models whose forward skips parameters on some steps (MJP's unknown
+    PE row is unused on unshuffled iterations; the official code sets it too).
+    """
     if not env.distributed:
         return model
     device_ids = [env.local_rank] if env.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                               find_unused_parameters=find_unused_parameters)
 
 
 def all_reduce_mean(value: torch.Tensor, env: DistEnv) -> torch.Tensor:

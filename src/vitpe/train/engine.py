@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 
 from vitpe.errors import CheckpointError, Preempted, TrainingDiverged
+from vitpe.io import atomic_path
 from vitpe.models.vit import load_timm_state_dict, to_timm_state_dict
 from vitpe.train.checkpoint import (
     STATE_NAME,
@@ -41,8 +43,9 @@ from vitpe.train.distributed import DistEnv, all_reduce_mean, any_rank, barrier,
 from vitpe.train.progress import StepLogger, truncate_log
 from vitpe.train.signals import PreemptionGuard
 
-LossFn = Callable[[nn.Module, list[torch.Tensor]], torch.Tensor]
+LossFn = Callable[[nn.Module, list[torch.Tensor], int], torch.Tensor]  # (model, batch, epoch) -> loss
 LOG_NAME = "log.jsonl"
+STATE_DIR = "state"  # resumable work in progress; never a declared workflow output
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class LoopSettings:
     checkpoint_every: int  # optimizer steps between state.pt writes
     fingerprint: dict[str, Any]  # the configuration a state.pt belongs to
     weights_metadata: dict[str, Any] = field(default_factory=dict)  # JSON-able, stored in the weights
+    find_unused_parameters: bool = False  # DDP: some parameters idle on some steps (MJP's unknown row)
 
     @property
     def total_steps(self) -> int:
@@ -88,7 +92,7 @@ class StepRunner:
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
-    def __call__(self, micro_batches: list[list[torch.Tensor]]) -> tuple[float, float]:
+    def __call__(self, micro_batches: list[list[torch.Tensor]], epoch: int = 0) -> tuple[float, float]:
         """Run forward/backward on each micro-batch and step; return (mean loss, grad norm).
 
         Raises NonFiniteLoss before touching the weights if the loss (or, without loss scaling, the
@@ -103,7 +107,7 @@ class StepRunner:
             sync = self.model.no_sync() if self.env.distributed and not last else contextlib.nullcontext()
             with sync:
                 with self.autocast():
-                    loss = self.loss_fn(self.model, batch)
+                    loss = self.loss_fn(self.model, batch, epoch)
                 self.scaler.scale(loss / self.accum_steps).backward()
             total += loss.detach().float()
         loss_value = float(all_reduce_mean(total / len(micro_batches), self.env))
@@ -142,14 +146,18 @@ def run_training(
     out_dir: Path,
     max_steps: int | None = None,
 ) -> Path:
-    """Train to the end (or to ``max_steps``), resuming from ``out_dir/state.pt`` if present.
+    """Train to the end (or to ``max_steps``), resuming from ``out_dir/state/state.pt`` if present.
 
-    Returns ``out_dir/model.safetensors`` when the schedule is complete (written last: it marks
-    completion), or ``out_dir/state.pt`` when stopped at ``max_steps``. Raises Preempted after
-    checkpointing on SIGTERM/SIGUSR1 and TrainingDiverged on a NaN/inf loss (nothing written).
+    Work in progress (``state.pt`` and the growing ``log.jsonl``) lives in ``out_dir/state/``:
+    Snakemake deletes a job's declared outputs before rerunning it, so only finished artefacts may
+    sit where the rule declares them. On completion the log is published to ``out_dir/log.jsonl``
+    and then ``out_dir/model.safetensors`` (written last: it marks completion). Returns the weights
+    path, or the state path when stopped at ``max_steps``. Raises Preempted after checkpointing on
+    SIGTERM/SIGUSR1 and TrainingDiverged on a NaN/inf loss (no weights written).
     """
     out_dir = Path(out_dir)
-    state_path, weights_path, log_path = out_dir / STATE_NAME, out_dir / WEIGHTS_NAME, out_dir / LOG_NAME
+    state_dir = out_dir / STATE_DIR
+    state_path, log_path, weights_path = state_dir / STATE_NAME, state_dir / LOG_NAME, out_dir / WEIGHTS_NAME
     total = settings.total_steps
     batches_per_epoch = settings.steps_per_epoch * settings.accum_steps
     stop_at = total if max_steps is None else min(max_steps, total)
@@ -163,7 +171,7 @@ def run_training(
         scheduler.load_state_dict(resumed_state["scheduler"])
         pos = _Position(resumed_state["step"], resumed_state["epoch"], resumed_state["batch"])
         saved = pos.step
-    ddp_model = wrap_ddp(model, env)
+    ddp_model = wrap_ddp(model, env, settings.find_unused_parameters)
     runner = StepRunner(ddp_model, optimizer, loss_fn, accum_steps=settings.accum_steps,
                         clip_grad=settings.clip_grad, amp=settings.amp, env=env)
     if resumed_state is not None:
@@ -177,7 +185,7 @@ def run_training(
         del resumed_state
 
     if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        state_dir.mkdir(parents=True, exist_ok=True)
         if saved is None:
             log_path.unlink(missing_ok=True)  # a log without a state belongs to an abandoned run
         else:
@@ -216,7 +224,7 @@ def run_training(
                 scheduler.step_update(pos.step)
                 lr = max(group["lr"] for group in optimizer.param_groups)
                 try:
-                    loss, grad_norm = runner(micro)
+                    loss, grad_norm = runner(micro, pos.epoch)
                 except NonFiniteLoss as exc:
                     last_good = f"{state_path} (step {saved}) kept" if saved is not None else "no checkpoint yet"
                     raise TrainingDiverged(
@@ -246,6 +254,8 @@ def run_training(
         logger.message(f"stopped at step {pos.step}/{total} (--max-steps); state in {state_path}")
         return state_path
     if env.is_main:
+        with atomic_path(out_dir / LOG_NAME) as tmp:
+            shutil.copyfile(log_path, tmp)
         save_weights(model, weights_path, settings.weights_metadata)
     barrier(env)
     return weights_path

@@ -9,7 +9,9 @@ from torch import nn
 
 from vitpe.config import SupervisedRun
 from vitpe.errors import ConfigError, DataError
-from vitpe.models.vit import build_vit
+from vitpe.mjp.dal import dal_weight
+from vitpe.mjp.jigsaw import Jigsaw, draw_jigsaw
+from vitpe.models.vit import VisionTransformer, build_vit
 from vitpe.train.checkpoint import seed_everything
 from vitpe.train.data import TrainData, build_criterion, build_mixup, build_train_data
 from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
@@ -27,6 +29,44 @@ def per_process_batch(batch_size: int, accum_steps: int, world_size: int) -> int
         raise ConfigError(f"batch_size {batch_size} is not a multiple of accum_steps {accum_steps} "
                           f"x {world_size} process(es)")
     return per
+
+
+def build_model(run: SupervisedRun, drop_path: float = 0.0) -> VisionTransformer:
+    """The run's ViT: its PE (with MJP's options) and, when DAL is on, the DAL head."""
+    return build_vit(run.model, run.num_classes, run.pos_embed, drop_path, pe_options=run.pe_options,
+                     dal_head=run.dal["head"] if run.dal else None)
+
+
+@dataclass(frozen=True)
+class JigsawSchedule:
+    """When and how training inputs are shuffled (official main.py, reference/MJP.md §1.4).
+
+    From ``start_epoch`` (the end of LR warm-up by default), an iteration is shuffled when
+    ``torch.rand(1) > 1 - apply_prob`` (official: ``> 0.5``); draws use the global RNGs, which the
+    engine seeds and checkpoints, so resumed runs shuffle identically.
+    """
+
+    mode: str
+    grid: int
+    patch_size: int
+    ratio: float
+    apply_prob: float
+    start_epoch: int
+    per_sample: bool
+
+    @classmethod
+    def from_run(cls, run: SupervisedRun) -> "JigsawSchedule | None":
+        if run.jigsaw is None:
+            return None
+        cfg = run.jigsaw
+        return cls(mode=cfg["mode"], grid=run.model["img_size"] // run.model["patch_size"],
+                   patch_size=run.model["patch_size"], ratio=cfg["ratio"], apply_prob=cfg["apply_prob"],
+                   start_epoch=cfg["start_epoch"], per_sample=cfg["per_sample"])
+
+    def draw(self, epoch: int, batch: int) -> Jigsaw | None:
+        if epoch < self.start_epoch or not torch.rand(1).item() > 1 - self.apply_prob:
+            return None
+        return draw_jigsaw(self.mode, self.grid, batch if self.per_sample else 1, self.ratio, self.patch_size)
 
 
 @dataclass
@@ -58,22 +98,33 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> SupervisedSetup:
         raise ConfigError(f"Mixup/CutMix needs an even per-process batch, got {batch}")
     criterion = build_criterion(recipe, mixup)
 
-    model = build_vit(run.model, run.num_classes, run.pos_embed, recipe["drop_path"]).to(env.device)
+    model = build_model(run, recipe["drop_path"]).to(env.device)
     lr, warmup_lr, min_lr = scaled_lrs(recipe)
     optimizer = build_optimizer(model, lr, recipe["weight_decay"])
     scheduler = build_scheduler(optimizer, recipe["epochs"] * steps_per_epoch,
                                 recipe["warmup_epochs"] * steps_per_epoch, warmup_lr, min_lr)
 
-    def loss_fn(net: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
+    shuffle = JigsawSchedule.from_run(run)
+
+    def loss_fn(net: nn.Module, batch: list[torch.Tensor], epoch: int) -> torch.Tensor:
         images, targets = batch
         if mixup is not None:  # on the device, after the CPU augmentations (official order)
             images, targets = mixup(images, targets)
-        return criterion(net(images), targets)
+        jigsaw = shuffle.draw(epoch, len(images)) if shuffle is not None else None  # after mixup (official)
+        if jigsaw is not None:
+            jigsaw = jigsaw.to(images.device)
+        if run.dal is None:
+            return criterion(net(images, jigsaw), targets)
+        logits, dal_loss = net(images, jigsaw, with_dal=True)
+        weight = dal_weight(epoch, recipe["epochs"], recipe["warmup_epochs"], run.dal["weight"],
+                            run.dal["final_ratio"])
+        return criterion(logits, targets) + weight * dal_loss
 
     fingerprint = {
         "model": dict(run.model),
         "recipe": {k: v for k, v in recipe.items() if k not in RUNTIME_KEYS},
         "pos_embed": run.pos_embed,
+        "method": {"jigsaw": run.jigsaw, "dal": run.dal, "unk": run.unk},
         "num_classes": run.num_classes,
         "seed": run.seed,
         "world_size": env.world_size,
@@ -88,14 +139,16 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> SupervisedSetup:
         checkpoint_every=recipe["checkpoint_every"],
         fingerprint=fingerprint,
         weights_metadata={"experiment": run.name, "scale": run.scale, "model": dict(run.model),
-                          "pos_embed": run.pos_embed, "num_classes": run.num_classes},
+                          "pos_embed": run.pos_embed, "num_classes": run.num_classes,
+                          "dal_head": run.dal["head"] if run.dal else None},
+        find_unused_parameters=run.unk is not None,
     )
     return SupervisedSetup(model, optimizer, scheduler, data, loss_fn, settings)
 
 
 def train_supervised(run: SupervisedRun, out_dir: Path, device: str | None = None,
                      max_steps: int | None = None) -> Path:
-    """Train (or resume) ``run`` into ``out_dir``: model.safetensors, state.pt, log.jsonl.
+    """Train (or resume) ``run`` into ``out_dir``: model.safetensors and log.jsonl (state/ while running).
 
     Returns the weights path when training is complete, the state path when stopped at
     ``max_steps`` (a global step count; rerun without it to continue).

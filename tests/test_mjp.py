@@ -1,0 +1,184 @@
+"""MJP: block sampler statistics vs the official generator, jigsaw application, unknown PE, DAL, training."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import MICRO_MODEL, NUM_CLASSES, log_records, make_image_folder, micro_run, micro_params
+from vitpe.config import supervised_run, validate_params
+from vitpe.errors import ConfigError
+from vitpe.mjp.block_mask import sample_block_mask, target_count
+from vitpe.mjp.dal import dal_weight
+from vitpe.mjp.jigsaw import draw_jigsaw, permute_tokens, shuffle_pixels
+from vitpe.models import build_vit
+from vitpe.train.optim import build_optimizer, weight_decay_of
+from vitpe.train.supervised import train_supervised
+
+MJP_METHOD = {"jigsaw": {"mode": "mjp", "ratio": 0.25, "apply_prob": 0.5, "start_epoch": 1, "per_sample": False},
+              "dal": {"head": "nonlinear", "weight": 0.01, "final_ratio": 0.5},
+              "unk": {"init": "normal", "weight_decay": True}}
+
+
+# --- block sampler --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ratio, goal, mean, p_exact", [(0.1, 19, 18.63, 0.70), (0.5, 98, 97.78, 0.82)])
+def test_block_sampler_matches_the_official_generator_statistics(ratio, goal, mean, p_exact):
+    """Reference/MJP.md §1.1 measured 2,000 draws of the official MaskingGenerator on the 14 x 14 grid."""
+    rng = random.Random(0)
+    counts = np.array([sample_block_mask(14, ratio, rng).sum() for _ in range(2000)])
+    assert target_count(196, ratio) == goal
+    assert counts.max() == goal and counts.min() >= 8  # never above N; the first block has >= 8 patches
+    assert abs(counts.mean() - mean) < 0.25
+    assert abs((counts == goal).mean() - p_exact) < 0.05
+
+
+def test_block_sampler_is_deterministic_for_a_seed():
+    first = [sample_block_mask(14, 0.3, random.Random(5)) for _ in range(3)]
+    again = [sample_block_mask(14, 0.3, random.Random(5)) for _ in range(3)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not np.array_equal(sample_block_mask(14, 0.3, random.Random(5)), sample_block_mask(14, 0.3, random.Random(6)))
+
+
+# --- jigsaw ---------------------------------------------------------------------------------------
+
+def test_mjp_jigsaw_permutes_only_the_selected_positions():
+    jig = draw_jigsaw("mjp", 14, rows=3, ratio=0.3, py_rng=random.Random(0), np_rng=np.random.default_rng(0))
+    assert jig.order.shape == jig.unk.shape == (3, 196) and jig.pixel_order is None
+    for order, unk in zip(jig.order.numpy(), jig.unk.numpy()):
+        assert sorted(order) == list(range(196))
+        kept = np.flatnonzero(~unk)
+        assert np.array_equal(order[kept], kept)  # kept patches stay put
+        assert set(order[unk]) == set(np.flatnonzero(unk))  # shuffled among the selected positions
+        assert 8 <= unk.sum() <= 58
+    assert not torch.equal(jig.unk[0], jig.unk[1])  # per-sample draws differ
+
+
+@pytest.mark.parametrize("mode", ["mjp", "patches", "pixels"])
+def test_token_shuffle_equals_pixel_shuffle_before_the_patch_embedding(mode):
+    torch.manual_seed(0)
+    model = build_vit(MICRO_MODEL, 5, "learnable", drop_path=0.0)
+    images = torch.randn(2, 3, 16, 16)
+    jig = draw_jigsaw(mode, 4, rows=2, ratio=0.5, patch_size=4, py_rng=random.Random(1),
+                      np_rng=np.random.default_rng(1))
+    via_tokens = model.embed(images, jig)[:, 1:]
+    via_pixels = model.embed(shuffle_pixels(images, jig, 4))[:, 1:]
+    torch.testing.assert_close(via_tokens, via_pixels)
+    if mode != "mjp":
+        assert jig.unk is None and (jig.order != torch.arange(16)).any()
+    if mode == "pixels":  # one pixel permutation shared by every patch
+        shuffled = shuffle_pixels(images, dataclasses.replace(jig, order=torch.arange(16)[None]), 4)
+        assert torch.equal(shuffled[0, 0, :4, :4].flatten(), images[0, 0, :4, :4].flatten()[jig.pixel_order])
+        assert torch.equal(shuffled[1, 2, 8:12, 4:8].flatten(), images[1, 2, 8:12, 4:8].flatten()[jig.pixel_order])
+
+
+def test_permute_tokens_broadcasts_one_order_over_the_batch():
+    tokens = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
+    out = permute_tokens(tokens, torch.tensor([[3, 2, 1, 0]]))
+    assert out[:, :, 0].tolist() == [[3, 2, 1, 0], [7, 6, 5, 4]]
+
+
+# --- unknown position embedding -----------------------------------------------------------------
+
+def test_unknown_pe_replaces_shuffled_positions_only():
+    torch.manual_seed(0)
+    model = build_vit(MICRO_MODEL, 5, "mjp", drop_path=0.0)
+    pe = model.pe
+    tokens = torch.zeros(2, 17, 32)
+    mask = torch.zeros(1, 16, dtype=torch.bool)
+    mask[0, [3, 7]] = True
+    out = pe(tokens, mask)
+    assert torch.equal(out[:, 0], pe.table[0, 0].expand(2, -1))  # CLS keeps row 0
+    for pos in range(16):
+        expected = pe.unk[0, 0] if pos in (3, 7) else pe.table[0, 1 + pos]
+        assert torch.equal(out[0, 1 + pos], expected) and torch.equal(out[1, 1 + pos], expected)
+    # the shuffled positions' own rows get no gradient: they never reach the model (MJP's privacy claim)
+    out.sum().backward()
+    assert pe.table.grad[0, 4].abs().sum() == 0 and pe.table.grad[0, 8].abs().sum() == 0
+    assert pe.table.grad[0, 1].abs().sum() > 0 and pe.unk.grad.abs().sum() > 0
+
+
+def test_unknown_pe_init_and_weight_decay_options():
+    torch.manual_seed(0)
+    faithful = build_vit(MICRO_MODEL, 5, "mjp", drop_path=0.0)
+    assert 0.85 < faithful.pe.table.std().item() < 1.15  # PyTorch's N(0, 1) nn.Embedding init
+    decay = weight_decay_of(build_optimizer(faithful, 1e-3, 0.05), faithful)
+    assert decay["pe.table"] == decay["pe.unk"] == 0.05  # official: the table escapes the skip list
+    corrected = build_vit(MICRO_MODEL, 5, "mjp", 0.0, pe_options={"init": "trunc_normal", "weight_decay": False})
+    assert corrected.pe.table.std().item() < 0.03
+    decay = weight_decay_of(build_optimizer(corrected, 1e-3, 0.05), corrected)
+    assert decay["pe.table"] == decay["pe.unk"] == 0.0
+
+
+# --- DAL ------------------------------------------------------------------------------------------
+
+def test_dal_weight_schedule_matches_the_official_values():
+    lam = [dal_weight(e, 300, 20, 0.01) for e in range(300)]
+    assert lam[0] == 0 and lam[10] == pytest.approx(0.01 * 10 / 19) and lam[19] == pytest.approx(0.01)
+    assert lam[20] == pytest.approx(0.01)
+    assert lam[160] == pytest.approx(0.005 + 0.0025 * (1 + np.cos(np.pi * 140 / 280)))
+    assert lam[299] == pytest.approx(0.005, abs=1e-6) and min(lam[20:]) > 0.005
+
+
+def test_dal_regresses_raw_grid_coordinates_of_kept_positions():
+    torch.manual_seed(0)
+    model = build_vit(MICRO_MODEL, 5, "mjp", 0.0, dal_head="nonlinear")
+    images = torch.randn(2, 3, 16, 16)
+    jig = draw_jigsaw("mjp", 4, ratio=0.5, py_rng=random.Random(0), np_rng=np.random.default_rng(0))
+    _, loss = model(images, jig, with_dal=True)
+    pred = model.dal.mlp(model.pe.table[0, 1:])
+    coords = torch.tensor([[r, c] for r in range(4) for c in range(4)], dtype=torch.float32)
+    kept = ~jig.unk[0]
+    torch.testing.assert_close(loss, (pred - coords).abs()[kept].mean())
+    assert loss.item() > 1.0  # raw coordinates in [0, 3], untrained head: far from them
+
+
+def test_mjp_config_defaults_and_errors():
+    params = micro_params()
+    run = supervised_run(params, "mjp")
+    assert run.jigsaw == {"mode": "mjp", "ratio": 0.1, "apply_prob": 0.5, "start_epoch": 1, "per_sample": False}
+    assert run.dal == {"head": "nonlinear", "weight": 0.01, "final_ratio": 0.5}
+    assert run.unk == {"init": "normal", "weight_decay": True}
+    assert supervised_run(params, "naive_shuffle").unk is None
+    bad = copy.deepcopy(params)
+    bad["supervised"]["deit_s"]["dal"] = {}
+    bad["supervised"]["deit_s"]["pos_embed"] = "sincos"
+    with pytest.raises(ConfigError, match=r"supervised\.deit_s\.dal"):
+        supervised_run(bad, "deit_s")
+    bad = copy.deepcopy(params)
+    bad["supervised"]["mjp"]["jigsaw"]["mode"] = "blocks"
+    with pytest.raises(ConfigError, match=r"supervised\.mjp\.jigsaw\.mode"):
+        validate_params(bad)
+
+
+# --- training -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("imagefolder"))
+
+
+@pytest.mark.parametrize("per_sample", [False, True], ids=["per-batch", "per-sample"])
+def test_mjp_training_resumes_bitwise_and_shuffles_about_half_the_steps_after_warmup(
+        data_root, tmp_path, monkeypatch, per_sample):
+    import vitpe.train.supervised as supervised
+
+    draws = []
+    real_draw = supervised.draw_jigsaw
+    monkeypatch.setattr(supervised, "draw_jigsaw", lambda *a, **k: draws.append(a[2]) or real_draw(*a, **k))
+    method = copy.deepcopy(MJP_METHOD)
+    method["jigsaw"]["per_sample"] = per_sample
+    run = dataclasses.replace(micro_run(data_root), pos_embed="mjp", **method)
+    train_supervised(run, tmp_path / "whole", device="cpu")  # 3 epochs x 5 steps, warm-up 1 epoch
+    assert 0 < len(draws) < 10 and set(draws) == {4 if per_sample else 1}  # rows: batch of 4, or shared
+    train_supervised(run, tmp_path / "split", device="cpu", max_steps=7)
+    train_supervised(run, tmp_path / "split", device="cpu")
+    assert (tmp_path / "whole/model.safetensors").read_bytes() == (tmp_path / "split/model.safetensors").read_bytes()
+    assert log_records(tmp_path / "whole") == log_records(tmp_path / "split")
+    from safetensors.torch import load_file
+
+    assert {"pos_embed", "pos_embed_unk", "dal.mlp.0.weight"} <= set(load_file(tmp_path / "whole/model.safetensors"))
