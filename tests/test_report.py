@@ -15,10 +15,21 @@ from vitpe.report.tables import build_main_tex
 PAPER = ROOT / "workflow/resources/paper_numbers.yaml"
 
 
+EXPERIMENTS = load_params(ROOT / "params.yaml")["experiments"]["supervised"]
+OTHER = {  # what the MJP evaluations write (a subset of their keys)
+    "shuffle": {"shuffled_top1_r0.50": 12.5, "consistency_agreement": 0.875, "consistency_l2": 0.12345},
+    "robustness": {"mce": 91.23, "mce_unnorm_15": 70.0, "a_top1": 5.0, "o_aupr": 33.3},
+    "pe_probe": {"status": "skipped", "reason": "no table"},
+}
+
+
 def _metrics(root, scale, top1, top5):
-    path = root / scale / "deit_s" / "classify.json"
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"top1": top1, "top5": top5}))
+    for exp in EXPERIMENTS:
+        folder = root / scale / exp
+        folder.mkdir(parents=True)
+        (folder / "classify.json").write_text(json.dumps({"top1": top1, "top5": top5}))
+        for name, values in OTHER.items():
+            (folder / f"{name}.json").write_text(json.dumps(values))
 
 
 def test_tiny_table_prints_run_and_paper_values_without_delta(tmp_path):
@@ -28,6 +39,17 @@ def test_tiny_table_prints_run_and_paper_values_without_delta(tmp_path):
     cells = [c.strip().rstrip("\\").strip() for c in row.split("&")]
     assert cells == ["DeiT-S", "tiny", "41.2", "79.9", "", "88.0", "95.0", ""]
     assert "\\toprule" in tex and "\\bottomrule" in tex and "deit\\_small\\_patch16\\_224" in tex
+
+
+def test_robustness_table_prints_run_values_only(tmp_path):
+    _metrics(tmp_path, "tiny", 41.25, 88.0)
+    tex = build_main_tex(load_params(ROOT / "params.yaml"), tmp_path, PAPER)
+    robustness = tex[tex.index("robustness and position information"):]
+    row = next(line for line in robustness.splitlines() if line.startswith("MJP"))
+    cells = [c.strip().rstrip("\\").strip() for c in row.split("&")]
+    # shuffled top-1, agreement in percent, L2 with 3 digits, mCE x2, A, O, probe skipped -> empty
+    assert cells == ["MJP", "tiny", "12.5", "87.5", "0.123", "91.2", "70.0", "5.0", "33.3", ""]
+    assert "(paper)" not in robustness.split("\\end{table}")[0]  # nothing sourced: no paper columns
 
 
 def test_paper_table_prints_signed_delta(tmp_path):

@@ -14,7 +14,7 @@ import yaml
 
 from vitpe.errors import DataError
 
-DISPLAY = {"deit_s": "DeiT-S", "naive_shuffle": "Naive shuffle", "mjp": "MJP"}
+DISPLAY = {"deit_s": "DeiT-S", "naive_shuffle": "Naive shuffle", "pixel_shuffle": "Pixel shuffle", "mjp": "MJP"}
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,8 @@ class Column:
     metric: str  # key in the metrics JSON and in the paper-number file
     label: str
     source: str  # which metrics file (e.g. "classify")
+    scale: float = 1.0  # display factor (fractions -> percent)
+    digits: int = 1
 
 
 @dataclass(frozen=True)
@@ -29,13 +31,31 @@ class Study:
     key: str  # section of the paper-number file
     title: str
     columns: tuple[Column, ...]
+    label: str
 
 
-MJP_STUDY = Study(
-    key="mjp",
-    title="MJP study: supervised ViT on ImageNet-1K",
-    columns=(Column("top1", "Top-1", "classify"), Column("top5", "Top-5", "classify")),
-)
+def mjp_studies(params: dict) -> tuple[Study, ...]:
+    """The MJP tables: accuracy against the sourced values, then robustness and PE information."""
+    gamma = params["evaluation"]["consistency_ratio"]
+    accuracy = Study(
+        key="mjp", label="tab:mjp", title="MJP study: supervised ViT, ImageNet-1K accuracy",
+        columns=(Column("top1", "Top-1", "classify"), Column("top5", "Top-5", "classify")),
+    )
+    robustness = Study(
+        key="mjp", label="tab:mjp-robustness",
+        title=f"MJP study: robustness and position information (shuffled at gamma = {gamma:g})",
+        columns=(
+            Column(f"shuffled_top1_r{gamma:.2f}", "Shuffled top-1", "shuffle"),
+            Column("consistency_agreement", "Agreement", "shuffle", scale=100.0),
+            Column("consistency_l2", "CLS L2", "shuffle", digits=3),
+            Column("mce", "mCE", "robustness"),
+            Column("mce_unnorm_15", "mCE (unnorm.)", "robustness"),
+            Column("a_top1", "IN-A top-1", "robustness"),
+            Column("o_aupr", "IN-O AUPR", "robustness"),
+            Column("abs_2d_mae", "PE probe MAE", "pe_probe", digits=2),
+        ),
+    )
+    return accuracy, robustness
 
 
 def load_paper_numbers(path: Path) -> dict:
@@ -58,29 +78,37 @@ def load_metrics(path: Path) -> dict[str, float]:
     return metrics
 
 
-def _fmt(value: float | None, signed: bool = False) -> str:
+def _fmt(value: float | None, digits: int = 1, signed: bool = False) -> str:
     if value is None:
         return ""
-    return f"{value:+.1f}" if signed else f"{value:.1f}"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
 def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, paper: dict) -> tuple[pd.DataFrame, list[str]]:
-    """The table of one study and the list of sources of the paper values it prints."""
+    """The table of one study and the list of sources of the paper values it prints.
+
+    A metric gets paper and delta columns only when some row has a sourced paper value for it.
+    """
+    section = paper.get(study.key, {})
+    sourced = {col.metric for col in study.columns if any(col.metric in section.get(row, {}) for row in rows)}
     records, sources = [], []
     for row in rows:
         record = {"Model": DISPLAY.get(row, row.replace("_", " ")), "Scale": scale}
         for col in study.columns:
-            ours = load_metrics(metrics_dir / row / f"{col.source}.json").get(col.metric)
-            ref = paper.get(study.key, {}).get(row, {}).get(col.metric)
+            value = load_metrics(metrics_dir / row / f"{col.source}.json").get(col.metric)
+            ours = None if value is None else float(value) * col.scale
+            record[col.label + (" (run)" if col.metric in sourced else "")] = _fmt(ours, col.digits)
+            if col.metric not in sourced:
+                continue
+            ref = section.get(row, {}).get(col.metric)
             ref_value = None if ref is None else float(ref["value"])
             if ref is not None:
                 tag = " (derived)" if ref.get("kind") == "derived" else ""
                 sources.append(f"{DISPLAY.get(row, row)} {col.label}: {ref['source']}{tag}")
             # a tiny-scale run is not comparable with a published number: no delta
             delta = ours - ref_value if (ours is not None and ref_value is not None and scale == "paper") else None
-            record[f"{col.label} (run)"] = _fmt(ours)
-            record[f"{col.label} (paper)"] = _fmt(ref_value)
-            record[f"{col.label} $\\Delta$"] = _fmt(delta, signed=True)
+            record[f"{col.label} (paper)"] = _fmt(ref_value, col.digits)
+            record[f"{col.label} $\\Delta$"] = _fmt(delta, col.digits, signed=True)
         records.append(record)
     return pd.DataFrame.from_records(records), sources
 
@@ -103,6 +131,7 @@ def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str]
         + ("" if scale == "paper" else "; they are not comparable with paper values, so no delta is shown")
         + ". Paper values: " + ("; ".join(_latex_escape(s) for s in sources) if sources else "none sourced") + "."
     )
+    latex = latex.replace("\\centering\n", "\\centering\n\\small\n", 1)
     return latex.replace("\\end{table}", "{\\footnotesize " + note + "\\par}\n\\end{table}")
 
 
@@ -113,8 +142,9 @@ def build_main_tex(params: dict, metrics_root: Path, paper_path: Path) -> str:
     tables = []
     rows = params["experiments"]["supervised"]
     if rows:
-        frame, sources = study_frame(MJP_STUDY, rows, metrics_dir, scale, paper)
-        tables.append(render_table(frame, MJP_STUDY.title, "tab:mjp", sources, scale))
+        for study in mjp_studies(params):
+            frame, sources = study_frame(study, rows, metrics_dir, scale, paper)
+            tables.append(render_table(frame, study.title, study.label, sources, scale))
     return (
         "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=2cm]{geometry}\n"
         "\\begin{document}\n" + "\n".join(tables) + "\\end{document}\n"
