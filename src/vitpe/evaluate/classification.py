@@ -7,10 +7,8 @@ from typing import Any
 import torch
 from vitpe.config import SupervisedRun
 from vitpe.io import write_json
-from vitpe.train.checkpoint import load_weights
+from vitpe.evaluate.common import load_trained
 from vitpe.train.data import build_eval_loader
-from vitpe.train.distributed import resolve_device
-from vitpe.train.supervised import build_model
 
 
 @torch.no_grad()
@@ -21,11 +19,7 @@ def evaluate_classification(run: SupervisedRun, weights: Path, out_json: Path,
     JSON: {"top1", "top5" (percent), "num_images", "scale"}; written atomically, only on success.
     Raises CheckpointError / DataError for missing or mismatched inputs.
     """
-    dev = torch.device(resolve_device(device))
-    model = build_model(run)
-    load_weights(model, Path(weights),
-                 expected={"model": run.model, "pos_embed": run.pos_embed, "num_classes": run.num_classes})
-    model.to(dev).eval()
+    model, dev = load_trained(run, weights, device)
     loader = build_eval_loader(run.val_dir, run.recipe, run.model["img_size"], run.num_classes,
                                run.recipe["eval_batch_size"], pin_memory=dev.type == "cuda")
     k = min(5, run.num_classes)  # with fewer than 5 classes top-5 is top-all (100%)

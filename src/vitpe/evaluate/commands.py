@@ -7,24 +7,107 @@ from pathlib import Path
 from vitpe.config import add_params_arguments
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("classify", help="top-1/top-5 accuracy on the validation set",
-                              description="Evaluate trained weights on the validation ImageFolder and "
-                                          "write {top1, top5, num_images, scale} as JSON.")
+def _model_arguments(p: argparse.ArgumentParser, device: bool = True) -> None:
     add_params_arguments(p)
     p.add_argument("--experiment", required=True, help="a name under `supervised:` in params.yaml")
     p.add_argument("--weights", required=True, type=Path, help="model.safetensors (timm keys)")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    if device:
+        p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("classify", help="top-1/top-5 accuracy on the validation set",
+                              description="Evaluate trained weights on the validation ImageFolder and "
+                                          "write {top1, top5, num_images, scale} as JSON.")
+    _model_arguments(p)
     p.set_defaults(func=_classify)
+
+    p = subparsers.add_parser(
+        "shuffle", help="accuracy under MJP-shuffled inputs (ratio sweep) and prediction consistency",
+        description="MJP eval.py over a sweep of shuffle ratios (one seeded mask per batch) and "
+                    "consistency.py (CLS-feature L2 and argmax agreement, original vs shuffled); writes "
+                    "shuffled_top1_rX.XX, shuffled_top5_rX.XX, shuffled_fraction_rX.XX, consistency_l2, "
+                    "consistency_agreement, ... as flat JSON.")
+    _model_arguments(p)
+    p.add_argument("--ratios", type=float, nargs="+", default=None, metavar="R",
+                   help="shuffle ratios in [0, 1] (default: 0 0.1 0.2 0.3 0.5 0.7 0.9; 0 = unshuffled)")
+    p.add_argument("--consistency-ratio", type=float, default=0.5, help="official consistency.py: 0.5")
+    p.set_defaults(func=_shuffle)
+
+    p = subparsers.add_parser(
+        "robustness", help="ImageNet-C error matrix and mCE, ImageNet-A top-1, ImageNet-O AUPR",
+        description="Evaluate on the ImageNet-C/-A/-O roots of the active scale and write err_<c>_<s>, "
+                    "ce_<c>, mce, mce_unnorm_15/19, a_top1, o_aupr, o_auroc, o_fpr95, ... as flat JSON.")
+    _model_arguments(p)
+    p.add_argument("--parts", nargs="+", choices=("c", "a", "o"), default=["c", "a", "o"],
+                   help="which datasets (default: all three)")
+    p.add_argument("--corruptions", nargs="+", default=None, metavar="NAME",
+                   help="ImageNet-C corruptions (default: all 19; mCE needs the 15 benchmark ones)")
+    p.set_defaults(func=_robustness)
+
+    p = subparsers.add_parser(
+        "pe-probe", help="linear probes of position from the PE table, and its singular values",
+        description="pestudy: 5-fold CV linear regression (MAE) of absolute/relative 1D/2D positions from "
+                    "the PE rows, plus the singular-value spectrum (sv_000, ...); a PE without a table "
+                    "gets status 'skipped' and a reason.")
+    _model_arguments(p, device=False)
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds (official: 5)")
+    p.set_defaults(func=_pe_probe)
+
+
+def _run(args: argparse.Namespace):
+    from vitpe.config import params_from_args, supervised_run
+
+    params = params_from_args(args)
+    return params, supervised_run(params, args.experiment)
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from vitpe.config import params_from_args, supervised_run
     from vitpe.evaluate.classification import evaluate_classification
 
-    run = supervised_run(params_from_args(args), args.experiment)
+    _, run = _run(args)
     metrics = evaluate_classification(run, args.weights, args.out, device=args.device)
     print(f"{args.experiment}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
           f"({metrics['num_images']} images, {metrics['scale']} scale)")
+    return 0
+
+
+def _shuffle(args: argparse.Namespace) -> int:
+    from vitpe.evaluate.shuffled import DEFAULT_RATIOS, evaluate_shuffle, ratio_key
+
+    _, run = _run(args)
+    ratios = args.ratios if args.ratios is not None else DEFAULT_RATIOS
+    metrics = evaluate_shuffle(run, args.weights, args.out, ratios=ratios,
+                               consistency_ratio=args.consistency_ratio, device=args.device)
+    sweep = "  ".join(f"{r:g}: {metrics[f'shuffled_top1_{ratio_key(r)}']:.1f}" for r in ratios)
+    print(f"{args.experiment}: shuffled top-1 by ratio  {sweep}\n"
+          f"{args.experiment}: consistency at {args.consistency_ratio:g}: L2 {metrics['consistency_l2']:.4f}  "
+          f"agreement {metrics['consistency_agreement']:.3f}")
+    return 0
+
+
+def _robustness(args: argparse.Namespace) -> int:
+    from vitpe.config import dataset_paths
+    from vitpe.data.subsets import ALL_CORRUPTIONS
+    from vitpe.evaluate.robustness import evaluate_robustness
+
+    params, run = _run(args)
+    metrics = evaluate_robustness(run, args.weights, args.out, dataset_paths(params), parts=args.parts,
+                                  corruptions=args.corruptions or ALL_CORRUPTIONS, device=args.device)
+    shown = [f"{k} {metrics[k]:.2f}" for k in ("mce", "mce_unnorm_15", "a_top1", "o_aupr") if k in metrics]
+    print(f"{args.experiment}: " + "  ".join(shown) + f"  ({metrics['scale']} scale)")
+    return 0
+
+
+def _pe_probe(args: argparse.Namespace) -> int:
+    from vitpe.evaluate.pe_probe import evaluate_pe_probe
+
+    _, run = _run(args)
+    metrics = evaluate_pe_probe(run, args.weights, args.out, folds=args.folds)
+    if metrics["status"] != "ok":
+        print(f"{args.experiment}: skipped: {metrics['reason']}")
+    else:
+        print(f"{args.experiment}: PE probe MAE abs 1D {metrics['abs_1d_mae']:.3f} 2D {metrics['abs_2d_mae']:.3f}"
+              f"  rel 1D {metrics['rel_1d_mae']:.3f} 2D {metrics['rel_2d_mae']:.3f}")
     return 0

@@ -26,6 +26,52 @@ def _curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shuffle_curves(args: argparse.Namespace) -> int:
+    from vitpe.report.mjp_figures import shuffle_curves
+
+    shuffle_curves([Path(p) for p in args.metrics], [Path(p) for p in args.out], args.labels)
+    print("wrote " + ", ".join(args.out))
+    return 0
+
+
+def _pe_spectra(args: argparse.Namespace) -> int:
+    from vitpe.report.mjp_figures import pe_spectra
+
+    pe_spectra([Path(p) for p in args.metrics], [Path(p) for p in args.out], args.labels)
+    print("wrote " + ", ".join(args.out))
+    return 0
+
+
+def _position(text: str) -> tuple[int, int]:
+    row, sep, col = text.partition(",")
+    try:
+        return int(row), int(col)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROW,COL (e.g. 0,3), got {text!r}") from None
+
+
+def _pe_similarity(args: argparse.Namespace) -> int:
+    from vitpe.report.mjp_figures import pe_similarity_maps
+
+    pe_similarity_maps([Path(p) for p in args.weights], [Path(p) for p in args.out], args.labels, args.positions)
+    print("wrote " + ", ".join(args.out))
+    return 0
+
+
+def _mjp_illustration(args: argparse.Namespace) -> int:
+    from vitpe.config import params_from_args
+    from vitpe.report.mjp_figures import mjp_illustration
+
+    params = params_from_args(args)
+    scale = params["scales"][params["scale"]]
+    info = mjp_illustration(Path(args.image), [Path(p) for p in args.out], scale["model"]["img_size"],
+                            scale["model"]["patch_size"], ratio=args.ratio,
+                            seed=params["seed"] if args.seed is None else args.seed,
+                            crop_ratio=scale["supervised"]["test_crop_ratio"])
+    print(f"wrote {', '.join(args.out)} ({info['shuffled']} of {info['grid'] ** 2} patches shuffled)")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     table = commands.add_parser("table", help="write results/tables/main.tex")
     add_params_arguments(table)
@@ -38,3 +84,31 @@ def register(commands: argparse._SubParsersAction) -> None:
     curves.add_argument("logs", nargs="+", help="log.jsonl files written by the training engine")
     curves.add_argument("--out", nargs="+", required=True, help="figure files (.png, .pdf)")
     curves.set_defaults(func=_curves)
+
+    fig = commands.add_parser("shuffle-curves", help="top-1 vs MJP shuffle ratio, one line per model")
+    fig.add_argument("metrics", nargs="+", help="JSON files written by `vitpe eval shuffle`")
+    fig.add_argument("--labels", nargs="+", help="legend names (default: each file's folder name)")
+    fig.add_argument("--out", nargs="+", required=True, help="figure files (.png, .pdf)")
+    fig.set_defaults(func=_shuffle_curves)
+
+    fig = commands.add_parser("pe-spectra", help="singular-value spectra of the PE tables")
+    fig.add_argument("metrics", nargs="+", help="JSON files written by `vitpe eval pe-probe`")
+    fig.add_argument("--labels", nargs="+", help="legend names (default: each file's folder name)")
+    fig.add_argument("--out", nargs="+", required=True, help="figure files (.png, .pdf)")
+    fig.set_defaults(func=_pe_spectra)
+
+    fig = commands.add_parser("pe-similarity", help="PE cosine-similarity maps on the patch grid")
+    fig.add_argument("weights", nargs="+", help="model.safetensors files (timm keys)")
+    fig.add_argument("--labels", nargs="+", help="row names (default: each file's folder name)")
+    fig.add_argument("--positions", nargs="+", type=_position, metavar="ROW,COL",
+                     help="reference grid positions (default: corner, edge, centre, off-centre)")
+    fig.add_argument("--out", nargs="+", required=True, help="figure files (.png, .pdf)")
+    fig.set_defaults(func=_pe_similarity)
+
+    fig = commands.add_parser("mjp-illustration", help="the method figure from a real image")
+    add_params_arguments(fig)
+    fig.add_argument("--image", required=True, help="an image, or a folder whose first image (sorted) is used")
+    fig.add_argument("--ratio", type=float, default=0.4, help="MJP shuffle ratio (paper's figure: 0.4)")
+    fig.add_argument("--seed", type=int, default=None, help="default: the params seed")
+    fig.add_argument("--out", nargs="+", required=True, help="figure files (.png, .pdf)")
+    fig.set_defaults(func=_mjp_illustration)

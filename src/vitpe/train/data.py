@@ -30,7 +30,7 @@ def train_transform(recipe: Mapping, img_size: int) -> Callable:
         img_size,
         is_training=True,
         scale=tuple(recipe["crop_scale"]),
-        hflip=0.5,
+        hflip=recipe["hflip"],
         color_jitter=jitter,
         auto_augment=recipe["randaugment"] or None,
         interpolation="bicubic",

@@ -1,0 +1,169 @@
+"""ImageNet-C, ImageNet-A and ImageNet-O evaluation of a trained model.
+
+Protocols (reference/MJP.md §4.3-4.4, ATTACKS_ROBUSTNESS.md §6, §10):
+- ImageNet-C: every corruption x severity folder (<corruption>/<severity>/<class>/*), CenterCrop only
+  (the sets are already Resize+CenterCrop'ed), top-1 error over all training logits; metrics from
+  ``robustness_metrics.corruption_summary``. All 19 corruptions by default (decision 15's
+  alternative, 15 + 4 extras); the released MJP script's 5-corruption mean is reported as well.
+- ImageNet-A: Resize + CenterCrop, logits restricted to the subset's class-index mask, top-1 (%),
+  RMS calibration error and AURRA of the max softmax over the masked logits.
+- ImageNet-O: OOD = the ImageNet-O images, in-distribution = the validation images of the classes
+  ImageNet-O has folders for; score = -max softmax over the ImageNet-O mask; AUPR/AUROC/FPR95 (%).
+
+Class-index masks come from the subset's folder names (``vitpe.data.subsets.class_index_mask``); with
+the 1000 ImageNet classes they must equal the official 200-class lists (``hendrycks_lists``).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, Subset
+
+from vitpe.config import SupervisedRun
+from vitpe.data.subsets import ALL_CORRUPTIONS, SEVERITIES, class_index_mask
+from vitpe.errors import ConfigError, DataError
+from vitpe.evaluate.common import (center_crop_transform, eval_loader, image_folder, iterate_logits,
+                                   load_trained, training_classes)
+from vitpe.evaluate.hendrycks_lists import OFFICIAL_INDICES
+from vitpe.evaluate.robustness_metrics import aurra, corruption_summary, ood_measures, rms_calibration_error
+from vitpe.io import write_json
+from vitpe.train.data import eval_transform
+
+PARTS = ("c", "a", "o")
+_ROOT_KEYS = {"c": "imagenet_c", "a": "imagenet_a", "o": "imagenet_o"}
+
+
+def subset_mask(classes: list[str], root: Path, kind: str) -> list[int]:
+    """Training-logit indices of the subset folders at ``root``; the official list at 1000 classes."""
+    mask = class_index_mask(classes, root)
+    official = list(OFFICIAL_INDICES[kind])
+    if len(classes) == 1000 and mask != official:
+        diff = sorted(set(mask) ^ set(official))
+        raise DataError(f"{root}: its {len(mask)} class folders do not give the official {kind} 200-class "
+                        f"list ({len(diff)} indices differ, e.g. {diff[:3]}); incomplete or renamed download?")
+    return mask
+
+
+class _ToLogit:
+    """Target transform: a subset folder's class index -> the training logit index (picklable)."""
+
+    def __init__(self, mask: list[int]) -> None:
+        self.mask = mask
+
+    def __call__(self, target: int) -> int:
+        return self.mask[target]
+
+
+def imagenet_c_errors(model: nn.Module, device: torch.device, run: SupervisedRun, root: Path,
+                      classes: list[str], corruptions: Sequence[str] = ALL_CORRUPTIONS
+                      ) -> tuple[dict[tuple[str, int], float], int]:
+    """Top-1 error (%) per (corruption, severity) and the number of images evaluated.
+
+    All folders go through one loader (full batches across folder boundaries); the in-order
+    predictions are split back by folder.
+    """
+    transform = center_crop_transform(run.model["img_size"])
+    sets, keys = [], []
+    for corruption in corruptions:
+        for severity in SEVERITIES:
+            folder = Path(root) / corruption / str(severity)
+            dataset = image_folder(folder, transform)
+            # ImageFolder and the training classes are both sorted by name: mask[target] = logit index
+            dataset.target_transform = _ToLogit(class_index_mask(classes, folder))
+            sets.append(dataset)
+            keys.append((corruption, severity))
+    combined = ConcatDataset(sets)
+    wrong = torch.cat([logits.argmax(1) != targets
+                       for logits, targets in iterate_logits(model, eval_loader(combined, run, device), device)])
+    bounds = [0, *combined.cumulative_sizes]
+    errors = {key: 100.0 * float(wrong[lo:hi].double().mean()) for key, lo, hi in zip(keys, bounds, bounds[1:])}
+    return errors, len(wrong)
+
+
+def imagenet_a_metrics(model: nn.Module, device: torch.device, run: SupervisedRun, root: Path,
+                       classes: list[str]) -> dict[str, float]:
+    """Top-1 (%) over the subset's masked logits, RMS calibration error (%) and AURRA (%)."""
+    dataset = image_folder(root, eval_transform(run.recipe, run.model["img_size"]))
+    mask = subset_mask(classes, root, "imagenet_a")
+    confidence, correct = [], []
+    for logits, targets in iterate_logits(model, eval_loader(dataset, run, device), device):
+        masked = logits[:, mask]  # subset targets index the mask (both sorted by class name)
+        confidence.append(masked.softmax(1).max(1).values)
+        correct.append(masked.argmax(1) == targets)
+    conf = torch.cat(confidence).numpy()
+    hits = torch.cat(correct).numpy()
+    return {
+        "a_top1": 100.0 * float(hits.mean()),
+        "a_calib_rms": 100.0 * rms_calibration_error(conf, hits),
+        "a_aurra": 100.0 * aurra(conf, hits),
+        "a_num_images": len(hits),
+        "a_num_classes": len(mask),
+    }
+
+
+def _neg_msp(model: nn.Module, device: torch.device, run: SupervisedRun, dataset: Any,
+             mask: list[int]) -> np.ndarray:
+    scores = [-logits[:, mask].softmax(1).max(1).values
+              for logits, _ in iterate_logits(model, eval_loader(dataset, run, device), device)]
+    return torch.cat(scores).double().numpy()
+
+
+def imagenet_o_metrics(model: nn.Module, device: torch.device, run: SupervisedRun, root: Path,
+                       classes: list[str]) -> dict[str, float]:
+    """AUPR, AUROC, FPR95 (%) of -MSP over the ImageNet-O mask, OOD positive, ID = matching val classes."""
+    transform = eval_transform(run.recipe, run.model["img_size"])
+    ood = image_folder(root, transform)
+    mask = subset_mask(classes, root, "imagenet_o")
+    val = image_folder(run.val_dir, transform)
+    missing = sorted(set(ood.classes) - set(val.classes))
+    if missing:
+        raise DataError(f"{run.val_dir}: no validation folder for ImageNet-O class {missing[0]!r} "
+                        f"(the in-distribution set is val/<class> for every ImageNet-O class)")
+    wanted = {val.class_to_idx[name] for name in ood.classes}
+    in_dist = Subset(val, [i for i, target in enumerate(val.targets) if target in wanted])
+    measures = ood_measures(_neg_msp(model, device, run, ood, mask), _neg_msp(model, device, run, in_dist, mask))
+    return {
+        "o_aupr": 100.0 * measures["aupr"],
+        "o_auroc": 100.0 * measures["auroc"],
+        "o_fpr95": 100.0 * measures["fpr95"],
+        "o_num_ood": len(ood),
+        "o_num_id": len(in_dist),
+        "o_num_classes": len(mask),
+    }
+
+
+def evaluate_robustness(run: SupervisedRun, weights: Path, out_json: Path, roots: Mapping[str, Path],
+                        parts: Sequence[str] = PARTS, corruptions: Sequence[str] = ALL_CORRUPTIONS,
+                        device: str | None = None) -> dict[str, Any]:
+    """Evaluate ``parts`` ("c", "a", "o") and write one flat JSON atomically (nothing on failure).
+
+    ``roots`` maps "imagenet_c"/"imagenet_a"/"imagenet_o" to the dataset roots (config.dataset_paths).
+    """
+    parts = list(dict.fromkeys(parts))
+    unknown = [p for p in parts if p not in PARTS] + [c for c in corruptions if c not in ALL_CORRUPTIONS]
+    if unknown or not parts:
+        raise ConfigError(f"robustness: unknown part or corruption {unknown[0] if unknown else '(none given)'!r} "
+                          f"(parts: {', '.join(PARTS)}; corruptions: the 19 ImageNet-C names)")
+    for part in parts:  # fail on a missing dataset before spending time on the others
+        root = Path(roots[_ROOT_KEYS[part]])
+        if not root.is_dir():
+            raise DataError(f"{root}: {_ROOT_KEYS[part].replace('_', '-')} dataset not found")
+    classes = training_classes(run)
+    model, dev = load_trained(run, weights, device)
+    metrics: dict[str, Any] = {}
+    if "c" in parts:
+        errors, count = imagenet_c_errors(model, dev, run, Path(roots["imagenet_c"]), classes, corruptions)
+        metrics.update(corruption_summary(errors))
+        metrics["c_num_images"] = count
+    if "a" in parts:
+        metrics.update(imagenet_a_metrics(model, dev, run, Path(roots["imagenet_a"]), classes))
+    if "o" in parts:
+        metrics.update(imagenet_o_metrics(model, dev, run, Path(roots["imagenet_o"]), classes))
+    metrics["scale"] = run.scale
+    write_json(out_json, metrics)
+    return metrics
