@@ -46,8 +46,17 @@ def test_micro_dag_end_to_end_then_nothing_to_do(workflow_copy):
     table = (workflow_copy / "results/tables/main.tex").read_text()
     assert "\\toprule" in table and "DeiT-S" in table and f"{metrics['top1']:.1f}" in table
     assert "79.9" in table  # the sourced paper value, shown without a delta at the tiny scale
+    mjp = {name: json.loads((workflow_copy / f"results/metrics/tiny/mjp/{name}.json").read_text())
+           for name in ("shuffle", "robustness", "pe_probe")}
+    assert 0.0 <= mjp["shuffle"]["consistency_agreement"] <= 1.0 and "shuffled_top1_r0.90" in mjp["shuffle"]
+    assert mjp["robustness"]["mce"] > 0 and "o_aupr" in mjp["robustness"] and mjp["pe_probe"]["status"] == "ok"
+    assert "MJP" in table and f"{mjp['robustness']['mce']:.1f}" in table
+    for name in ("training_curves", "shuffle_accuracy", "pe_spectra", "pe_similarity", "mjp_illustration"):
+        assert (workflow_copy / f"results/figures/tiny/{name}.pdf").stat().st_size > 1000, name
     again = run(["snakemake", "-n", "--cores", "2", "results/tables/main.tex"], workflow_copy)
     assert "Nothing to be done" in again.stdout + again.stderr
+    run(["snakemake", "--report", "report.html", "results/tables/main.tex"], workflow_copy, timeout=300)
+    assert "training_curves.png" in (workflow_copy / "report.html").read_text(errors="replace")
 
 
 @pytest.mark.slow

@@ -33,8 +33,9 @@ rule figure_training_curves:
             category="Training",
         ),
         pdf="results/figures/{scale}/training_curves.pdf",
+        csv="results/figures/{scale}/training_curves.csv",  # for `dvc plots`
     log:
         "results/logs/report/training_curves_{scale}.log",
     localrule: True
     shell:
-        "vitpe report curves {input} --out {output.png} {output.pdf} > {log} 2>&1"
+        "vitpe report curves {input} --out {output.png} {output.pdf} {output.csv} > {log} 2>&1"
