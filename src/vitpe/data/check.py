@@ -1,0 +1,260 @@
+"""Layout checks for every dataset the study reads, embedded or real: fail early with one line naming the path.
+
+Every training job waits for ``results/checks/<scale>/data.json``, written by ``vitpe data check``: a
+missing folder, a wrong class count or an unreadable file then fails in seconds rather than hours
+into a job. A quick check decodes a sample of the images (always the first and the last file);
+``full=True`` decodes every one.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vitpe.config import dataset_paths, num_classes as configured_classes
+from vitpe.data.subsets import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, class_index_mask
+from vitpe.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
+SAMPLE = 64  # images decoded per folder by a quick check
+ADE_CLASSES = 150
+REAL_SUBSET_CLASSES = 200  # ImageNet-A and ImageNet-O each cover 200 ImageNet-1k classes
+KINDS = ("imagenet", "imagefolder", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco", "attack")
+
+
+def check_dataset(kind: str, path: str | Path, num_classes: int | None = None, full: bool = False,
+                  train_classes: str | Path | list[str] | None = None) -> dict:
+    """Check one dataset of ``kind`` at ``path``; return counts (JSON-ready) or raise DataError.
+
+    ``num_classes``: the expected number of class folders (for ade20k: the largest label id, default
+    150). ``train_classes``: the training folder (or its class list); subset folders must be training
+    classes, and their class-index mask is reported.
+    """
+    path = Path(path)
+    if kind == "imagenet":
+        splits = {split: _image_folder(_folder(path / split, "train/ and val/ ImageFolders"), num_classes, full)
+                  for split in ("train", "val")}
+        if splits["val"]["class_names"] != splits["train"]["class_names"]:
+            raise DataError(f"{path / 'val'}: class folders differ from {path / 'train'}")
+        return _totals({split: _drop_names(result) for split, result in splits.items()}, path)
+    if kind in ("imagefolder", "imagenet_a", "imagenet_o", "attack"):
+        result = _image_folder(_folder(path, "an ImageFolder: <class>/<image>"), num_classes, full)
+        if train_classes is not None:
+            result["class_index_mask"] = class_index_mask(train_classes, path)
+        return _drop_names(result)
+    if kind == "imagenet_c":
+        return _imagenet_c(path, num_classes, full, train_classes)
+    if kind == "ade20k":
+        return _ade20k(path, ADE_CLASSES if num_classes is None else num_classes, full)
+    if kind == "coco":
+        return _coco(path, full)
+    raise ConfigError(f"unknown dataset kind {kind!r} (known: {', '.join(KINDS)})")
+
+
+def check_all(params: dict, datasets: list[str] | None = None, log: Callable[[str], None] = print,
+              full: bool = False) -> dict:
+    """Check the active scale's datasets (all, or the named ones); log one ``check:`` line per dataset."""
+    paths = dataset_paths(params)
+    scale = params["scale"]
+    embedded = params["scales"][scale]["data"] == "embedded"
+    if embedded:
+        manifest = Path(params["data"]["embedded"]["root"]) / "manifest.json"
+        if not manifest.is_file():
+            raise DataError(f"{manifest}: missing; the embedded set is absent or incomplete (run `vitpe data synth`)")
+    names = list(datasets or paths)
+    for name in names:
+        if name not in paths:
+            raise ConfigError(f"--dataset {name}: not a dataset of the {scale} scale (known: {', '.join(paths)})")
+    report = {"scale": scale, "data": "embedded" if embedded else "real", "full": full, "datasets": {}}
+    for name in names:
+        result = check_dataset(name, paths[name], full=full, **_expectations(params, name, paths, embedded))
+        report["datasets"][name] = result
+        log(f"check: {name} ({paths[name]}): ok, {result['images']} images, {result['checked']} decoded")
+    return report
+
+
+def _expectations(params: dict, name: str, paths: dict[str, Path], embedded: bool) -> dict:
+    """What each dataset must hold at the active scale: class counts, and which training classes."""
+    train = paths["imagenet"] / "train"
+    cfg = params["data"]["embedded"]
+    subset_classes = {"imagenet_a": cfg["a_classes"], "imagenet_o": cfg["o_classes"]} if embedded else {
+        "imagenet_a": REAL_SUBSET_CLASSES, "imagenet_o": REAL_SUBSET_CLASSES}
+    return {
+        "imagenet": {"num_classes": configured_classes(params)},
+        "imagenet_c": {"num_classes": configured_classes(params), "train_classes": train},
+        "imagenet_a": {"num_classes": subset_classes["imagenet_a"], "train_classes": train},
+        "imagenet_o": {"num_classes": subset_classes["imagenet_o"], "train_classes": train},
+        "ade20k": {"num_classes": ADE_CLASSES},
+        "coco": {},
+        "attack": {"train_classes": train},
+    }[name]
+
+
+# ---------------------------------------------------------------------------------------------------
+# building blocks
+
+
+def _folder(path: Path, expected: str) -> Path:
+    if not path.is_dir():
+        raise DataError(f"{path}: missing folder (expected {expected})")
+    return path
+
+
+def _decode(path: Path) -> Image.Image:
+    """Fully decode an image (a truncated file parses its header fine; only decoding finds the cut)."""
+    try:
+        image = Image.open(path)
+        image.load()  # also closes the file of a single-frame image
+        return image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: not a readable image ({reason})") from None
+
+
+def _sample(files: list[Path], full: bool) -> list[Path]:
+    """Every file, or an evenly spaced sample that always includes the first and the last."""
+    if full or len(files) <= SAMPLE:
+        return files
+    return [files[i] for i in sorted(set(np.linspace(0, len(files) - 1, SAMPLE).round().astype(int).tolist()))]
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _image_folder(path: Path, num_classes: int | None, full: bool) -> dict:
+    """An ImageFolder as torchvision reads it: class folders, each with at least one image file."""
+    classes = sorted(p for p in path.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{path}: no class folders (expected <class>/<image> files)")
+    if num_classes is not None and len(classes) != num_classes:
+        raise DataError(f"{path}: {len(classes)} class folders, expected {num_classes}")
+    files = []
+    for folder in classes:
+        images = _images_in(folder)
+        if not images:
+            raise DataError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        files += images
+    checked = _sample(files, full)
+    for file in checked:
+        _decode(file)
+    return {"path": str(path), "classes": len(classes), "images": len(files), "checked": len(checked),
+            "class_names": [p.name for p in classes]}
+
+
+def _drop_names(result: dict) -> dict:
+    return {key: value for key, value in result.items() if key != "class_names"}
+
+
+def _totals(parts: dict[str, dict], path: Path) -> dict:
+    """Per-split results plus overall image counts (for the one-line summary)."""
+    return {"path": str(path), **parts, "images": sum(p["images"] for p in parts.values()),
+            "checked": sum(p["checked"] for p in parts.values())}
+
+
+# ---------------------------------------------------------------------------------------------------
+# the kinds with their own layouts
+
+
+def _imagenet_c(path: Path, num_classes: int | None, full: bool, train_classes) -> dict:
+    """<corruption>/<severity>/<class>/<image>: the 15 benchmark corruptions are required; the 4 extras
+    (released separately) are checked when present. Every severity has the same class folders."""
+    _folder(path, "<corruption>/<severity>/<class>/<image>")
+    unknown = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name not in ALL_CORRUPTIONS)
+    if unknown:
+        raise DataError(f"{path / unknown[0]}: not an ImageNet-C corruption (expected one of {', '.join(ALL_CORRUPTIONS)})")
+    corruptions = list(BENCHMARK_CORRUPTIONS) + [c for c in EXTRA_CORRUPTIONS if (path / c).exists()]
+    images = checked = 0
+    reference: tuple[Path, list[str]] | None = None
+    for corruption in corruptions:
+        for severity in SEVERITIES:
+            folder = _folder(path / corruption / str(severity), f"severity {severity} of {corruption}")
+            result = _image_folder(folder, num_classes, full)
+            if reference is None:
+                reference = (folder, result["class_names"])
+            elif result["class_names"] != reference[1]:
+                raise DataError(f"{folder}: class folders differ from {reference[0]}")
+            images += result["images"]
+            checked += result["checked"]
+    out = {"path": str(path), "corruptions": corruptions, "severities": list(SEVERITIES),
+           "classes": len(reference[1]), "images": images, "checked": checked,
+           "extras": [c for c in corruptions if c in EXTRA_CORRUPTIONS]}
+    if train_classes is not None:
+        class_index_mask(train_classes, reference[0])  # every class folder must be a training class
+    return out
+
+
+def _ade20k(path: Path, num_classes: int, full: bool) -> dict:
+    """images/<split>/*.jpg with annotations/<split>/<same stem>.png: one label map (0 = other, ids
+    1..num_classes) per image, of the image's size."""
+    splits, max_label = {}, 0
+    for split in ("training", "validation"):
+        image_dir = _folder(path / "images" / split, "ADEChallengeData2016 layout: images/<split>/*.jpg")
+        ann_dir = _folder(path / "annotations" / split, "ADEChallengeData2016 layout: annotations/<split>/*.png")
+        images = sorted(image_dir.glob("*.jpg"))
+        if not images:
+            raise DataError(f"{image_dir}: no .jpg images")
+        for image in images:
+            if not (ann_dir / f"{image.stem}.png").is_file():
+                raise DataError(f"{image}: no annotation ({ann_dir / (image.stem + '.png')} is missing)")
+        checked = _sample(images, full)
+        for image in checked:
+            ann = ann_dir / f"{image.stem}.png"
+            label = np.asarray(_decode(ann))
+            if label.ndim != 2:
+                raise DataError(f"{ann}: expected a single-channel label map, got shape {label.shape}")
+            if label.shape != _decode(image).size[::-1]:
+                raise DataError(f"{ann}: size {label.shape[1]}x{label.shape[0]} differs from its image {image}")
+            top = int(label.max())
+            if top > num_classes:
+                raise DataError(f"{ann}: label value {top} out of range (expected 0..{num_classes}, 0 = other)")
+            max_label = max(max_label, top)
+        splits[split] = {"images": len(images), "checked": len(checked)}
+    return {**_totals(splits, path), "num_classes": num_classes, "max_label": max_label}
+
+
+def _coco(path: Path, full: bool) -> dict:
+    """{train2017,val2017}/ images listed by annotations/instances_<split>.json (COCO instances format)."""
+    splits = {}
+    for split in ("train2017", "val2017"):
+        ann_file = path / "annotations" / f"instances_{split}.json"
+        image_dir = _folder(path / split, f"COCO layout: {split}/ with annotations/instances_{split}.json")
+        if not ann_file.is_file():
+            raise DataError(f"{ann_file}: missing file (expected COCO instances annotations)")
+        doc = _read_json(ann_file)
+        for key in ("images", "annotations", "categories"):
+            if not isinstance(doc.get(key), list):
+                raise DataError(f"{ann_file}: missing {key} (expected a COCO instances file with images, "
+                                "annotations and categories lists)")
+        sizes = {}
+        for info in doc["images"]:
+            file = image_dir / info["file_name"]
+            if not file.is_file():
+                raise DataError(f"{file}: missing image (listed in {ann_file})")
+            sizes[info["id"]] = (file, (info["width"], info["height"]))
+        categories = sorted(c["id"] for c in doc["categories"])
+        for ann in doc["annotations"]:
+            if ann["image_id"] not in sizes:
+                raise DataError(f"{ann_file}: annotation {ann['id']} refers to unknown image id {ann['image_id']}")
+            if ann["category_id"] not in categories:
+                raise DataError(f"{ann_file}: annotation {ann['id']} has unknown category id {ann['category_id']}")
+        checked = _sample(sorted(sizes.values()), full)
+        for file, size in checked:
+            if _decode(file).size != size:
+                raise DataError(f"{file}: size {_decode(file).size}, but {ann_file} says {size}")
+        splits[split] = {"images": len(sizes), "annotations": len(doc["annotations"]), "categories": categories,
+                         "crowd": sum(bool(a.get("iscrowd")) for a in doc["annotations"]), "checked": len(checked)}
+    return _totals(splits, path)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return doc

@@ -1,0 +1,72 @@
+"""``vitpe data ...`` commands: generate the embedded sets, check any dataset's layout."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vitpe.config import add_params_arguments
+
+DATASETS = ("imagenet", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco", "attack")
+KINDS = ("imagenet", "imagefolder", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco", "attack")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "synth", help="generate the embedded datasets (tiny scale) under data.embedded.root",
+        description="Generate every embedded dataset deterministically from data.embedded.seed into "
+                    "data.embedded.root (cleared first); manifest.json is written last.",
+    )
+    add_params_arguments(p)
+    p.set_defaults(func=_synth)
+
+    p = subparsers.add_parser(
+        "check", help="check dataset layouts (the active scale's, or one --kind/--path)",
+        description="Check the active scale's datasets (or those named by --dataset), or one dataset given "
+                    "by --kind and --path. Decodes a sample of the images unless --full. Prints one "
+                    "'check:' line per dataset; --out writes the JSON report.",
+    )
+    add_params_arguments(p)
+    p.add_argument("--out", type=Path, default=None, help="JSON report to write")
+    p.add_argument("--full", action="store_true", help="decode every image, not a sample")
+    p.add_argument("--dataset", nargs="+", choices=DATASETS, default=None, metavar="NAME",
+                   help=f"only these datasets of the active scale ({', '.join(DATASETS)})")
+    p.add_argument("--kind", choices=KINDS, default=None, help="check one dataset of this kind at --path")
+    p.add_argument("--path", type=Path, default=None, help="the dataset's root (with --kind)")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N",
+                   help="expected class folders (ade20k: largest label id, default 150) (with --kind)")
+    p.add_argument("--train-classes", type=Path, default=None, metavar="DIR",
+                   help="training ImageFolder: subset folders must be its classes (with --kind)")
+    p.set_defaults(func=_check)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from vitpe.config import params_from_args
+    from vitpe.data.synth import synthesize
+
+    params = params_from_args(args)
+    synthesize(params, Path(params["data"]["embedded"]["root"]), log=lambda msg: print(msg, flush=True))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from vitpe.data.check import check_all, check_dataset
+    from vitpe.errors import ConfigError
+    from vitpe.io import write_json
+
+    if args.kind is None and (args.path or args.num_classes is not None or args.train_classes):
+        raise ConfigError("--path, --num-classes and --train-classes need --kind")
+    if args.kind is not None:
+        if args.path is None:
+            raise ConfigError("--kind needs --path")
+        result = check_dataset(args.kind, args.path, num_classes=args.num_classes, full=args.full,
+                               train_classes=args.train_classes)
+        print(f"check: {args.kind} ({args.path}): ok, {result['images']} images, {result['checked']} decoded")
+        report = {"full": args.full, "datasets": {args.kind: result}}
+    else:
+        from vitpe.config import params_from_args
+
+        report = check_all(params_from_args(args), args.dataset, log=lambda msg: print(msg, flush=True),
+                           full=args.full)
+    if args.out is not None:
+        write_json(args.out, report)
+    return 0
