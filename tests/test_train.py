@@ -110,7 +110,7 @@ def test_training_state_is_weights_only_and_complete(data_root, tmp_path):
 
 def test_resume_refuses_a_state_from_another_configuration(data_root, tmp_path):
     train_supervised(micro_run(data_root), tmp_path, device="cpu", max_steps=1)
-    with pytest.raises(CheckpointError, match=r"recipe\.base_lr: 0\.0005 -> 0\.001"):
+    with pytest.raises(CheckpointError, match=r"recipe\.base_lr: 0\.002 -> 0\.001"):
         train_supervised(micro_run(data_root, base_lr=1e-3), tmp_path, device="cpu")
     # runtime-only settings may change between the two halves of a run
     train_supervised(micro_run(data_root, checkpoint_every=1), tmp_path, device="cpu", max_steps=2)

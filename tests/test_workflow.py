@@ -15,10 +15,12 @@ from conftest import BIN, run
 SLURM_ENV = {"VITPE_SLURM_ACCOUNT": "proj123", "VITPE_SLURM_PARTITION": "gpu"}
 
 
-def _job_block(dry_run: str, rule: str) -> str:
-    match = re.search(rf"rule {rule}:\n(.*?)(?:\n\n|\Z)", dry_run, re.S)
-    assert match, f"rule {rule} not in the dry run:\n{dry_run[-2000:]}"
-    return match.group(1)
+def _job_block(dry_run: str, rule: str, output: str) -> str:
+    """The dry-run block of the ``rule`` job that writes ``output``."""
+    blocks = [m.group(1) for m in re.finditer(rf"rule {rule}:\n(.*?)(?:\n\n|\Z)", dry_run, re.S)]
+    matching = [b for b in blocks if output in b]
+    assert matching, f"no {rule} job writing {output} in the dry run:\n{dry_run[-2000:]}"
+    return matching[0]
 
 
 def test_slurm_profile_dry_run_requests_gpus(workflow_copy, monkeypatch):
@@ -26,14 +28,14 @@ def test_slurm_profile_dry_run_requests_gpus(workflow_copy, monkeypatch):
         monkeypatch.setenv(key, value)
     proc = run(["snakemake", "-n", "-p", "--cores", "all", "--profile", "slurm", "results/tables/main.tex"],
                workflow_copy)
-    block = _job_block(proc.stdout, "train_supervised")
+    block = _job_block(proc.stdout, "train_supervised", "results/checkpoints/paper/supervised/deit_s/model.safetensors")
     resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block).group(1)))
     # the profile switches to the paper scale; every GPU request is explicit
     assert "results/checkpoints/paper/supervised/deit_s/model.safetensors" in block
     assert resources["gpu"] == "8" and resources["cpus_per_gpu"] == "8" and resources["tasks_per_gpu"] == "0"
     assert int(resources["mem_mb"]) >= 64000 and int(resources["runtime"]) >= 24 * 60
     assert resources["slurm_account"] == "proj123" and resources["slurm_partition"] == "gpu"
-    command = re.search(r"torchrun .*train supervised.*", proc.stdout).group(0)
+    command = re.search(r"torchrun .*train supervised.*--experiment deit_s.*", proc.stdout).group(0)
     assert command.startswith("torchrun --standalone --nproc-per-node=8 -m vitpe")
     assert "--set 'scale=\"paper\"'" in command  # the job sees the profile's override
 
