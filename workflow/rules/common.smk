@@ -82,3 +82,25 @@ def dataset_image_dir():
     """Where figures take a real image from: the embedded photographs, or the ImageNet validation set."""
     paths = dataset_paths(config)
     return str(paths.get("attack", paths["imagenet"] / "val"))
+
+
+def trained_with(exp):
+    return {"experiment": config["supervised"][exp], "seed": config["seed"], "scale": config["scales"][SCALE]}
+
+
+def run_config(exp):
+    """results/configs/<scale>/<exp>.json: everything a supervised checkpoint depends on.
+
+    Rules take it as an input, so changing the experiment, recipe or seed retrains and re-evaluates
+    that model only. (Snakemake ignores callable params when deciding reruns, and checkpoints are read
+    through ancient() so a DVC checkout's new mtimes trigger nothing.) The file is rewritten only when
+    its content changes, so its mtime is the time of the last configuration change.
+    """
+    path = f"results/configs/{SCALE}/{exp}.json"
+    text = json.dumps(trained_with(exp), sort_keys=True, indent=1) + "\n"
+    if not os.path.exists(path) or open(path).read() != text:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    return path

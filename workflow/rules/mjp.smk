@@ -4,7 +4,7 @@
 
 def eval_rule_inputs(wc):
     # ancient(): a DVC checkout rewrites checkpoint mtimes; that must not trigger re-evaluation
-    return {"weights": ancient(ckpt("supervised", wc.exp)), "data": data_ready()}
+    return {"weights": ancient(ckpt("supervised", wc.exp)), "data": data_ready(), "run_config": run_config(wc.exp)}
 
 
 rule eval_shuffle:
@@ -46,6 +46,7 @@ rule eval_pe_probe:
         unpack(eval_rule_inputs),
     output:
         f"results/metrics/{SCALE}/{{exp}}/pe_probe.json",
+    params:
     log:
         f"results/logs/{SCALE}/supervised/{{exp}}/eval_pe_probe.log",
     localrule: True  # a least-squares fit on a 197-row table: seconds on the submit host
@@ -84,14 +85,15 @@ rule figure_pe_spectra:
 
 rule figure_pe_similarity:
     input:
-        [ancient(ckpt("supervised", exp)) for exp in SUPERVISED],
+        weights=[ancient(ckpt("supervised", exp)) for exp in SUPERVISED],
+        run_configs=[run_config(exp) for exp in SUPERVISED],
     output:
         mjp_figure("pe_similarity"),
     log:
         f"results/logs/report/pe_similarity_{SCALE}.log",
     localrule: True
     shell:
-        "vitpe report pe-similarity {input} --out {output} > {log} 2>&1"
+        "vitpe report pe-similarity {input.weights} --out {output} > {log} 2>&1"
 
 
 rule figure_mjp_illustration:

@@ -3,16 +3,13 @@
 
 rule train_supervised:
     input:
-        data_ready(),
+        data=data_ready(),
+        run_config=lambda wc: run_config(wc.exp),
     output:
         weights=ckpt("supervised", "{exp}"),
         # the per-step log, published next to the weights when training completes (DVC plots, figures)
         curve=f"results/checkpoints/{SCALE}/supervised/{{exp}}/log.jsonl",
     params:
-        # rerun triggers: the experiment, its scale's recipe and the seed
-        experiment=lambda wc: config["supervised"][wc.exp],
-        seed=config["seed"],
-        scale_cfg=config["scales"][SCALE],
         launch=launcher("train"),
         outdir=lambda wc, output: os.path.dirname(output.weights),
     log:
@@ -28,6 +25,7 @@ rule eval_classify:
     input:
         # ancient(): a DVC checkout rewrites checkpoint mtimes; that must not trigger re-evaluation
         weights=ancient(ckpt("supervised", "{exp}")),
+        run_config=lambda wc: run_config(wc.exp),
     output:
         f"results/metrics/{SCALE}/{{exp}}/classify.json",
     log:

@@ -151,7 +151,8 @@ def run_training(
     Work in progress (``state.pt`` and the growing ``log.jsonl``) lives in ``out_dir/state/``:
     Snakemake deletes a job's declared outputs before rerunning it, so only finished artefacts may
     sit where the rule declares them. On completion the log is published to ``out_dir/log.jsonl``
-    and then ``out_dir/model.safetensors`` (written last: it marks completion). Returns the weights
+    and then ``out_dir/model.safetensors`` (written last: it marks completion), and ``state/`` is
+    removed. Returns the weights
     path, or the state path when stopped at ``max_steps``. Raises Preempted after checkpointing on
     SIGTERM/SIGUSR1 and TrainingDiverged on a NaN/inf loss (no weights written).
     """
@@ -257,5 +258,7 @@ def run_training(
         with atomic_path(out_dir / LOG_NAME) as tmp:
             shutil.copyfile(log_path, tmp)
         save_weights(model, weights_path, settings.weights_metadata)
+        # finished: the state would only block a rerun with changed parameters (and bloat the DVC cache)
+        shutil.rmtree(state_dir)
     barrier(env)
     return weights_path
