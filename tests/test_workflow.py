@@ -70,10 +70,11 @@ def test_dvc_repro_and_metrics_diff(workflow_copy):
     run(["dvc", "repro"], cwd, timeout=900)
     run(["git", "add", "-A"], cwd)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline"], cwd)
-    # a checkout rewrites checkpoint mtimes: nothing downstream may rerun
-    ckpt = cwd / "results/checkpoints/tiny/supervised/deit_s/model.safetensors"
-    ckpt.touch()
-    assert "Nothing to be done" in run(["snakemake", "-n", "--cores", "1", "results/tables/main.tex"], cwd).stdout
+    # a checkout rewrites checkpoint mtimes: nothing may retrain (evaluations may rerun; they are cheap)
+    for ckpt in (cwd / "results/checkpoints").rglob("model.safetensors"):
+        ckpt.touch()
+    dry = run(["snakemake", "-n", "--cores", "1", "results/tables/main.tex"], cwd).stdout
+    assert "train_supervised" not in dry and "synth_data" not in dry
     # change a parameter: DVC reruns the workflow and the metrics differ from the committed baseline
     params = yaml.safe_load((cwd / "params.yaml").read_text())
     params["seed"] = params["seed"] + 1

@@ -3,8 +3,7 @@
 
 
 def eval_rule_inputs(wc):
-    # ancient(): a DVC checkout rewrites checkpoint mtimes; that must not trigger re-evaluation
-    return {"weights": ancient(ckpt("supervised", wc.exp)), "data": data_ready(), "run_config": run_config(wc.exp)}
+    return {"weights": ckpt("supervised", wc.exp), "data": data_ready(), "run_config": run_config(wc.exp)}
 
 
 rule eval_shuffle:
@@ -85,8 +84,7 @@ rule figure_pe_spectra:
 
 rule figure_pe_similarity:
     input:
-        weights=[ancient(ckpt("supervised", exp)) for exp in SUPERVISED],
-        run_configs=[run_config(exp) for exp in SUPERVISED],
+        weights=[ckpt("supervised", exp) for exp in SUPERVISED],
     output:
         mjp_figure("pe_similarity"),
     log:

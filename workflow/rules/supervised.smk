@@ -23,9 +23,7 @@ rule train_supervised:
 
 rule eval_classify:
     input:
-        # ancient(): a DVC checkout rewrites checkpoint mtimes; that must not trigger re-evaluation
-        weights=ancient(ckpt("supervised", "{exp}")),
-        run_config=lambda wc: run_config(wc.exp),
+        weights=ckpt("supervised", "{exp}"),
     output:
         f"results/metrics/{SCALE}/{{exp}}/classify.json",
     log:
