@@ -9,7 +9,6 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
-from torchvision.datasets import ImageFolder
 
 from vitpe.config import SupervisedRun
 from vitpe.errors import DataError
@@ -39,17 +38,6 @@ def center_crop_transform(img_size: int) -> T.Compose:
 def squash_transform(img_size: int) -> T.Compose:
     """Official consistency.py: Resize((img, img)) bicubic, no crop (the aspect ratio is not kept)."""
     return T.Compose([T.Resize((img_size, img_size), interpolation=T.InterpolationMode.BICUBIC), *_normalize()])
-
-
-def image_folder(root: Path, transform: T.Compose | None = None) -> ImageFolder:
-    """An ImageFolder at ``root`` or a DataError naming the folder."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: image folder not found (generate or link the dataset first)")
-    try:
-        return ImageFolder(str(root), transform=transform)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"{root}: not a usable ImageFolder ({exc})") from None
 
 
 def training_classes(run: SupervisedRun) -> list[str]:

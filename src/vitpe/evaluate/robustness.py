@@ -27,12 +27,12 @@ from torch.utils.data import ConcatDataset, Subset
 from vitpe.config import SupervisedRun
 from vitpe.data.subsets import ALL_CORRUPTIONS, SEVERITIES, class_index_mask
 from vitpe.errors import ConfigError, DataError
-from vitpe.evaluate.common import (center_crop_transform, eval_loader, image_folder, iterate_logits,
-                                   load_trained, training_classes)
+from vitpe.evaluate.common import (center_crop_transform, eval_loader, iterate_logits, load_trained,
+                                   training_classes)
 from vitpe.evaluate.hendrycks_lists import OFFICIAL_INDICES
 from vitpe.evaluate.robustness_metrics import aurra, corruption_summary, ood_measures, rms_calibration_error
 from vitpe.io import write_json
-from vitpe.train.data import eval_transform
+from vitpe.train.data import eval_transform, image_folder
 
 PARTS = ("c", "a", "o")
 _ROOT_KEYS = {"c": "imagenet_c", "a": "imagenet_a", "o": "imagenet_o"}

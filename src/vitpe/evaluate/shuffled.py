@@ -27,7 +27,8 @@ from torch import nn
 
 from vitpe.config import SupervisedRun
 from vitpe.errors import ConfigError
-from vitpe.evaluate.common import eval_loader, image_folder, load_trained, squash_transform
+from vitpe.evaluate.common import eval_loader, load_trained, squash_transform
+from vitpe.train.data import image_folder
 from vitpe.io import write_json
 from vitpe.mjp.jigsaw import Jigsaw, draw_jigsaw
 from vitpe.train.data import build_eval_loader, mix_seed

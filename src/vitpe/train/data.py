@@ -44,8 +44,8 @@ def eval_transform(recipe: Mapping, img_size: int) -> Callable:
     return create_transform(img_size, is_training=False, interpolation="bicubic", crop_pct=recipe["test_crop_ratio"])
 
 
-def image_folder(root: Path, transform: Callable | None, num_classes: int) -> ImageFolder:
-    """An ImageFolder with exactly ``num_classes`` classes, or a DataError saying what is wrong."""
+def image_folder(root: Path, transform: Callable | None, num_classes: int | None = None) -> ImageFolder:
+    """An ImageFolder (with exactly ``num_classes`` classes, if given), or a DataError saying what is wrong."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found (generate or link the dataset first)")
@@ -53,7 +53,7 @@ def image_folder(root: Path, transform: Callable | None, num_classes: int) -> Im
         dataset = ImageFolder(str(root), transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{root}: not a usable ImageFolder ({exc})") from None
-    if len(dataset.classes) != num_classes:
+    if num_classes is not None and len(dataset.classes) != num_classes:
         raise DataError(f"{root}: {len(dataset.classes)} class folders, but the model has {num_classes} classes")
     return dataset
 
