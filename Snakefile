@@ -12,6 +12,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/supervised.smk"
 include: "workflow/rules/mjp.smk"
+include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/transfer.smk"
+include: "workflow/rules/attacks.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -23,6 +23,9 @@ OTHER = {  # what the MJP evaluations write (a subset of their keys)
 }
 
 
+PRETRAIN = load_params(ROOT / "params.yaml")["experiments"]["pretrain"]
+
+
 def _metrics(root, scale, top1, top5):
     for exp in EXPERIMENTS:
         folder = root / scale / exp
@@ -30,6 +33,13 @@ def _metrics(root, scale, top1, top5):
         (folder / "classify.json").write_text(json.dumps({"top1": top1, "top5": top5}))
         for name, values in OTHER.items():
             (folder / f"{name}.json").write_text(json.dumps(values))
+    for i, exp in enumerate(PRETRAIN):  # what the AdPE stages write
+        folder = root / scale / exp
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "finetune.json").write_text(json.dumps({"top1": top1 + i, "top5": top5}))
+        (folder / "linprobe.json").write_text(json.dumps({"top1": top1 - 10, "top5": top5}))
+        pretext = {"val_loss": 0.5 + i / 100} | ({"final_adv_l2": 0.99} if exp.startswith("adpe") else {})
+        (folder / "pretext.json").write_text(json.dumps(pretext))
 
 
 def test_tiny_table_prints_run_and_paper_values_without_delta(tmp_path):
@@ -50,6 +60,22 @@ def test_robustness_table_prints_run_values_only(tmp_path):
     # shuffled top-1, agreement in percent, L2 with 3 digits, mCE x2, A, O, probe skipped -> empty
     assert cells == ["MJP", "tiny", "12.5", "87.5", "0.123", "91.2", "70.0", "5.0", "33.3", ""]
     assert "(paper)" not in robustness.split("\\end{table}")[0]  # nothing sourced: no paper columns
+
+
+def test_adpe_table_prints_finetune_linprobe_and_the_readme_values(tmp_path):
+    _metrics(tmp_path, "paper", 80.0, 90.0)
+    params = apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"])
+    params["experiments"] = {**params["experiments"], "transfer": []}  # the AdPE block alone
+    adpe = build_main_tex(params, tmp_path, PAPER)
+    adpe = adpe[adpe.index("AdPE study"):]
+    rows = {line.split("&")[0].strip(): [c.strip().rstrip("\\").strip() for c in line.split("&")]
+            for line in adpe.splitlines() if "&" in line and "paper" in line}
+    i = PRETRAIN.index("adpe_rel_coordinate")
+    # fine-tune (run, paper, delta), linear probe (run, paper, delta), val loss, |delta|
+    assert rows["AdPE RPE, coordinate"] == ["AdPE RPE, coordinate", "paper", f"{80.0 + i:.1f}", "84.4",
+                                             f"{80.0 + i - 84.4:+.1f}", "70.0", "", "", f"{0.5 + i / 100:.3f}",
+                                             "0.990"]
+    assert rows["MAE"][2:7] == ["80.0", "83.6", "-3.6", "70.0", "68.0"]
 
 
 def test_paper_table_prints_signed_delta(tmp_path):

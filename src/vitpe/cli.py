@@ -16,7 +16,9 @@ GROUPS = {
     "data": ("vitpe.data.commands", "generate and check datasets"),
     "train": ("vitpe.train.commands", "train models"),
     "eval": ("vitpe.evaluate.commands", "evaluate trained models"),
+    "transfer": ("vitpe.transfer.commands", "fine-tune pretrained encoders on ADE20K and COCO"),
     "report": ("vitpe.report.commands", "tables and figures"),
+    "attack": ("vitpe.attacks.commands", "gradient-inversion attacks and privacy metrics"),
 }
 
 

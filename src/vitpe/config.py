@@ -36,13 +36,19 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
         else:
             msg = f"{_key_path(err)}: {err.message}"
         raise ConfigError(f"{source}: {msg}")
-    for name in params["experiments"]["supervised"]:
-        if name not in params["supervised"]:
-            known = ", ".join(sorted(params["supervised"])) or "none"
-            raise ConfigError(
-                f"{source}: experiments.supervised names unknown experiment {name!r} "
-                f"(defined under supervised: {known})"
-            )
+    for group in ("supervised", "pretrain"):
+        for name in params["experiments"].get(group, []):
+            if name not in params.get(group, {}):
+                known = ", ".join(sorted(params.get(group, {}))) or "none"
+                raise ConfigError(
+                    f"{source}: experiments.{group} names unknown experiment {name!r} "
+                    f"(defined under {group}: {known})"
+                )
+    for name in params["experiments"].get("transfer", []):  # transfer fine-tunes pretraining encoders
+        if name not in params.get("pretrain", {}):
+            known = ", ".join(sorted(params.get("pretrain", {}))) or "none"
+            raise ConfigError(f"{source}: experiments.transfer names unknown experiment {name!r} "
+                              f"(defined under pretrain: {known})")
     return params
 
 
@@ -116,6 +122,12 @@ class SupervisedRun:
     jigsaw: dict[str, Any] | None = None  # resolved MJP / naive-shuffle settings, None: no shuffle
     dal: dict[str, Any] | None = None  # resolved DAL settings, None: no DAL head
     unk: dict[str, Any] | None = None  # MJP PE options (pos_embed "mjp" only)
+    first_block: str = "standard"  # "april": block 0 without norm1/residual (supervised.<exp>.april)
+    # fine-tuning / linear probing of a pretrained encoder (vitpe.mae.finetune)
+    protocol: str = "supervised"  # supervised | finetune | linprobe
+    pretrained: str | None = None  # encoder.safetensors the run starts from
+    rpe: dict[str, Any] | None = None  # vitpe.models.irpe.RPEConfig fields, None: no iRPE
+    global_pool: bool = False  # MAE fine-tuning: mean patch token + fc_norm instead of CLS
 
     @property
     def pe_options(self) -> dict[str, Any]:
@@ -177,10 +189,7 @@ def supervised_run(params: dict, name: str) -> SupervisedRun:
         raise ConfigError(f"params.yaml: unknown supervised experiment {name!r} (known: {', '.join(sorted(params['supervised']))})")
     exp = params["supervised"][name]
     scale = params["scales"][params["scale"]]
-    recipe = _merge(scale["supervised"], exp.get("recipe", {}))
-    unknown = set(exp.get("recipe", {})) - set(scale["supervised"])
-    if unknown:
-        raise ConfigError(f"params.yaml: unknown key {sorted(unknown)[0]!r} under supervised.{name}.recipe")
+    recipe = _recipe(scale["supervised"], exp.get("recipe", {}), f"supervised.{name}.recipe")
     paths = dataset_paths(params)
     return SupervisedRun(
         name=name,
@@ -193,4 +202,121 @@ def supervised_run(params: dict, name: str) -> SupervisedRun:
         train_dir=paths["imagenet"] / "train",
         val_dir=paths["imagenet"] / "val",
         **_method_settings(name, exp, recipe["warmup_epochs"]),
+        first_block="april" if exp.get("april") else "standard",
     )
+
+
+# --- pretraining (MAE, MAE+, AdPE) and the runs built on its encoders -------------------------------
+
+# Faithful defaults (reference/ADPE.md D1, D3, D6): the whole-tensor L2 ball of radius 1.0, the RPE
+# embedding δ shared by all buckets (a no-op), the official interpolation, unscaled-q RPE at fine-tuning.
+ADVERSARY_DEFAULTS = {"norm": "l2", "eps": 1.0, "per_bucket": False}
+RPE_DEFAULTS = {"interp_variant": "faithful", "finetune_scale_rpe_query": False}
+
+
+@dataclass(frozen=True)
+class PretrainRun:
+    """One MAE / MAE+ / AdPE pretraining run, resolved for the active scale."""
+
+    name: str
+    scale: str
+    seed: int
+    method: str  # mae | mae_plus
+    model: dict[str, Any]  # the encoder at the pretraining input size (MAE+: the crop size)
+    decoder: dict[str, Any]
+    recipe: dict[str, Any]
+    crops: dict[str, Any]  # num_crops, crop_size, crop_scale
+    train_dir: Path
+    rpe: dict[str, Any] | None = None  # RPEConfig fields used in pretraining
+    adversary: dict[str, Any] | None = None  # {target: absolute|relative, mode, norm, eps, per_bucket}
+
+
+def _pretrain_exp(params: dict, name: str) -> dict:
+    if name not in params.get("pretrain", {}):
+        known = ", ".join(sorted(params.get("pretrain", {}))) or "none"
+        raise ConfigError(f"params.yaml: unknown pretraining experiment {name!r} (known: {known})")
+    return params["pretrain"][name]
+
+
+def _rpe_settings(name: str, exp: dict) -> tuple[dict | None, dict]:
+    """(pretraining RPEConfig fields or None, the RPE options incl. the fine-tune ones)."""
+    options = {**RPE_DEFAULTS, **exp.get("rpe_options", {})}
+    kind = exp.get("rpe")
+    if kind is None:
+        if "rpe_options" in exp:
+            raise ConfigError(f"params.yaml: pretrain.{name}.rpe_options given without rpe")
+        return None, options
+    lookup = {"irpe": "discrete", "irpe_interp": "interp"}[kind]
+    return {"lookup": lookup, "adversary": None, "interp_variant": options["interp_variant"],
+            "scale_rpe_query": True}, options
+
+
+def _recipe(base: dict, override: dict, where: str) -> dict:
+    unknown = set(override) - set(base)
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown key {sorted(unknown)[0]!r} under {where}")
+    return _merge(base, override)
+
+
+def pretrain_run(params: dict, name: str) -> PretrainRun:
+    exp = _pretrain_exp(params, name)
+    scale = params["scales"][params["scale"]]["pretrain"]
+    recipe = _recipe(scale["recipe"], exp.get("recipe", {}), f"pretrain.{name}.recipe")
+    method = exp["method"]
+    model = {**scale["model"], **exp.get("model", {})}
+    crops = dict(scale[method])
+    if method == "mae_plus":
+        model["img_size"] = crops["crop_size"]  # MAE+ encodes the low-resolution crops
+    else:
+        crops = {"num_crops": 1, "crop_size": model["img_size"], **crops}
+    rpe, _ = _rpe_settings(name, exp)
+    adversary = None
+    if "adversary" in exp:
+        where = f"params.yaml: pretrain.{name}"
+        if method != "mae_plus":
+            raise ConfigError(f"{where}.adversary: AdPE extends MAE+ (method mae_plus), not {method!r}")
+        adversary = {**ADVERSARY_DEFAULTS, **exp["adversary"], "target": "relative" if rpe else "absolute"}
+        if rpe is not None:
+            if adversary["mode"] == "coordinate" and rpe["lookup"] != "interp":
+                raise ConfigError(f"{where}: the RPE coordinate adversary needs rpe: irpe_interp")
+            if adversary["mode"] == "embedding" and rpe["lookup"] != "discrete":
+                raise ConfigError(f"{where}: the RPE embedding adversary needs rpe: irpe")
+            per_bucket = adversary["mode"] == "embedding" and adversary["per_bucket"]
+            rpe = {**rpe, "adversary": "embedding_per_bucket" if per_bucket else adversary["mode"]}
+    return PretrainRun(
+        name=name, scale=params["scale"], seed=params["seed"], method=method, model=model,
+        decoder=dict(scale["decoder"]), recipe=recipe, crops=crops,
+        train_dir=dataset_paths(params)["imagenet"] / "train", rpe=rpe, adversary=adversary,
+    )
+
+
+def encoder_run(params: dict, name: str, protocol: str, pretrained: str | None = None) -> SupervisedRun:
+    """Fine-tuning (``finetune``) or linear probing (``linprobe``) of pretraining experiment ``name``.
+
+    A supervised run on the scale's ``finetune`` / ``linprobe`` recipe with the pretraining
+    encoder's architecture at the full input size, its PE learnable (MAE: pos_embed is loaded and
+    stays learnable), the matching iRPE (§7.4) and, for fine-tuning, global pooling.
+    """
+    if protocol not in ("finetune", "linprobe"):
+        raise ConfigError(f"unknown protocol {protocol!r} (finetune or linprobe)")
+    exp = _pretrain_exp(params, name)
+    scale = params["scales"][params["scale"]]
+    recipe = _recipe(scale[protocol], exp.get(f"{protocol}_recipe", {}), f"pretrain.{name}.{protocol}_recipe")
+    rpe, options = _rpe_settings(name, exp)
+    if rpe is not None:
+        # D2: the official fine-tune attention adds the RPE term with unscaled q; linear probing has
+        # no official code and keeps the pretraining attention.
+        rpe = {**rpe, "scale_rpe_query": options["finetune_scale_rpe_query"] if protocol == "finetune" else True}
+    paths = dataset_paths(params)
+    return SupervisedRun(
+        name=name, scale=params["scale"], seed=params["seed"],
+        model={**scale["pretrain"]["model"], **exp.get("model", {})}, recipe=recipe,
+        pos_embed="learnable", num_classes=num_classes(params),
+        train_dir=paths["imagenet"] / "train", val_dir=paths["imagenet"] / "val",
+        protocol=protocol, pretrained=pretrained, rpe=rpe, global_pool=protocol == "finetune",
+    )
+
+
+def stage_run(params: dict, stage: str, name: str) -> SupervisedRun:
+    """The classifier a workflow stage trains: ``supervised``, ``finetune`` or ``linprobe``."""
+    return supervised_run(params, name) if stage == "supervised" else encoder_run(params, name, stage)

@@ -39,10 +39,20 @@ JOBS = {
     "tiny": {
         "train": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=2, mem_mb=4000, runtime=30, tasks_per_gpu=0),
         "eval": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=2, mem_mb=4000, runtime=15, tasks_per_gpu=0),
+        # downstream transfer (workflow/rules/transfer.smk): one CPU each, so two run side by side
+        "transfer_ade20k": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=1, mem_mb=4000, runtime=15, tasks_per_gpu=0),
+        "transfer_coco": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=1, mem_mb=4000, runtime=15, tasks_per_gpu=0),
+        # gradient-inversion attacks of one model (workflow/rules/attacks.smk): one CPU, two side by side
+        "attack": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=1, mem_mb=2000, runtime=15, tasks_per_gpu=0),
     },
     "paper": {
         "train": dict(gpu=8, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=256000, runtime=4320, tasks_per_gpu=0),
         "eval": dict(gpu=1, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=64000, runtime=240, tasks_per_gpu=0),
+        # UperNet 160k iters x 16 images, Mask R-CNN 184k iters x 64 images at 1024 px (8 GPUs, torchrun)
+        "transfer_ade20k": dict(gpu=8, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=256000, runtime=2880, tasks_per_gpu=0),
+        "transfer_coco": dict(gpu=8, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=384000, runtime=5760, tasks_per_gpu=0),
+        # 100 images x 2 client modes x (24k IG + 120k GradViT iterations) of ViT-S/16, double backward
+        "attack": dict(gpu=1, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=64000, runtime=4320, tasks_per_gpu=0),
     },
 }
 
@@ -69,6 +79,12 @@ def launcher(kind):
     )
 
 
+# What results/tables/main.tex needs, gathered from every rules file: each study appends its metrics
+# JSON and the figures it makes (main.tex is the main target, so asking for it builds everything).
+TABLE_INPUTS = []
+FIGURES = []
+
+
 def data_ready():
     """The file that proves the active scale's datasets exist and pass `vitpe data check`."""
     return f"results/checks/{SCALE}/data.json"
@@ -84,25 +100,43 @@ def dataset_image_dir():
     return str(paths.get("attack", paths["imagenet"] / "val"))
 
 
-def trained_with(exp):
-    return {"experiment": config["supervised"][exp], "seed": config["seed"], "scale": config["scales"][SCALE]}
+def trained_with(exp, stage="supervised"):
+    """What a checkpoint of `stage` depends on: the experiment, the recipe it runs, the seed, the data.
+
+    Only the scale keys the stage reads, so adding or changing another stage retrains nothing here.
+    """
+    scale = config["scales"][SCALE]
+    if stage == "supervised":
+        settings = {"experiment": config["supervised"][exp], "model": scale["model"],
+                    "recipe": scale["supervised"]}
+    elif stage == "pretrain":
+        settings = {"experiment": config["pretrain"][exp], "pretrain": scale["pretrain"]}
+    else:  # finetune / linprobe of a pretraining experiment
+        settings = {"experiment": config["pretrain"][exp], "model": scale["pretrain"]["model"],
+                    "recipe": scale[stage]}
+    return {**settings, "seed": config["seed"], "data": scale["data"]}
 
 
-def run_config(exp):
-    """results/configs/<scale>/<exp>.json: everything a supervised checkpoint depends on.
+def run_config(exp, stage="supervised"):
+    """results/configs/<scale>/[<stage>/]<exp>.json: everything a checkpoint of `stage` depends on.
 
     The training rule takes it as an input (Snakemake ignores callable params when deciding reruns),
     so changing the experiment, recipe or seed retrains that model only, and a DVC checkout, which
     rewrites checkpoint mtimes, retrains nothing (it may re-run the cheap evaluations). The files are
     written when the workflow is parsed and only when their content changes.
     """
-    return f"results/configs/{SCALE}/{exp}.json"
+    folder = "" if stage == "supervised" else f"{stage}/"
+    return f"results/configs/{SCALE}/{folder}{exp}.json"
+
+
+# (stage, experiment) pairs whose run configs the workflow writes; rules files add theirs
+RUN_CONFIGS = [("supervised", exp) for exp in SUPERVISED]
 
 
 def _write_run_configs():
-    for exp in SUPERVISED:
-        path = run_config(exp)
-        text = json.dumps(trained_with(exp), sort_keys=True, indent=1) + "\n"
+    for stage, exp in RUN_CONFIGS:
+        path = run_config(exp, stage)
+        text = json.dumps(trained_with(exp, stage), sort_keys=True, indent=1) + "\n"
         if not os.path.exists(path) or open(path).read() != text:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path + ".tmp", "w") as f:
@@ -110,4 +144,3 @@ def _write_run_configs():
             os.replace(path + ".tmp", path)
 
 
-_write_run_configs()

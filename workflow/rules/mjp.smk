@@ -2,6 +2,13 @@
 # the MJP figures. Each evaluation writes one flat metrics JSON (DVC metrics, table input).
 
 
+TABLE_INPUTS.extend(
+    expand(f"results/metrics/{SCALE}/{{exp}}/{{kind}}.json", exp=SUPERVISED,
+           kind=["classify", "shuffle", "robustness", "pe_probe"])
+)
+FIGURES.extend(["training_curves", "shuffle_accuracy", "pe_spectra", "pe_similarity", "mjp_illustration"])
+
+
 def eval_rule_inputs(wc):
     return {"weights": ckpt("supervised", wc.exp), "data": data_ready(), "run_config": run_config(wc.exp)}
 

@@ -1,19 +1,15 @@
 # Tables and figures: cheap, run on the submit host (localrule), inputs are metrics JSON and logs.
+# Included last: every rules file has added its run configs, table inputs and figures by now.
+
+_write_run_configs()
 
 
 rule table_main:
     input:
-        metrics=expand(
-            f"results/metrics/{SCALE}/{{exp}}/{{kind}}.json",
-            exp=SUPERVISED,
-            kind=["classify", "shuffle", "robustness", "pe_probe"],
-        ),
+        metrics=TABLE_INPUTS,
         paper="workflow/resources/paper_numbers.yaml",
         # main.tex is the main target (`make run`, DVC, SLURM): asking for it builds every figure too
-        figures=expand(
-            f"results/figures/{SCALE}/{{name}}.png",
-            name=["training_curves", "shuffle_accuracy", "pe_spectra", "pe_similarity", "mjp_illustration"],
-        ),
+        figures=[f"results/figures/{SCALE}/{name}.png" for name in FIGURES],
     output:
         "results/tables/main.tex",
     log:

@@ -9,7 +9,10 @@ from vitpe.config import add_params_arguments
 
 def _model_arguments(p: argparse.ArgumentParser, device: bool = True) -> None:
     add_params_arguments(p)
-    p.add_argument("--experiment", required=True, help="a name under `supervised:` in params.yaml")
+    p.add_argument("--experiment", required=True,
+                   help="a name under `supervised:` (or `pretrain:` with --stage finetune/linprobe)")
+    p.add_argument("--stage", choices=("supervised", "finetune", "linprobe"), default="supervised",
+                   help="which classifier the weights are (default: supervised)")
     p.add_argument("--weights", required=True, type=Path, help="model.safetensors (timm keys)")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
     if device:
@@ -55,12 +58,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (official: 5)")
     p.set_defaults(func=_pe_probe)
 
+    p = subparsers.add_parser(
+        "pretext", help="masked-patch loss of a pretrained MAE/MAE+/AdPE model on validation images",
+        description="Validation masked-patch loss with seeded masks plus a summary of the pretraining log "
+                    "(first/last-epoch loss, final |delta|); flat JSON.")
+    add_params_arguments(p)
+    p.add_argument("--experiment", required=True, help="a name under `pretrain:` in params.yaml")
+    p.add_argument("--weights", required=True, type=Path, help="the pretraining model.safetensors")
+    p.add_argument("--log", required=True, type=Path, help="its log.jsonl")
+    p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p.set_defaults(func=_pretext)
 
-def _run(args: argparse.Namespace):
-    from vitpe.config import params_from_args, supervised_run
+
+def _pretext(args: argparse.Namespace) -> int:
+    from vitpe.config import dataset_paths, params_from_args, pretrain_run
+    from vitpe.evaluate.pretext import evaluate_pretext
 
     params = params_from_args(args)
-    return params, supervised_run(params, args.experiment)
+    metrics = evaluate_pretext(pretrain_run(params, args.experiment), args.weights, args.log,
+                               dataset_paths(params)["imagenet"] / "val", args.out, device=args.device)
+    delta = f"  |delta| {metrics['final_adv_l2']:.3f}" if "final_adv_l2" in metrics else ""
+    print(f"{args.experiment}: validation masked-patch loss {metrics['val_loss']:.4f}  train (last epoch) "
+          f"{metrics['train_loss_last_epoch']:.4f}{delta}")
+    return 0
+
+
+def _run(args: argparse.Namespace):
+    from vitpe.config import params_from_args, stage_run
+
+    params = params_from_args(args)
+    return params, stage_run(params, args.stage, args.experiment)
 
 
 def _classify(args: argparse.Namespace) -> int:

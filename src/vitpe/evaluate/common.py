@@ -14,7 +14,7 @@ from vitpe.config import SupervisedRun
 from vitpe.errors import DataError
 from vitpe.train.checkpoint import load_weights
 from vitpe.train.distributed import resolve_device
-from vitpe.train.supervised import build_model
+from vitpe.train.supervised import architecture_metadata, build_model
 
 
 def load_trained(run: SupervisedRun, weights: Path, device: str | None = None) -> tuple[nn.Module, torch.device]:
@@ -22,7 +22,8 @@ def load_trained(run: SupervisedRun, weights: Path, device: str | None = None) -
     dev = torch.device(resolve_device(device))
     model = build_model(run)
     load_weights(model, Path(weights),
-                 expected={"model": run.model, "pos_embed": run.pos_embed, "num_classes": run.num_classes})
+                 expected={"model": run.model, "pos_embed": run.pos_embed, "num_classes": run.num_classes,
+                           **architecture_metadata(run)})
     return model.to(dev).eval(), dev
 
 

@@ -51,25 +51,37 @@ class LearnablePosEmbed(PositionEmbedding):
         return x + self.table
 
 
-def sincos_2d_table(grid_size: int, dim: int) -> torch.Tensor:
-    """MAE's fixed 2D sin-cos table, [1 + grid_size**2, dim], CLS row zeros.
+def sincos_2d(col: torch.Tensor, row: torch.Tensor, dim: int) -> torch.Tensor:
+    """MAE's 2D sin-cos embedding of (possibly fractional) grid coordinates: [..., dim].
 
+    Differentiable in the coordinates (AdPE's coordinate mode shifts them by a learned δ).
     Written out instead of using timm's ``build_sincos2d_pos_embed`` because timm orders the channels
     differently (row coordinate first, or sin-sin-cos-cos). MAE (util/pos_embed.py) builds the grid with
     the column coordinate first, so channels are [sin(col·ω) | cos(col·ω) | sin(row·ω) | cos(row·ω)]
-    with ω_k = 1 / 10000^(k / (dim/4)), computed in float64 and stored as float32.
+    with ω_k = 1 / 10000^(k / (dim/4)).
     """
     if dim % 4:
         raise ValueError(f"sin-cos position embedding needs a width divisible by 4, got {dim}")
     quarter = dim // 4
-    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    coords = torch.arange(grid_size, dtype=torch.float64)
-    row, col = torch.meshgrid(coords, coords, indexing="ij")  # token k = row * grid + col
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=col.dtype, device=col.device) / quarter)
     parts = []
-    for pos in (col.reshape(-1), row.reshape(-1)):
-        angles = torch.outer(pos, omega)
+    for pos in (col, row):
+        angles = pos.unsqueeze(-1) * omega
         parts += [torch.sin(angles), torch.cos(angles)]
-    table = torch.cat(parts, dim=1)
+    return torch.cat(parts, dim=-1)
+
+
+def grid_coords(grid_size: int, dtype: torch.dtype = torch.float32,
+                device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(col, row) of every patch, row-major (token k = row * grid + col), each [grid_size**2]."""
+    coords = torch.arange(grid_size, dtype=dtype, device=device)
+    row, col = torch.meshgrid(coords, coords, indexing="ij")
+    return col.reshape(-1), row.reshape(-1)
+
+
+def sincos_2d_table(grid_size: int, dim: int) -> torch.Tensor:
+    """MAE's fixed 2D sin-cos table, [1 + grid_size**2, dim], CLS row zeros (float64 math, float32 out)."""
+    table = sincos_2d(*grid_coords(grid_size, torch.float64), dim)
     return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).to(torch.float32)
 
 
@@ -144,5 +156,5 @@ def grid_size_of(img_size: int, patch_size: int) -> int:
 
 __all__ = [
     "PE_KINDS", "PositionEmbedding", "LearnablePosEmbed", "SinCosPosEmbed", "NoPosEmbed", "UnknownPosEmbed",
-    "sincos_2d_table", "build_pos_embed", "grid_size_of",
+    "sincos_2d", "grid_coords", "sincos_2d_table", "build_pos_embed", "grid_size_of",
 ]

@@ -20,6 +20,8 @@ from torch import nn
 from vitpe.errors import CheckpointError
 from vitpe.mjp.dal import DenseLocalization
 from vitpe.mjp.jigsaw import Jigsaw, permute_pixels_in_patches, permute_tokens
+from vitpe.models.irpe import RPEBlock, RPEConfig, RPEContext
+from vitpe.models.april_block import apply_first_block
 from vitpe.models.pos_embed import PositionEmbedding, build_pos_embed, grid_size_of
 
 MODEL_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
@@ -39,23 +41,33 @@ class VisionTransformer(nn.Module):
         pos_embed: str | PositionEmbedding = "learnable",
         drop_path: float = 0.0,
         dal_head: str | None = None,
+        rpe: RPEConfig | None = None,
+        global_pool: bool = False,
+        first_block: str = "standard",
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.embed_dim = embed_dim
         self.patch_size = patch_size
+        self.rpe = rpe
+        self.global_pool = global_pool
         grid = grid_size_of(img_size, patch_size)
+        self.grid_size = grid
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=3, embed_dim=embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pe = build_pos_embed(pos_embed, grid, embed_dim) if isinstance(pos_embed, str) else pos_embed
         # stochastic depth grows linearly with depth, as in timm/DeiT
         rates = torch.linspace(0, drop_path, depth).tolist()
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=rate,
-                  norm_layer=LayerNorm, act_layer=nn.GELU)
-            for rate in rates
-        )
-        self.norm = LayerNorm(embed_dim)
+        if rpe is None:
+            blocks = [Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=rate,
+                            norm_layer=LayerNorm, act_layer=nn.GELU) for rate in rates]
+        else:  # iRPE in every block (AdPE's RPE variants)
+            blocks = [RPEBlock(embed_dim, num_heads, mlp_ratio, rpe, drop_path=rate) for rate in rates]
+        self.blocks = nn.ModuleList(blocks)
+        apply_first_block(self.blocks, first_block)  # "april": no norm1/residual (attacks, issue 7)
+        # MAE fine-tuning pools the patch tokens and normalises them (fc_norm) instead of the last norm
+        self.norm = nn.Identity() if global_pool else LayerNorm(embed_dim)
+        self.fc_norm = LayerNorm(embed_dim) if global_pool else None
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
         # MJP's side head on the PE table (initialises itself); saved under ``dal.*``
@@ -79,6 +91,25 @@ class VisionTransformer(nn.Module):
         """Parameter names timm's optimizer factory excludes from weight decay (besides 1-D ones)."""
         return {"cls_token"} | {f"pe.{name}" for name in self.pe.no_weight_decay}
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Layer ids for timm's layer-wise lr decay, as MAE's lr_decay.py assigns them: CLS, PE and
+        patch embedding 0, block i i + 1, everything after the blocks (norms, head) the top layer."""
+        # timm reads the ordinal (99999,) as "merge with the previous group": use another one
+        return {"stem": r"^cls_token|^pe\.|^patch_embed",
+                "blocks": [(r"^blocks\.(\d+)", None), (r"^norm|^fc_norm|^head", (10**6,))]}
+
+    def run_blocks(self, x: torch.Tensor, query_mask: torch.Tensor | None = None,
+                   grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """The transformer blocks over [B, 1 + N, D]; ``query_mask`` reaches RPE adversaries only."""
+        if self.rpe is None:
+            for block in self.blocks:
+                x = block(x)
+            return x
+        ctx = RPEContext(grid or (self.grid_size, self.grid_size), has_cls=True, query_mask=query_mask)
+        for block in self.blocks:
+            x = block(x, ctx)
+        return x
+
     def embed(self, x: torch.Tensor, jigsaw: Jigsaw | None = None) -> torch.Tensor:
         """Patch-embed (shuffled by ``jigsaw``), prepend CLS, add the PE: [B, 3, H, W] -> [B, 1 + N, D].
 
@@ -95,13 +126,16 @@ class VisionTransformer(nn.Module):
         return self.pe(x, mask)
 
     def forward_features(self, x: torch.Tensor, jigsaw: Jigsaw | None = None) -> torch.Tensor:
-        x = self.embed(x, jigsaw)
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        return self.norm(self.run_blocks(self.embed(x, jigsaw)))
+
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The image feature the head sees: CLS, or the fc-normed mean patch token (global pool)."""
+        if self.global_pool:
+            return self.fc_norm(tokens[:, 1:].mean(dim=1))
+        return tokens[:, 0]
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(tokens[:, 0])
+        return self.head(self.pooled(tokens))
 
     def forward(self, x: torch.Tensor, jigsaw: Jigsaw | None = None,
                 with_dal: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +153,9 @@ class VisionTransformer(nn.Module):
 
 
 def build_vit(model_cfg: Mapping, num_classes: int, pos_embed: str, drop_path: float,
-              pe_options: Mapping | None = None, dal_head: str | None = None) -> VisionTransformer:
+              pe_options: Mapping | None = None, dal_head: str | None = None,
+              rpe: RPEConfig | None = None, global_pool: bool = False,
+              first_block: str = "standard") -> VisionTransformer:
     """The backbone described by a params.yaml ``model`` block (``pe_options``: MJP's unk PE)."""
     missing = [k for k in MODEL_KEYS if k not in model_cfg]
     if missing:
@@ -127,7 +163,8 @@ def build_vit(model_cfg: Mapping, num_classes: int, pos_embed: str, drop_path: f
     cfg = {k: model_cfg[k] for k in MODEL_KEYS}
     pe = build_pos_embed(pos_embed, grid_size_of(cfg["img_size"], cfg["patch_size"]), cfg["embed_dim"],
                          **dict(pe_options or {}))
-    return VisionTransformer(**cfg, num_classes=num_classes, pos_embed=pe, drop_path=drop_path, dal_head=dal_head)
+    return VisionTransformer(**cfg, num_classes=num_classes, pos_embed=pe, drop_path=drop_path, dal_head=dal_head,
+                             rpe=rpe, global_pool=global_pool, first_block=first_block)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

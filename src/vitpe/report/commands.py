@@ -72,6 +72,22 @@ def _mjp_illustration(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delta_norms(args: argparse.Namespace) -> int:
+    from vitpe.report.adpe_figures import delta_norms
+
+    drawn = delta_norms([Path(p) for p in args.logs], [Path(p) for p in args.out])
+    print(f"wrote {', '.join(args.out)} ({drawn} adversarial runs)")
+    return 0
+
+
+def _accuracy_bars(args: argparse.Namespace) -> int:
+    from vitpe.report.adpe_figures import accuracy_bars
+
+    accuracy_bars([Path(p) for p in args.finetune], [Path(p) for p in args.linprobe], [Path(p) for p in args.out])
+    print("wrote " + ", ".join(args.out))
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     table = commands.add_parser("table", help="write results/tables/main.tex")
     add_params_arguments(table)
@@ -112,3 +128,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     fig.add_argument("--seed", type=int, default=None, help="default: the params seed")
     fig.add_argument("--out", nargs="+", required=True, help="figure files (.png, .pdf)")
     fig.set_defaults(func=_mjp_illustration)
+
+    fig = commands.add_parser("delta-norms", help="AdPE: |delta| over pretraining, one line per adversarial run")
+    fig.add_argument("logs", nargs="+", help="pretraining log.jsonl files (runs without a delta are skipped)")
+    fig.add_argument("--out", nargs="+", required=True, help="figure files (.png, .pdf)")
+    fig.set_defaults(func=_delta_norms)
+
+    fig = commands.add_parser("accuracy-bars", help="fine-tune and linear-probe top-1 per pretraining variant")
+    fig.add_argument("--finetune", nargs="+", required=True, help="classification JSONs of the fine-tuned models")
+    fig.add_argument("--linprobe", nargs="+", required=True, help="the same experiments, linear-probed")
+    fig.add_argument("--out", nargs="+", required=True, help="figure files (.png, .pdf)")
+    fig.set_defaults(func=_accuracy_bars)

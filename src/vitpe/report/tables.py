@@ -14,7 +14,10 @@ import yaml
 
 from vitpe.errors import DataError
 
-DISPLAY = {"deit_s": "DeiT-S", "naive_shuffle": "Naive shuffle", "pixel_shuffle": "Pixel shuffle", "mjp": "MJP"}
+DISPLAY = {"deit_s": "DeiT-S", "naive_shuffle": "Naive shuffle", "pixel_shuffle": "Pixel shuffle", "mjp": "MJP",
+           "mae": "MAE", "mae_plus_abs": "MAE+ (APE)", "adpe_abs_embedding": "AdPE APE, embedding",
+           "adpe_abs_coordinate": "AdPE APE, coordinate", "mae_plus_rel": "MAE+ (RPE)",
+           "adpe_rel_embedding": "AdPE RPE, embedding", "adpe_rel_coordinate": "AdPE RPE, coordinate"}
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class Column:
     source: str  # which metrics file (e.g. "classify")
     scale: float = 1.0  # display factor (fractions -> percent)
     digits: int = 1
+    key: str | None = None  # key in the metrics JSON when it differs from ``metric``
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,19 @@ def mjp_studies(params: dict) -> tuple[Study, ...]:
         ),
     )
     return accuracy, robustness
+
+
+def adpe_studies(params: dict) -> tuple[Study, ...]:
+    """The AdPE table: fine-tune and linear-probe top-1 of every pretrained encoder, plus the pretext."""
+    return (Study(
+        key="adpe", label="tab:adpe", title="AdPE study: MAE, MAE+ and AdPE pretraining, ImageNet-1K top-1",
+        columns=(
+            Column("finetune_top1", "Fine-tune top-1", "finetune", key="top1"),
+            Column("linprobe_top1", "Linear probe top-1", "linprobe", key="top1"),
+            Column("val_loss", "Val. MIM loss", "pretext", digits=3),
+            Column("final_adv_l2", "Final $\\|\\delta\\|_2$", "pretext", digits=3),
+        ),
+    ),)
 
 
 def load_paper_numbers(path: Path) -> dict:
@@ -95,7 +112,7 @@ def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, pa
     for row in rows:
         record = {"Model": DISPLAY.get(row, row.replace("_", " ")), "Scale": scale}
         for col in study.columns:
-            value = load_metrics(metrics_dir / row / f"{col.source}.json").get(col.metric)
+            value = load_metrics(metrics_dir / row / f"{col.source}.json").get(col.key or col.metric)
             ours = None if value is None else float(value) * col.scale
             record[col.label + (" (run)" if col.metric in sourced else "")] = _fmt(ours, col.digits)
             if col.metric not in sourced:
@@ -135,16 +152,162 @@ def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str]
     return latex.replace("\\end{table}", "{\\footnotesize " + note + "\\par}\n\\end{table}")
 
 
+# --- transfer (issue 6): ADE20K and COCO, with the paper's stated AdPE-over-MAE gains ---------------
+
+TRANSFER_BASELINE = "mae"
+
+
+def transfer_studies(params: dict) -> tuple[Study, ...]:
+    """ADE20K (mmseg IoUMetric, percent) and COCO (mmdet CocoMetric, fractions shown as percent)."""
+    ade = Study(key="transfer", label="tab:transfer-ade20k", title="AdPE transfer: ADE20K semantic segmentation (UperNet)",
+                columns=(Column("ade20k_miou", "mIoU", "ade20k"), Column("ade20k_aacc", "aAcc", "ade20k"),
+                         Column("ade20k_macc", "mAcc", "ade20k")))
+    coco = Study(key="transfer", label="tab:transfer-coco",
+                 title="AdPE transfer: COCO detection and instance segmentation (Mask R-CNN, ViTDet)",
+                 columns=tuple(Column(f"coco_ap{k}_{kind}", f"AP{k}$^{{{kind}}}$", "coco", scale=100.0)
+                               for kind in ("box", "mask") for k in ("", "50", "75")))
+    return ade, coco
+
+
+def transfer_paper_row(exp: str) -> str:
+    """The paper-number row of a transfer experiment: MAE, or "adpe" for every AdPE variant (the paper
+    does not say which AdPE checkpoint it transferred, reference/ADPE.md D13)."""
+    return "adpe" if exp.startswith("adpe") else exp
+
+
+def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> list[str]:
+    """The transfer tables: run values, sourced paper values (delta at the paper scale only), and the
+    gain over MAE, run (both rows computed here, at the same scale) next to the paper's stated gain."""
+    rows = list(params["experiments"].get("transfer", []))
+    if not rows:
+        return []
+    section = paper.get("transfer", {})
+    view = {**paper, "transfer": {row: section.get(transfer_paper_row(row), {}) for row in rows}}
+    tables = []
+    for study in transfer_studies(params):
+        frame, sources = study_frame(study, rows, metrics_dir, scale, view)
+        if TRANSFER_BASELINE in rows:
+            for col in study.columns:
+                gain_key = f"{col.metric}_vs_mae"
+                stated = {row: view["transfer"][row].get(gain_key) for row in rows}
+                if not any(stated.values()):
+                    continue
+                base = load_metrics(metrics_dir / TRANSFER_BASELINE / f"{col.source}.json").get(col.metric)
+                run_gain, paper_gain = [], []
+                for row in rows:
+                    ours = load_metrics(metrics_dir / row / f"{col.source}.json").get(col.metric)
+                    gain = None if row == TRANSFER_BASELINE or ours is None or base is None else \
+                        (float(ours) - float(base)) * col.scale
+                    run_gain.append(_fmt(gain, col.digits, signed=True))
+                    ref = stated[row]
+                    paper_gain.append(_fmt(None if ref is None else float(ref["value"]), col.digits, signed=True))
+                    if ref is not None:
+                        sources.append(f"{DISPLAY.get(row, row)} {col.label} over MAE: {ref['source']}")
+                frame[f"{col.label} vs MAE (run)"] = run_gain
+                frame[f"{col.label} vs MAE (paper)"] = paper_gain
+        sources = list(dict.fromkeys(sources))
+        if any(row.startswith("adpe") for row in rows) and sources:
+            sources.append("AdPE rows use the paper's AdPE values; the transferred checkpoint is not stated (ADPE.md D13)")
+        tables.append(render_table(frame, study.title, study.label, sources, scale))
+    return tables
+
+
+# --- privacy (issue 7): gradient-inversion attacks, per model and paired --------------------------
+
+DISPLAY.update({"deit_s_april": "DeiT-S, APRIL block", "mjp_april": "MJP, APRIL block"})
+ATTACK_SHORT = {"inverting_gradients": "IG", "gradvit": "GradViT", "april": "APRIL", "april_adaptive": "APRIL adapt."}
+
+
+def privacy_rows(params: dict) -> tuple[list[str], list[str]]:
+    """(models of the optimisation attacks, APRIL-compatible models), as the workflow attacks them."""
+    cfg = params.get("attacks", {})
+    pretrain = params["experiments"].get("pretrain", [])
+    return (list(cfg.get("models", [])) + [e for e in cfg.get("finetuned", []) if e in pretrain],
+            list(cfg.get("april_models", [])))
+
+
+def privacy_studies(params: dict) -> tuple[Study, Study]:
+    """Per-model means over the attack images (PSNR/SSIM vs the original image; shuffled: the client
+    fed the MJP-shuffled image), clean top-1 next to them (reference section 9)."""
+    opt = params.get("attacks", {}).get("optimisation", [])
+    cols = [Column("clean_top1", "Top-1", "attacks")]
+    for attack in opt:
+        short = ATTACK_SHORT.get(attack, attack)
+        cols += [Column(f"{attack}_plain_psnr_mean", f"{short} PSNR", "attacks"),
+                 Column(f"{attack}_shuffled_psnr_mean", f"{short} PSNR shuf.", "attacks"),
+                 Column(f"{attack}_plain_ssim_mean", f"{short} SSIM", "attacks", digits=3)]
+    if opt:
+        cols += [Column(f"{opt[0]}_plain_fft2d_mean", f"{ATTACK_SHORT.get(opt[0], opt[0])} FFT2D", "attacks", digits=3),
+                 Column(f"{opt[0]}_shuffled_pos_acc_mean", "Pos. acc. shuf.", "attacks", scale=100.0)]
+    optimisation = Study(key="privacy", label="tab:privacy",
+                         title="Privacy: optimisation attacks, batch 1, labels recovered (mean over images, dB)",
+                         columns=tuple(cols))
+    closed = Study(key="privacy", label="tab:privacy-april",
+                   title="Privacy: APRIL closed form on the APRIL-compatible block 0 (shuffled: MJP mask, dB)",
+                   columns=(Column("april_plain_psnr_mean", "APRIL PSNR", "attacks"),
+                            Column("april_shuffled_psnr_kept_mean", "APRIL kept shuf.", "attacks"),
+                            Column("april_shuffled_psnr_shuffled_mean", "APRIL moved shuf.", "attacks"),
+                            Column("april_adaptive_shuffled_psnr_kept_mean", "Adapt. kept shuf.", "attacks"),
+                            Column("april_adaptive_shuffled_psnr_shuffled_mean", "Adapt. moved shuf.", "attacks")))
+    return optimisation, closed
+
+
+def paired_frame(params: dict, paired: dict, metric: str = "psnr") -> pd.DataFrame:
+    """One row per compared pair, attack and client mode: mean, median, std, 95 % CI, Wilcoxon p."""
+    records = []
+    for a, b in params.get("attacks", {}).get("compare", []):
+        for attack in params["attacks"].get("optimisation", []) + params["attacks"].get("closed_form", []):
+            for mode in params["attacks"].get("client", []):
+                key = f"{a}_vs_{b}_{attack}_{mode}_{metric}_diff"
+                if f"{key}_mean" not in paired:
+                    continue
+                records.append({
+                    "Pair": f"{DISPLAY.get(a, a)} - {DISPLAY.get(b, b)}",
+                    "Attack": ATTACK_SHORT.get(attack, attack), "Client": mode,
+                    "n": str(int(paired[f"{key}_n"])),
+                    "Mean": _fmt(paired[f"{key}_mean"], 2, signed=True),
+                    "Median": _fmt(paired[f"{key}_median"], 2, signed=True),
+                    "Std": _fmt(paired[f"{key}_std"], 2),
+                    "95% CI": f"[{paired[f'{key}_ci_low']:+.2f}, {paired[f'{key}_ci_high']:+.2f}]",
+                    "Wilcoxon p": _fmt(paired.get(f"{key}_wilcoxon_p"), 3),
+                })
+    return pd.DataFrame.from_records(records)
+
+
+def privacy_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> list[str]:
+    """The privacy block: per-model attack results and the paired PSNR differences (a - b, same
+    images). Left out only when no model has attack metrics at all (a workflow without attacks)."""
+    opt_rows, april_rows = privacy_rows(params)
+    rows = opt_rows + april_rows
+    if not rows or not any((metrics_dir / row / "attacks.json").is_file() for row in rows):
+        return []
+    tables = []
+    optimisation, closed = privacy_studies(params)
+    for study, study_rows in ((optimisation, opt_rows), (closed, april_rows)):
+        if study_rows:
+            frame, sources = study_frame(study, study_rows, metrics_dir, scale, paper)
+            tables.append(render_table(frame, study.title, study.label, sources, scale))
+    paired = load_metrics(metrics_dir / "attacks" / "paired.json")
+    frame = paired_frame(params, paired)
+    if not frame.empty:
+        frame = frame.rename(columns={"Pair": "Model"})  # render_table escapes the first column
+        title = "Privacy: paired per-image PSNR difference (a - b, dB), bootstrap 95% CI of the mean"
+        tables.append(render_table(frame, title, "tab:privacy-paired", [], scale))
+    return tables
+
+
 def build_main_tex(params: dict, metrics_root: Path, paper_path: Path) -> str:
     scale = params["scale"]
     paper = load_paper_numbers(paper_path)
     metrics_dir = Path(metrics_root) / scale
     tables = []
-    rows = params["experiments"]["supervised"]
-    if rows:
-        for study in mjp_studies(params):
+    for rows, studies in ((params["experiments"]["supervised"], mjp_studies(params)),
+                          (params["experiments"].get("pretrain", []), adpe_studies(params))):
+        for study in studies if rows else ():
             frame, sources = study_frame(study, rows, metrics_dir, scale, paper)
             tables.append(render_table(frame, study.title, study.label, sources, scale))
+    tables.extend(transfer_tables(params, metrics_dir, scale, paper))
+    tables.extend(privacy_tables(params, metrics_dir, scale, paper))
     return (
         "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=2cm]{geometry}\n"
         "\\begin{document}\n" + "\n".join(tables) + "\\end{document}\n"

@@ -36,9 +36,14 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, Any] | None =
     One key only: safetensors keeps header metadata in a hash map whose order varies between
     processes, and identical weights should give identical bytes (DVC, reproducibility checks).
     """
+    save_tensors(to_timm_state_dict(model), path, metadata)
+
+
+def save_tensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, Any] | None = None) -> None:
+    """Atomically write a (timm-keyed) tensor dict as safetensors with ``save_weights``' metadata."""
     header = {"vitpe": json.dumps(metadata or {}, sort_keys=True)}
     with atomic_path(path) as tmp:
-        save_file(to_timm_state_dict(model), str(tmp), metadata=header)
+        save_file(state, str(tmp), metadata=header)
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -15,12 +15,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "SIGTERM/SIGUSR1 checkpoint and exit 124.",
     )
     add_params_arguments(p)
-    p.add_argument("--experiment", required=True, help="a name under `supervised:` in params.yaml")
+    _run_arguments(p, "a name under `supervised:` in params.yaml")
+    p.set_defaults(func=_supervised)
+
+    p = subparsers.add_parser(
+        "pretrain", help="MAE / MAE+ / AdPE pretraining; resumes from OUT/state/",
+        description="Pretrain into OUT: model.safetensors (encoder, decoder, AdPE delta), encoder.safetensors "
+                    "(timm keys, for fine-tuning and transfer) and log.jsonl (loss, lr, |delta|) once complete.",
+    )
+    _run_arguments(p, "a name under `pretrain:` in params.yaml")
+    p.set_defaults(func=_pretrain)
+
+    for protocol, what in (("finetune", "fine-tune a pretrained encoder (MAE recipe: layer decay, global pool)"),
+                           ("linprobe", "linear probing of a frozen pretrained encoder (BN + linear head, LARS)")):
+        p = subparsers.add_parser(protocol, help=what + "; resumes from OUT/state/",
+                                  description=what[0].upper() + what[1:] + ", into OUT (model.safetensors, log.jsonl).")
+        _run_arguments(p, "a name under `pretrain:` in params.yaml")
+        p.add_argument("--pretrained", required=True, type=Path, help="encoder.safetensors of that experiment")
+        p.set_defaults(func=_encoder_run, protocol=protocol)
+
+
+def _run_arguments(p: argparse.ArgumentParser, experiment_help: str) -> None:
+    p.add_argument("--experiment", required=True, help=experiment_help)
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
                    help="stop (with a resumable state) once N optimizer steps are done in total")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
-    p.set_defaults(func=_supervised)
 
 
 def _supervised(args: argparse.Namespace) -> int:
@@ -28,5 +48,23 @@ def _supervised(args: argparse.Namespace) -> int:
     from vitpe.train.supervised import train_supervised
 
     run = supervised_run(params_from_args(args), args.experiment)
+    train_supervised(run, args.out, device=args.device, max_steps=args.max_steps)
+    return 0
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from vitpe.config import params_from_args, pretrain_run
+    from vitpe.mae.pretrain import train_pretrain
+
+    run = pretrain_run(params_from_args(args), args.experiment)
+    train_pretrain(run, args.out, device=args.device, max_steps=args.max_steps)
+    return 0
+
+
+def _encoder_run(args: argparse.Namespace) -> int:
+    from vitpe.config import encoder_run, params_from_args
+    from vitpe.train.supervised import train_supervised
+
+    run = encoder_run(params_from_args(args), args.experiment, args.protocol, str(args.pretrained))
     train_supervised(run, args.out, device=args.device, max_steps=args.max_steps)
     return 0

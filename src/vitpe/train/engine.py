@@ -128,6 +128,30 @@ class StepRunner:
 
 
 @dataclass
+class TrainingSetup:
+    """Everything the engine needs for one run (built once by a method; shared with the benchmarks).
+
+    ``extra_log`` adds fields to every per-step log record (e.g. AdPE's ‖δ‖); ``publish`` writes
+    extra finished artefacts (e.g. the encoder alone) before the weights mark the run complete.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Scheduler
+    data: TrainData
+    loss_fn: LossFn
+    settings: LoopSettings
+    extra_log: Callable[[], dict[str, float]] | None = None
+    publish: Callable[[nn.Module, Path], None] | None = None
+
+    def run(self, env: DistEnv, out_dir: Path, max_steps: int | None = None) -> Path:
+        return run_training(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                            data=self.data, loss_fn=self.loss_fn, settings=self.settings, env=env,
+                            out_dir=Path(out_dir), max_steps=max_steps, extra_log=self.extra_log,
+                            publish=self.publish)
+
+
+@dataclass
 class _Position:
     step: int = 0  # optimizer steps completed
     epoch: int = 0
@@ -145,6 +169,8 @@ def run_training(
     env: DistEnv,
     out_dir: Path,
     max_steps: int | None = None,
+    extra_log: Callable[[], dict[str, float]] | None = None,
+    publish: Callable[[nn.Module, Path], None] | None = None,
 ) -> Path:
     """Train to the end (or to ``max_steps``), resuming from ``out_dir/state/state.pt`` if present.
 
@@ -237,8 +263,9 @@ def run_training(
                 if pos.batch >= batches_per_epoch:  # leftover micro-batches (< accum_steps) are dropped
                     pos.epoch, pos.batch, batches = pos.epoch + 1, 0, None
                 now = time.perf_counter()
-                logger.log({"step": pos.step, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-                            "imgs_per_s": images_per_step / max(now - tick, 1e-9)})
+                record = {"step": pos.step, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+                          "imgs_per_s": images_per_step / max(now - tick, 1e-9)}
+                logger.log({**record, **(extra_log() if extra_log is not None else {})})
                 tick = now
                 preempt = any_rank(guard.requested, env)
                 if preempt or pos.step == stop_at or pos.step % settings.checkpoint_every == 0:
@@ -257,6 +284,8 @@ def run_training(
     if env.is_main:
         with atomic_path(out_dir / LOG_NAME) as tmp:
             shutil.copyfile(log_path, tmp)
+        if publish is not None:
+            publish(model, out_dir)
         save_weights(model, weights_path, settings.weights_metadata)
         # finished: the state would only block a rerun with changed parameters (and bloat the DVC cache)
         shutil.rmtree(state_dir)

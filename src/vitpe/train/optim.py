@@ -21,12 +21,16 @@ def build_optimizer(
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
+    layer_decay: float | None = None,
 ) -> torch.optim.Optimizer:
     """AdamW; no weight decay on 1-D params, biases and ``model.no_weight_decay()`` (cls_token, PE).
 
-    timm's factory builds the two groups from ``no_weight_decay()``, as the official optimizer.py does.
+    timm's factory builds the groups from ``no_weight_decay()``, as the official optimizer.py does;
+    with ``layer_decay`` it also scales each layer's lr by decay^(top − layer id) following the
+    model's ``group_matcher`` (MAE's lr_decay.py; the scheduler applies each group's ``lr_scale``).
     """
-    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay, betas=betas, eps=eps)
+    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
+                               layer_decay=layer_decay)
 
 
 def build_scheduler(
@@ -35,20 +39,21 @@ def build_scheduler(
     warmup_steps: int,
     warmup_lr: float,
     min_lr: float,
+    warmup_prefix: bool = False,
 ) -> CosineLRScheduler:
-    """Cosine over all ``total_steps`` iterations with a linear warm-up, stepped per iteration.
+    """Cosine with a linear warm-up, stepped per iteration (call ``step_update(step)`` before step ``step``).
 
-    As the official lr_scheduler.py: ``t_initial`` is the whole run (warm-up included, not prefixed),
-    so the cosine is already slightly past its peak when warm-up ends. Call ``step_update(step)``
-    before optimizer step ``step`` (0-based).
+    ``warmup_prefix=False`` (DeiT, the official MJP lr_scheduler.py): the cosine spans the whole run,
+    warm-up included, so it is already slightly past its peak when warm-up ends. ``True`` (MAE's
+    lr_sched.py): warm-up first, then a half-cycle cosine over the remaining steps.
     """
     return CosineLRScheduler(
         optimizer,
-        t_initial=total_steps,
+        t_initial=total_steps - warmup_steps if warmup_prefix else total_steps,
         lr_min=min_lr,
         warmup_t=warmup_steps,
         warmup_lr_init=warmup_lr,
-        warmup_prefix=False,
+        warmup_prefix=warmup_prefix,
         cycle_limit=1,
         t_in_epochs=False,
     )

@@ -11,11 +11,13 @@ from vitpe.config import SupervisedRun
 from vitpe.errors import ConfigError, DataError
 from vitpe.mjp.dal import dal_weight
 from vitpe.mjp.jigsaw import Jigsaw, draw_jigsaw
+from vitpe.mae.finetune import add_probe_head, build_lars, prepare_from_pretrained
+from vitpe.models.irpe import RPEConfig
 from vitpe.models.vit import VisionTransformer, build_vit
 from vitpe.train.checkpoint import seed_everything
 from vitpe.train.data import TrainData, build_criterion, build_mixup, build_train_data
 from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
-from vitpe.train.engine import LoopSettings, LossFn, run_training
+from vitpe.train.engine import LoopSettings, TrainingSetup
 from vitpe.train.optim import build_optimizer, build_scheduler, scaled_lrs
 
 # Recipe keys that change how a run executes but not what it computes: they may differ on resume.
@@ -32,9 +34,19 @@ def per_process_batch(batch_size: int, accum_steps: int, world_size: int) -> int
 
 
 def build_model(run: SupervisedRun, drop_path: float = 0.0) -> VisionTransformer:
-    """The run's ViT: its PE (with MJP's options) and, when DAL is on, the DAL head."""
-    return build_vit(run.model, run.num_classes, run.pos_embed, drop_path, pe_options=run.pe_options,
-                     dal_head=run.dal["head"] if run.dal else None)
+    """The run's ViT: its PE (with MJP's options), the DAL head when DAL is on, iRPE and global
+    pooling for fine-tuned encoders, the BatchNorm'd head of linear probing."""
+    model = build_vit(run.model, run.num_classes, run.pos_embed, drop_path, pe_options=run.pe_options,
+                      dal_head=run.dal["head"] if run.dal else None, first_block=run.first_block,
+                      rpe=RPEConfig(**run.rpe) if run.rpe else None, global_pool=run.global_pool)
+    if run.protocol == "linprobe":
+        add_probe_head(model)
+    return model
+
+
+def architecture_metadata(run: SupervisedRun) -> dict:
+    """What the weights metadata must record beyond tensor shapes (checked again when loading)."""
+    return {"protocol": run.protocol, "rpe": run.rpe, "global_pool": run.global_pool}
 
 
 @dataclass(frozen=True)
@@ -69,19 +81,7 @@ class JigsawSchedule:
         return draw_jigsaw(self.mode, self.grid, batch if self.per_sample else 1, self.ratio, self.patch_size)
 
 
-@dataclass
-class SupervisedSetup:
-    """Everything the engine needs for one supervised run (built once; shared with the benchmark)."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: CosineLRScheduler
-    data: TrainData
-    loss_fn: LossFn
-    settings: LoopSettings
-
-
-def build_supervised(run: SupervisedRun, env: DistEnv) -> SupervisedSetup:
+def build_supervised(run: SupervisedRun, env: DistEnv) -> TrainingSetup:
     recipe = run.recipe
     batch = per_process_batch(recipe["batch_size"], recipe["accum_steps"], env.world_size)
     # official: torch/numpy seeded with seed + rank; python's random is seeded here as well
@@ -98,11 +98,18 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> SupervisedSetup:
         raise ConfigError(f"Mixup/CutMix needs an even per-process batch, got {batch}")
     criterion = build_criterion(recipe, mixup)
 
-    model = build_model(run, recipe["drop_path"]).to(env.device)
+    model = build_model(run, recipe["drop_path"])
+    if run.pretrained is not None:
+        prepare_from_pretrained(model, run)
+    model = model.to(env.device)
     lr, warmup_lr, min_lr = scaled_lrs(recipe)
-    optimizer = build_optimizer(model, lr, recipe["weight_decay"])
+    if recipe.get("optimizer", "adamw") == "lars":
+        optimizer = build_lars(model, lr, recipe["weight_decay"])
+    else:
+        optimizer = build_optimizer(model, lr, recipe["weight_decay"], layer_decay=recipe.get("layer_decay"))
     scheduler = build_scheduler(optimizer, recipe["epochs"] * steps_per_epoch,
-                                recipe["warmup_epochs"] * steps_per_epoch, warmup_lr, min_lr)
+                                recipe["warmup_epochs"] * steps_per_epoch, warmup_lr, min_lr,
+                                warmup_prefix=recipe.get("warmup_prefix", False))
 
     shuffle = JigsawSchedule.from_run(run)
 
@@ -125,6 +132,8 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> SupervisedSetup:
         "recipe": {k: v for k, v in recipe.items() if k not in RUNTIME_KEYS},
         "pos_embed": run.pos_embed,
         "method": {"jigsaw": run.jigsaw, "dal": run.dal, "unk": run.unk},
+        "encoder": {"protocol": run.protocol, "pretrained": run.pretrained, "rpe": run.rpe,
+                    "global_pool": run.global_pool},
         "num_classes": run.num_classes,
         "seed": run.seed,
         "world_size": env.world_size,
@@ -140,10 +149,10 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> SupervisedSetup:
         fingerprint=fingerprint,
         weights_metadata={"experiment": run.name, "scale": run.scale, "model": dict(run.model),
                           "pos_embed": run.pos_embed, "num_classes": run.num_classes,
-                          "dal_head": run.dal["head"] if run.dal else None},
+                          "dal_head": run.dal["head"] if run.dal else None, **architecture_metadata(run)},
         find_unused_parameters=run.unk is not None,
     )
-    return SupervisedSetup(model, optimizer, scheduler, data, loss_fn, settings)
+    return TrainingSetup(model, optimizer, scheduler, data, loss_fn, settings)
 
 
 def train_supervised(run: SupervisedRun, out_dir: Path, device: str | None = None,
@@ -155,9 +164,6 @@ def train_supervised(run: SupervisedRun, out_dir: Path, device: str | None = Non
     """
     env = init_distributed(device)
     try:
-        setup = build_supervised(run, env)
-        return run_training(model=setup.model, optimizer=setup.optimizer, scheduler=setup.scheduler,
-                            data=setup.data, loss_fn=setup.loss_fn, settings=setup.settings, env=env,
-                            out_dir=Path(out_dir), max_steps=max_steps)
+        return build_supervised(run, env).run(env, Path(out_dir), max_steps)
     finally:
         cleanup_distributed(env)

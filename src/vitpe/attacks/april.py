@@ -1,0 +1,110 @@
+"""APRIL's closed-form attack on an APRIL-compatible ViT (Lu et al., CVPR 2022; reference §4.2).
+
+Written by hand (breaching's ``AprilAttacker`` takes gradients by position index and its model breaks
+on timm 1.x, §3.7); every tensor is looked up by parameter name. Batch size 1, float64 on the CPU,
+least squares with LAPACK's ``gelsd`` (breaching's solver):
+
+1. the PE-table gradient A ([1 + N, d]) equals dL/dz, the gradient of the tokens entering block 0
+   (the PE is added to them);
+2. with block 0 free of norm1 and residuals, all of dL/dz flows through its qkv projection W
+   ([3d, d], gradient G): Wᵀ G = Aᵀ Z, a linear system for the tokens Z, solved by least squares;
+3. subtract the PE, drop CLS, and invert the patch embedding e = W_p vec(patch) + b_p (least squares
+   again; minimum norm when d < 3P², e.g. ViT-S/16, decision 10), then re-tile the patches.
+
+``known_cls`` (default) uses the white-box fact that the CLS token entering block 0 is
+``cls_token + PE[0]``: its term is moved to the right-hand side, so only the N patch tokens are
+unknown (N ≤ d instead of N + 1 ≤ d; at the tiny scale N = d = 64). breaching solves for all 1 + N
+rows (``known_cls: false``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitpe.attacks.threat import ClientUpdate, named_param
+from vitpe.errors import ConfigError
+
+PE_NAMES = ("pe.table", "pos_embed")
+QKV_NAMES = ("blocks.0.attn.qkv.weight",)
+PATCH_NAMES = ("patch_embed.proj.weight",)
+PATCH_BIAS_NAMES = ("patch_embed.proj.bias",)
+CLS_NAMES = ("cls_token",)
+
+
+@dataclass
+class ClosedFormResult:
+    images: torch.Tensor  # [1, 3, H, W], normalised space (what the model was fed)
+    recovered: torch.Tensor  # [N] bool: positions solved from their own equations
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def lstsq(a: torch.Tensor, b: torch.Tensor, solver: str = "gelsd") -> torch.Tensor:
+    """min ||a x - b|| (minimum-norm x when underdetermined), float64 on the CPU."""
+    return torch.linalg.lstsq(a.double().cpu(), b.double().cpu(), driver=solver).solution
+
+
+def _grad(update: ClientUpdate, name: str) -> torch.Tensor:
+    if name not in update.gradients:
+        raise ConfigError(f"the shared gradient has no entry for {name} (is the parameter used?)")
+    return update.gradients[name].detach().double().cpu()
+
+
+def pe_and_token_gradient(model: nn.Module, update: ClientUpdate) -> tuple[torch.Tensor, torch.Tensor]:
+    """(PE table [1 + N, d], its gradient [1 + N, d]) in float64."""
+    name, table = named_param(model, *PE_NAMES)
+    return table.detach().double().cpu().reshape(-1, table.shape[-1]), _grad(update, name).reshape(-1, table.shape[-1])
+
+
+def attention_moment(model: nn.Module, update: ClientUpdate) -> torch.Tensor:
+    """b = Wᵀ G = Σ_q,k,v W_*ᵀ G_* = (dL/dz)ᵀ Z  ([d, d]) from block 0's qkv weight and its gradient."""
+    name, weight = named_param(model, *QKV_NAMES)
+    return weight.detach().double().cpu().T @ _grad(update, name)
+
+
+def cls_input(model: nn.Module, table: torch.Tensor) -> torch.Tensor:
+    """The CLS token entering block 0 (cls_token + PE row 0), known to a white-box attacker."""
+    _, cls = named_param(model, *CLS_NAMES)
+    return cls.detach().double().cpu().reshape(-1) + table[0]
+
+
+def solve_tokens(rows: torch.Tensor, moment: torch.Tensor, solver: str = "gelsd") -> torch.Tensor:
+    """Tokens Z ([m, d]) with rowsᵀ Z = moment, ``rows`` ([m, d]) their token gradients."""
+    return lstsq(rows.T, moment, solver)
+
+
+def invert_patch_embedding(model: nn.Module, embeddings: torch.Tensor, solver: str = "gelsd") -> torch.Tensor:
+    """Patch pixels [N, 3, P, P] (normalised space) from patch embeddings [N, d]: W_p x + b_p = e."""
+    _, weight = named_param(model, *PATCH_NAMES)
+    _, bias = named_param(model, *PATCH_BIAS_NAMES)
+    w = weight.detach().double().cpu()
+    flat = lstsq(w.reshape(w.shape[0], -1), (embeddings - bias.detach().double().cpu()).T, solver).T
+    return flat.reshape(-1, *w.shape[1:])
+
+
+def patches_to_image(patches: torch.Tensor, grid: int) -> torch.Tensor:
+    """[N, C, P, P] row-major patches -> [1, C, grid·P, grid·P]."""
+    n, c, p, _ = patches.shape
+    return patches.reshape(grid, grid, c, p, p).permute(2, 0, 3, 1, 4).reshape(1, c, grid * p, grid * p)
+
+
+def april_closed_form(model: nn.Module, update: ClientUpdate, known_cls: bool = True,
+                      solver: str = "gelsd") -> ClosedFormResult:
+    """APRIL as published: every patch position solved from the PE gradient, no knowledge of MJP."""
+    if update.fed.shape[0] != 1:
+        raise ConfigError(f"the APRIL closed form needs batch size 1, got {update.fed.shape[0]}")
+    table, grad = pe_and_token_gradient(model, update)
+    moment = attention_moment(model, update)
+    if known_cls:
+        moment = moment - torch.outer(grad[0], cls_input(model, table))
+        tokens = solve_tokens(grad[1:], moment, solver)
+    else:
+        tokens = solve_tokens(grad, moment, solver)[1:]
+    patches = invert_patch_embedding(model, tokens - table[1:], solver)
+    grid = int(round(patches.shape[0] ** 0.5))
+    image = patches_to_image(patches, grid).to(update.fed.dtype)
+    rank = int(torch.linalg.matrix_rank(grad[1:] if known_cls else grad))
+    return ClosedFormResult(image, torch.ones(patches.shape[0], dtype=torch.bool),
+                            {"pe_grad_rank": rank, "unknowns": grad.shape[0] - int(known_cls)})

@@ -1,0 +1,118 @@
+"""``vitpe attack ...``: gradient-inversion attacks, paired comparisons and their figures.
+
+Heavy imports (torch, timm, scipy, matplotlib) stay inside the functions.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vitpe.config import add_params_arguments
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "run", help="attack one trained model with every configured attack",
+        description="Client steps (plain and MJP-shuffled) on the attack images, then the closed-form "
+                    "(kind april) or optimisation attacks (kinds supervised, finetuned); writes the "
+                    "aggregated metrics JSON (<attack>_<mode>_<metric>_<stat>, threat model and settings), "
+                    "the per-image CSV and the reconstructions (safetensors).")
+    add_params_arguments(p)
+    p.add_argument("--experiment", required=True, help="a name under supervised: (or pretrain: for finetuned)")
+    p.add_argument("--kind", choices=("supervised", "april", "finetuned"), required=True)
+    p.add_argument("--weights", required=True, type=Path, help="model.safetensors")
+    p.add_argument("--out", required=True, type=Path, help="metrics JSON")
+    p.add_argument("--table", required=True, type=Path, help="per-image CSV")
+    p.add_argument("--recon", required=True, type=Path, help="reconstructions (safetensors)")
+    p.add_argument("--images", type=int, default=None, help="override scales.<scale>.attacks.images")
+    p.add_argument("--iterations", type=int, default=None, help="override every optimisation attack's iterations")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p.set_defaults(func=_run)
+
+    p = subparsers.add_parser(
+        "compare", help="paired per-image differences between models (attacks.compare)",
+        description="For each pair A:B, A - B per image on the images both were attacked on: mean, median, "
+                    "std, bootstrap 95%% CI of the mean, Wilcoxon p; flat JSON.")
+    add_params_arguments(p)
+    p.add_argument("--tables", nargs="+", required=True, type=Path,
+                   help="per-image CSVs (results/metrics/<scale>/<exp>/attacks_images.csv)")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=_compare)
+
+    p = subparsers.add_parser("grid-figure", help="reconstruction grid: ground truth, then each model")
+    p.add_argument("--recon", nargs="+", required=True, type=Path, help="reconstruction files, one per model")
+    p.add_argument("--attacks", nargs="+", required=True, help="which attacks' reconstructions to show")
+    p.add_argument("--max-images", type=int, default=3)
+    p.add_argument("--out", nargs="+", required=True, type=Path, help=".png and/or .pdf")
+    p.set_defaults(func=_grid)
+
+    p = subparsers.add_parser("psnr-figure", help="per-model PSNR distributions, one panel per attack")
+    p.add_argument("--tables", nargs="+", required=True, type=Path)
+    p.add_argument("--out", nargs="+", required=True, type=Path, help=".png and/or .pdf")
+    p.set_defaults(func=_psnr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from vitpe.attacks.runner import attack_settings, run_attacks
+    from vitpe.config import params_from_args
+
+    params = params_from_args(args)
+    settings = attack_settings(params, args.images, args.iterations)
+    dal_weight = 0.0
+    if args.kind == "finetuned":
+        from vitpe.config import encoder_run
+        from vitpe.mae.finetune import load_finetuned
+
+        run = encoder_run(params, args.experiment, "finetune")
+        model, device = load_finetuned(params, args.experiment, args.weights, args.device)
+    else:
+        from vitpe.config import supervised_run
+        from vitpe.evaluate.common import load_trained
+
+        run = supervised_run(params, args.experiment)
+        model, device = load_trained(run, args.weights, args.device)
+        dal_weight = run.dal["weight"] if run.dal else 0.0
+    summary = run_attacks(model, run, args.kind, settings, device, args.out, args.table, args.recon, dal_weight)
+    print(f"{args.experiment}: {summary['num_images']} images, {summary['seconds']:.1f} s; wrote {args.out}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from vitpe.attacks.metrics import paired_comparison
+    from vitpe.config import params_from_args
+    from vitpe.errors import DataError
+    from vitpe.io import write_json
+
+    params = params_from_args(args)
+    tables = {}
+    for path in args.tables:
+        if not path.is_file():
+            raise DataError(f"{path}: per-image attack table not found")
+        tables[path.parent.name] = pd.read_csv(path)
+    cfg = params["attacks"]
+    pairs = [tuple(pair) for pair in cfg["compare"]]
+    out = paired_comparison(tables, pairs, metrics=("psnr", "ssim", "psnr_kept"), seed=params["seed"],
+                            n_boot=cfg["metrics"]["bootstrap"])
+    out.update({"pairs": ";".join(f"{a}-{b}" for a, b in pairs if a in tables and b in tables),
+                "scale": params["scale"]})
+    write_json(args.out, out)
+    print(f"wrote {args.out} ({len(out)} keys)")
+    return 0
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from vitpe.report.attack_figures import reconstruction_grid
+
+    reconstruction_grid(args.recon, args.attacks, args.out, args.max_images)
+    print("wrote " + ", ".join(map(str, args.out)))
+    return 0
+
+
+def _psnr(args: argparse.Namespace) -> int:
+    from vitpe.report.attack_figures import psnr_distributions
+
+    psnr_distributions(args.tables, args.out)
+    print("wrote " + ", ".join(map(str, args.out)))
+    return 0

@@ -1,0 +1,163 @@
+"""GradViT-style attack (Hatamizadeh et al., CVPR 2022; reference §5, MJP.md §5.2), written from the paper.
+
+No official code exists (MJP's ``gradvit/`` is unfinished scaffolding). The candidate, initialised
+U[0, 1) in normalised space (MJP's script), minimises under a loss schedule
+
+    α_grad(t)·L_grad + α_image(t)·L_image + α_patch·L_patch + α_extra·(TV² + ||x||₂)
+
+- L_grad: gradient matching; ``match: cosine`` (default, breaching's global cosine, so the weights
+  balance whatever the gradient scale) or ``mse`` (MJP's replication: Σ over parameters of the
+  mean squared difference);
+- L_image: DeepInversion/GradInversion BN-statistics prior: MSE between the batch mean/variance at
+  every BatchNorm input (downsample BNs excluded, as MJP) of a separate pretrained CNN and its running
+  statistics. The CNN is read from a configured checkpoint (``image_prior``); without one the attack
+  runs as "GradViT w/o image prior" and says so in the metrics (decision 15);
+- L_patch: GradViT's patch prior, squared differences across the borders of adjacent P×P patches, in
+  pixel (normalised) space; MJP's script applies it to a freshly random-initialised PatchEmbed output
+  instead (a defect, MJP.md §8);
+- TV² and the L2 norm: MJP's "extra" term.
+
+Schedule (MJP's values, decision 15): α_grad 4e-3 → 2e-3 and α_image 0 → 0.2 at half the run;
+α_patch = α_extra = 1e-4; Adam lr 0.1 with cosine annealing to 0; the last iterate is returned
+(the script keeps no best iterate). The registration term is left out (MJP's script sets it to 0).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vitpe.attacks.inverting_gradients import OptimisationResult, cosine_distance, initial_images, match_target
+from vitpe.attacks.threat import client_loss, parameter_gradients
+from vitpe.errors import CheckpointError
+
+NO_PRIOR = "GradViT w/o image prior"
+
+
+@dataclass(frozen=True)
+class GradViTSettings:
+    iterations: int = 120000
+    lr: float = 0.1
+    match: str = "cosine"  # cosine | mse
+    alpha_grad: tuple[float, float] = (4e-3, 2e-3)  # before / after the switch
+    alpha_image: tuple[float, float] = (0.0, 0.2)
+    switch: float = 0.5  # fraction of the run at which both alphas switch
+    alpha_patch: float = 1e-4
+    alpha_extra: float = 1e-4
+    init: str = "rand"
+    boxed: bool = True
+    image_prior: str | None = None  # CNN checkpoint (torchvision keys; .safetensors or a state-dict .pth)
+    image_prior_arch: str = "resnet50"  # a torchvision classification architecture
+
+
+class BNStatisticsPrior(nn.Module):
+    """Σ over BatchNorm layers of MSE(batch mean, running mean) + MSE(batch var, running var)."""
+
+    def __init__(self, cnn: nn.Module) -> None:
+        super().__init__()
+        self.cnn = cnn.eval()
+        for p in self.cnn.parameters():
+            p.requires_grad_(False)
+        self._losses: list[torch.Tensor] = []
+        for name, module in self.cnn.named_modules():
+            if isinstance(module, nn.BatchNorm2d) and "downsample" not in name:
+                module.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.BatchNorm2d, inputs: tuple[torch.Tensor], _output: torch.Tensor) -> None:
+        x = inputs[0]
+        mean = x.mean(dim=(0, 2, 3))
+        var = x.permute(1, 0, 2, 3).reshape(x.shape[1], -1).var(dim=1, unbiased=False)
+        self._losses.append(torch.mean((mean - module.running_mean) ** 2) + torch.mean((var - module.running_var) ** 2))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self._losses = []
+        self.cnn(images)
+        return torch.stack(self._losses).sum()
+
+
+def load_image_prior(path: str | None, arch: str = "resnet50") -> tuple[BNStatisticsPrior | None, str, str]:
+    """(prior or None, status "used" | "none" | "skipped", reason). Never downloads anything."""
+    if path is None:
+        return None, "none", "no CNN checkpoint configured (attacks.gradvit.image_prior: null)"
+    file = Path(path)
+    if not file.is_file():
+        return None, "skipped", f"image-prior checkpoint {file} not found"
+    import torchvision
+
+    try:
+        cnn = getattr(torchvision.models, arch)(weights=None)
+    except AttributeError:
+        raise CheckpointError(f"attacks.gradvit.image_prior_arch: torchvision has no model {arch!r}") from None
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(file))
+    else:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        cnn.load_state_dict(state)
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{file}: not a {arch} state dict ({str(exc).splitlines()[0]})") from None
+    return BNStatisticsPrior(cnn), "used", ""
+
+
+def patch_prior(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """Σ over patch-border lines of the mean squared jump across it (vertical and horizontal)."""
+    cols = (x[..., :, patch - 1:-1:patch] - x[..., :, patch::patch]).pow(2).mean(dim=(0, 1, 2)).sum()
+    rows = (x[..., patch - 1:-1:patch, :] - x[..., patch::patch, :]).pow(2).mean(dim=(0, 1, 3)).sum()
+    return cols + rows
+
+
+def extra_prior(x: torch.Tensor) -> torch.Tensor:
+    """MJP's extra term: 2·(mean squared vertical + horizontal differences)/B + the L2 norm."""
+    tv2 = (x[..., 1:, :] - x[..., :-1, :]).pow(2).mean() + (x[..., :, 1:] - x[..., :, :-1]).pow(2).mean()
+    return 2 * tv2 / x.shape[0] + x.norm()
+
+
+def gradient_term(grads: Sequence[torch.Tensor], target: Sequence[torch.Tensor], match: str) -> torch.Tensor:
+    if match == "cosine":
+        return cosine_distance(grads, target)
+    if match == "mse":
+        return sum(torch.mean((g - t) ** 2) for g, t in zip(grads, target))
+    raise ValueError(f"unknown gradient match {match!r} (known: cosine, mse)")
+
+
+def gradvit(model: nn.Module, gradients: dict[str, torch.Tensor], labels: torch.Tensor, shape: Sequence[int],
+            box: tuple[torch.Tensor, torch.Tensor], settings: GradViTSettings, seed: int, patch_size: int,
+            prior: BNStatisticsPrior | None = None, unk: torch.Tensor | None = None,
+            dal_weight: float = 0.0) -> OptimisationResult:
+    device = labels.device
+    names, target = match_target(gradients, model)
+    gen = torch.Generator().manual_seed(seed)
+    x = initial_images(shape, settings.init, gen, device).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=settings.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.iterations, eta_min=0.0)
+    switch = int(settings.switch * settings.iterations)
+    start = time.perf_counter()
+    match_value = float("nan")
+    for it in range(settings.iterations):
+        late = it > switch
+        loss = client_loss(model, x, labels, unk, dal_weight)
+        found = parameter_gradients(model, loss, names, create_graph=True)
+        grads = [found.get(n, torch.zeros_like(t)) for n, t in zip(names, target)]
+        match = gradient_term(grads, target, settings.match)
+        objective = settings.alpha_grad[late] * match + settings.alpha_patch * patch_prior(x, patch_size) \
+            + settings.alpha_extra * extra_prior(x)
+        if prior is not None and settings.alpha_image[late]:
+            objective = objective + settings.alpha_image[late] * prior(x)
+        x_grad, = torch.autograd.grad(objective, [x])
+        match_value = float(match.detach())
+        opt.zero_grad(set_to_none=True)
+        x.grad = x_grad
+        opt.step()
+        sched.step()
+        if settings.boxed:
+            with torch.no_grad():
+                x.copy_(torch.maximum(torch.minimum(x, box[1]), box[0]))
+    return OptimisationResult(x.detach().clone(), match_value,
+                              {"seconds": time.perf_counter() - start, "iterations": settings.iterations})

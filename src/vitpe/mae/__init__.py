@@ -1,0 +1,1 @@
+"""MAE, MAE+ and AdPE pretraining, fine-tuning and linear probing (reference/ADPE.md)."""

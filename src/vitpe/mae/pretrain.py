@@ -1,0 +1,142 @@
+"""MAE / MAE+ / AdPE pretraining on the shared engine (reference/ADPE.md §4.2, §5, §6, checklist §13).
+
+Data: K independent RandomResizedCrop (bicubic) + flip + ImageNet normalisation views per image
+(MAE: one 224 view, crop scale 0.2–1; MAE+/AdPE: 4 × 112, scale 0.08–1), stacked so each optimizer
+step sees B·K crops, each with its own mask. AdamW (0.9, 0.95), wd 0.05 without decay on 1-D
+parameters, lr = blr · batch / 256 with a linear warm-up and a half-cycle cosine (MAE's lr_sched),
+AdPE's δ in its own group ascending at adv_lr on the same schedule and projected after every step.
+Outputs: ``model.safetensors`` (encoder + decoder + δ), ``encoder.safetensors`` (timm keys, for
+fine-tuning and transfer) and ``log.jsonl`` (loss, lr, ‖δ‖ per step).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from torch import nn
+from torch.utils.data import DistributedSampler
+from torchvision import transforms as T
+
+from vitpe.config import PretrainRun
+from vitpe.errors import DataError
+from vitpe.mae.adpe import adversarial_group, adversarial_parameters, attach_ascent, delta_norms
+from vitpe.mae.model import DecoderConfig, MaskedAutoencoder
+from vitpe.models.irpe import RPEConfig
+from vitpe.models.vit import unwrap
+from vitpe.train.checkpoint import save_tensors, seed_everything
+from vitpe.train.data import ResumableSampler, TrainData, image_folder
+from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
+from vitpe.train.engine import LoopSettings, TrainingSetup
+from vitpe.train.optim import build_scheduler, scaled_lrs
+from vitpe.train.supervised import RUNTIME_KEYS, per_process_batch
+
+ENCODER_NAME = "encoder.safetensors"
+
+
+class MultiCrop:
+    """``num_crops`` independent draws of one view pipeline, stacked: [K, 3, size, size]."""
+
+    def __init__(self, view: Callable, num_crops: int) -> None:
+        self.view, self.num_crops = view, num_crops
+
+    def __call__(self, image: object) -> torch.Tensor:
+        return torch.stack([self.view(image) for _ in range(self.num_crops)])
+
+
+def view_transform(crop_size: int, crop_scale: tuple[float, float], hflip: float) -> T.Compose:
+    """MAE's pretraining view (main_pretrain.py): RandomResizedCrop (bicubic) + flip + normalise."""
+    return T.Compose([
+        T.RandomResizedCrop(crop_size, scale=tuple(crop_scale), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(hflip),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+    ])
+
+
+def build_autoencoder(run: PretrainRun) -> MaskedAutoencoder:
+    absolute = run.adversary["mode"] if run.adversary and run.adversary["target"] == "absolute" else None
+    return MaskedAutoencoder(run.model, DecoderConfig(**run.decoder), method=run.method,
+                             mask_ratio=run.recipe["mask_ratio"], norm_pix_loss=run.recipe["norm_pix_loss"],
+                             rpe=RPEConfig(**run.rpe) if run.rpe else None, adversary=absolute)
+
+
+def build_pretrain_optimizer(model: nn.Module, run: PretrainRun, lr: float) -> torch.optim.Optimizer:
+    """AdamW groups (decay / no decay on 1-D parameters) plus AdPE's ascending δ group."""
+    recipe = run.recipe
+    deltas = {id(p) for _, p in adversarial_parameters(model)}
+    groups = []
+    for group in param_groups_weight_decay(model, recipe["weight_decay"]):
+        params = [p for p in group["params"] if id(p) not in deltas]
+        if params:
+            groups.append({**group, "params": params})
+    if deltas:
+        adv_lr = recipe["adv_lr"] * recipe["batch_size"] / recipe["lr_batch_divisor"]
+        groups.append(adversarial_group((p for _, p in adversarial_parameters(model)), adv_lr / lr))
+    optimizer = create_optimizer_v2(groups, "adamw", lr=lr, weight_decay=recipe["weight_decay"],
+                                    betas=tuple(recipe["betas"]))
+    if deltas:
+        attach_ascent(optimizer, run.adversary["norm"], run.adversary["eps"])
+    return optimizer
+
+
+def encoder_metadata(run: PretrainRun) -> dict:
+    rpe_kind = None if run.rpe is None else {"discrete": "irpe", "interp": "irpe_interp"}[run.rpe["lookup"]]
+    return {"experiment": run.name, "scale": run.scale, "method": run.method, "model": dict(run.model),
+            "pos_embed": "sincos", "rpe": rpe_kind, "rpe_config": run.rpe, "adversary": run.adversary}
+
+
+def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
+    recipe = run.recipe
+    batch = per_process_batch(recipe["batch_size"], recipe["accum_steps"], env.world_size)
+    seed_everything(run.seed + env.rank)  # official: seed + rank
+    view = view_transform(run.crops["crop_size"], run.crops["crop_scale"], recipe["hflip"])
+    dataset = image_folder(run.train_dir, MultiCrop(view, run.crops["num_crops"]))
+    sampler = ResumableSampler(DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
+                                                  shuffle=True, seed=0), run.seed)
+    data = TrainData(dataset, sampler, batch, recipe["num_workers"], run.seed, env.device.type == "cuda")
+    steps_per_epoch = data.batches_per_epoch // recipe["accum_steps"]
+    if steps_per_epoch == 0:
+        raise DataError(f"{run.train_dir}: {sampler.samples_per_epoch} images per process do not fill one "
+                        f"step of {batch} x {recipe['accum_steps']}")
+
+    model = build_autoencoder(run).to(env.device)
+    lr, warmup_lr, min_lr = scaled_lrs(recipe)
+    optimizer = build_pretrain_optimizer(model, run, lr)
+    scheduler = build_scheduler(optimizer, recipe["epochs"] * steps_per_epoch,
+                                recipe["warmup_epochs"] * steps_per_epoch, warmup_lr, min_lr, warmup_prefix=True)
+
+    def loss_fn(net: nn.Module, batch: list[torch.Tensor], epoch: int) -> torch.Tensor:
+        views = batch[0]  # [B, K, 3, h, w]: the K crops of an image are independent samples
+        return net(views.flatten(0, 1))[0]
+
+    def publish(trained: nn.Module, out_dir: Path) -> None:
+        save_tensors(unwrap(trained).encoder_state_dict(), out_dir / ENCODER_NAME, encoder_metadata(run))
+
+    fingerprint = {
+        "method": run.method, "model": run.model, "decoder": run.decoder, "crops": run.crops,
+        "recipe": {k: v for k, v in recipe.items() if k not in RUNTIME_KEYS},
+        "rpe": run.rpe, "adversary": run.adversary, "seed": run.seed, "world_size": env.world_size,
+        "train_images": len(dataset),
+    }
+    settings = LoopSettings(
+        epochs=recipe["epochs"], steps_per_epoch=steps_per_epoch, accum_steps=recipe["accum_steps"],
+        clip_grad=recipe["clip_grad"], amp=recipe["amp"], checkpoint_every=recipe["checkpoint_every"],
+        fingerprint=fingerprint, weights_metadata={**encoder_metadata(run), "decoder": run.decoder},
+        # MAE's DDP sets find_unused_parameters (main_pretrain.py); the RPE embedding δ may get none
+        find_unused_parameters=True,
+    )
+    return TrainingSetup(model, optimizer, scheduler, data, loss_fn, settings,
+                         extra_log=lambda: delta_norms(model), publish=publish)
+
+
+def train_pretrain(run: PretrainRun, out_dir: Path, device: str | None = None,
+                   max_steps: int | None = None) -> Path:
+    """Pretrain (or resume) ``run`` into ``out_dir`` (model/encoder safetensors, log.jsonl)."""
+    env = init_distributed(device)
+    try:
+        return build_pretrain(run, env).run(env, Path(out_dir), max_steps)
+    finally:
+        cleanup_distributed(env)

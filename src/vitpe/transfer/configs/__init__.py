@@ -1,0 +1,1 @@
+"""mmengine config files (read with ``Config.fromfile``, never imported)."""

@@ -1,0 +1,107 @@
+"""A checkpoint hook whose files load with ``torch.load(weights_only=True)``, and pre-emption.
+
+mmengine 0.10.7's ``CheckpointHook`` saves the message hub (``HistoryBuffer`` objects holding numpy
+arrays) and other objects torch >= 2.6 refuses to unpickle by default (mmengine#1655; reference/
+ECOSYSTEM.md §3.2). This hook writes the same layout ``Runner.resume`` reads (meta, state_dict,
+optimizer, param_schedulers, message_hub) with tensors and plain types only: the smoothed log windows
+(``log_scalars``) are left out, so logged averages restart after a resume. The file is written
+atomically. SIGTERM/SIGUSR1 (SLURM pre-emption) save at the next iteration and raise ``Preempted``
+(the CLI exits 124 for a requeue), as the project's own training loop does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+from mmengine.registry import HOOKS
+
+from vitpe.errors import Preempted
+from vitpe.io import atomic_path
+from vitpe.train.signals import PreemptionGuard
+
+STATE_NAME = "last.pth"
+_DROP = object()
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with tensors (on CPU) and plain types only; anything else is dropped."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, np.generic):  # before float: np.float64 is a float subclass but pickles as numpy
+        return obj.item()
+    if isinstance(obj, (bool, int, float, str)) or obj is None:
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        out = {k: plain(v) for k, v in obj.items() if isinstance(k, (str, int))}
+        return {k: v for k, v in out.items() if v is not _DROP}
+    if isinstance(obj, (list, tuple)):
+        items = [plain(v) for v in obj]
+        return [v for v in items if v is not _DROP]
+    return _DROP
+
+
+def training_state(runner) -> dict[str, Any]:
+    """What ``Runner.resume`` needs, weights_only-loadable (iteration-based loops)."""
+    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+    schedulers = runner.param_schedulers
+    if isinstance(schedulers, dict):
+        sched_state: Any = {k: [s.state_dict() for s in v] for k, v in schedulers.items()}
+    else:
+        sched_state = [s.state_dict() for s in schedulers or []]
+    hub = runner.message_hub.state_dict()
+    return plain({
+        "meta": {"epoch": runner.epoch, "iter": runner.iter + 1, "seed": runner.seed},
+        "state_dict": model.state_dict(),
+        "optimizer": runner.optim_wrapper.state_dict(),
+        "param_schedulers": sched_state,
+        "message_hub": {"log_scalars": {}, "runtime_info": hub["runtime_info"], "resumed_keys": {}},
+    })
+
+
+@HOOKS.register_module(name="VitpeCheckpointHook")
+class TensorCheckpointHook(Hook):
+    """Every ``interval`` iterations (and on pre-emption) write ``<work_dir>/state/last.pth``."""
+
+    priority = "VERY_LOW"
+
+    def __init__(self, interval: int, state_dir: str = "state") -> None:
+        self.interval = interval
+        self.state_dir = state_dir
+        self._guard: PreemptionGuard | None = None
+
+    def state_path(self, runner) -> Path:
+        return Path(runner.work_dir) / self.state_dir / STATE_NAME
+
+    def before_train(self, runner) -> None:
+        self._guard = PreemptionGuard().__enter__()
+
+    def after_train(self, runner) -> None:
+        if self._guard is not None:
+            self._guard.__exit__(None, None, None)
+            self._guard = None
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        preempted = self._guard is not None and self._guard.requested
+        # the last iteration too: a failure in the evaluation that follows then does not retrain
+        done = runner.iter + 1 >= runner.max_iters
+        if preempted or done or self.every_n_train_iters(runner, self.interval):
+            self.save(runner)
+        if preempted:
+            received = self._guard.received
+            self.after_train(runner)
+            raise Preempted(f"{received} received: state saved at iteration {runner.iter + 1}; "
+                            "rerun to resume")
+
+    def save(self, runner) -> None:
+        if not is_main_process():
+            return
+        state = training_state(runner)
+        with atomic_path(self.state_path(runner)) as tmp:
+            torch.save(state, tmp)

@@ -1,0 +1,252 @@
+"""params.yaml + an encoder checkpoint -> an mmengine config -> fine-tune, evaluate, write metrics.
+
+The config files under ``configs/`` inherit the upstream mmseg/mmdet configs and carry the paper-scale
+structure; this module sets what depends on the run: the scale's recipe (``scales.<scale>.transfer``),
+the encoder's architecture, dataset paths and classes, the device (AMP on CUDA only), the number of
+processes (SyncBN and the per-GPU batch under torchrun) and the work directory.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from vitpe.config import dataset_paths
+from vitpe.errors import CheckpointError, ConfigError, DataError
+from vitpe.transfer.convert import Encoder, check_transferable, read_encoder
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIGS = {"ade20k": "ade20k_upernet.py", "coco": "coco_mask_rcnn_vitdet.py"}
+# evaluator key -> metrics JSON key (values exactly as the evaluator returned them)
+METRIC_KEYS = {
+    "ade20k": {"mIoU": "ade20k_miou", "aAcc": "ade20k_aacc", "mAcc": "ade20k_macc"},
+    "coco": {f"coco/{kind}_mAP{suffix}": f"coco_ap{name}_{short}"
+             for kind, short in (("bbox", "box"), ("segm", "mask"))
+             for suffix, name in (("", ""), ("_50", "50"), ("_75", "75"), ("_s", "s"), ("_m", "m"), ("_l", "l"))},
+}
+AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+def recipe_of(params: Mapping, task: str) -> dict[str, Any]:
+    scale = params["scales"][params["scale"]]
+    if "transfer" not in scale or task not in scale["transfer"]:
+        raise ConfigError(f"params.yaml: scales.{params['scale']}.transfer.{task} is not defined")
+    return dict(scale["transfer"][task])
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _replace_types(node: Any, old: str, new: str) -> None:
+    """Recursively rename config ``type`` values (SyncBN -> BN outside a process group)."""
+    if isinstance(node, Mapping):
+        if node.get("type") == old:
+            node["type"] = new
+        for value in node.values():
+            _replace_types(value, old, new)
+    elif isinstance(node, list):
+        for value in node:
+            _replace_types(value, old, new)
+
+
+def _transform(pipeline: list, kind: str) -> dict:
+    for step in pipeline:
+        if step["type"] == kind:
+            return step
+    raise KeyError(f"no {kind} in the upstream pipeline (mm config changed?)")
+
+
+def _embedded_classes(root: Path, task: str) -> tuple[str, ...] | None:
+    """Classes of the embedded sets (a subset of ADE20K-150 / shapes); None for the real datasets."""
+    if task == "ade20k":
+        path = root / "classes.json"
+        return tuple(json.loads(path.read_text())["classes"]) if path.is_file() else None
+    path = root / "annotations" / "instances_train2017.json"
+    doc = json.loads(path.read_text())
+    return tuple(c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"]))
+
+
+def _common(cfg, params: Mapping, recipe: Mapping, work_dir: Path, cuda: bool, world: int) -> None:
+    if recipe["batch_size"] % world:
+        raise ConfigError(f"transfer batch_size {recipe['batch_size']} is not divisible by {world} processes")
+    cfg.work_dir = str(work_dir)
+    cfg.launcher = "pytorch" if world > 1 else "none"
+    cfg.randomness = dict(seed=params["seed"], deterministic=False)
+    cfg.env_cfg.dist_cfg = dict(backend="nccl" if cuda else "gloo")
+    opt = cfg.optim_wrapper
+    opt.optimizer.lr = recipe["lr"]
+    opt.optimizer.weight_decay = recipe["weight_decay"]
+    opt.paramwise_cfg = dict(layer_decay_rate=recipe["layer_decay"], decay_pos_embed=recipe["decay_pos_embed"])
+    if cuda and recipe["amp"] != "none":  # real AMP (mmengine ignores the legacy fp16= key)
+        opt.type = "AmpOptimWrapper"
+        opt.dtype = AMP_DTYPES[recipe["amp"]]
+        opt.loss_scale = "dynamic"
+    cfg.train_dataloader.batch_size = recipe["batch_size"] // world
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        cfg[loader].num_workers = recipe["num_workers"]
+        cfg[loader].persistent_workers = recipe["num_workers"] > 0
+    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=recipe["iters"],
+                         val_interval=recipe["val_interval"] or recipe["iters"] + 1)
+    if not recipe["val_interval"]:  # evaluation once, after training (runner.test)
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.custom_hooks = [dict(type="VitpeCheckpointHook", interval=recipe["checkpoint_every"])]
+    cfg.default_hooks.logger.interval = recipe["log_every"]
+    cfg.log_processor = dict(by_epoch=False)
+
+
+def _ade20k(cfg, params: Mapping, recipe: Mapping, encoder: Encoder, world: int) -> None:
+    arch = {k: v for k, v in encoder.model.items() if k != "img_size"}
+    crop = (recipe["crop_size"], recipe["crop_size"])
+    root = dataset_paths(params)["ade20k"]
+    classes = _embedded_classes(root, "ade20k") if params["scales"][params["scale"]]["data"] == "embedded" else None
+    num_classes = len(classes) if classes else 150
+    model = cfg.model
+    model.data_preprocessor.size = crop
+    model.backbone.update(img_size=crop[0], **arch, out_indices=recipe["out_blocks"], drop_path=recipe["drop_path"],
+                          checkpoint=str(encoder.path))
+    dim = arch["embed_dim"]
+    model.neck.embed_dim = dim
+    model.decode_head.update(in_channels=[dim] * 4, channels=recipe["head_channels"], num_classes=num_classes)
+    model.auxiliary_head.update(in_channels=dim, channels=recipe["aux_channels"], num_classes=num_classes)
+    model.test_cfg = dict(mode="slide", crop_size=crop, stride=(recipe["test_stride"], recipe["test_stride"]))
+    if world == 1:
+        _replace_types(model, "SyncBN", "BN")
+    _transform(cfg.train_dataloader.dataset.pipeline, "RandomResize").scale = tuple(recipe["resize_scale"])
+    _transform(cfg.train_dataloader.dataset.pipeline, "RandomCrop").crop_size = crop
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if cfg.get(loader) is None:
+            continue
+        cfg[loader].dataset.data_root = str(root)
+        if classes:
+            cfg[loader].dataset.metainfo = dict(classes=classes)
+        if loader != "train_dataloader":
+            _transform(cfg[loader].dataset.pipeline, "Resize").scale = tuple(recipe["resize_scale"])
+    cfg.param_scheduler = [
+        dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=recipe["warmup_iters"]),
+        dict(type="PolyLR", eta_min=0.0, power=1.0, by_epoch=False, begin=recipe["warmup_iters"],
+             end=recipe["iters"]),
+    ]
+
+
+def _coco(cfg, params: Mapping, recipe: Mapping, encoder: Encoder, world: int) -> None:
+    arch = {k: v for k, v in encoder.model.items() if k != "img_size"}
+    size = (recipe["image_size"], recipe["image_size"])
+    root = dataset_paths(params)["coco"]
+    classes = _embedded_classes(root, "coco") if params["scales"][params["scale"]]["data"] == "embedded" else None
+    num_classes = len(classes) if classes else 80
+    patch, dim, channels = arch["patch_size"], arch["embed_dim"], recipe["head_channels"]
+    if patch % 4:
+        raise ConfigError(f"COCO transfer needs a patch size divisible by 4 (pyramid strides p/4 .. 4p), got {patch}")
+    strides = [patch // 4, patch // 2, patch, patch * 2, patch * 4]
+    model = cfg.model
+    model.data_preprocessor.batch_augments[0].size = size
+    model.backbone.update(img_size=size[0], **arch, drop_path=recipe["drop_path"], window_size=recipe["window_size"],
+                          global_blocks=recipe["global_blocks"], use_rel_pos=recipe["rel_pos"],
+                          checkpoint=str(encoder.path))
+    model.neck.update(in_channels=dim, out_channels=channels)
+    model.rpn_head.update(in_channels=channels, feat_channels=channels)
+    model.rpn_head.anchor_generator.strides = strides
+    roi = model.roi_head
+    for extractor in (roi.bbox_roi_extractor, roi.mask_roi_extractor):
+        extractor.update(out_channels=channels, featmap_strides=strides[:4])
+    roi.bbox_head.update(in_channels=channels, conv_out_channels=channels, fc_out_channels=recipe["fc_channels"],
+                         num_classes=num_classes)
+    roi.mask_head.update(in_channels=channels, conv_out_channels=channels, num_classes=num_classes)
+    train = cfg.train_dataloader.dataset.pipeline
+    _transform(train, "RandomResize").scale = size
+    _transform(train, "RandomCrop").crop_size = size
+    _transform(train, "Pad").size = size
+    data_root = str(root) + "/"
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if cfg.get(loader) is None:
+            continue
+        cfg[loader].dataset.data_root = data_root
+        if classes:
+            cfg[loader].dataset.metainfo = dict(classes=classes)
+        if loader != "train_dataloader":
+            _transform(cfg[loader].dataset.pipeline, "Resize").scale = size
+            _transform(cfg[loader].dataset.pipeline, "Pad").size = size
+    for evaluator in ("val_evaluator", "test_evaluator"):
+        if cfg.get(evaluator) is not None:
+            cfg[evaluator].ann_file = data_root + "annotations/instances_val2017.json"
+    cfg.param_scheduler = [
+        dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=recipe["warmup_iters"]),
+        dict(type="MultiStepLR", by_epoch=False, begin=0, end=recipe["iters"], milestones=list(recipe["milestones"]),
+             gamma=0.1),
+    ]
+
+
+TASK_SETUP: dict[str, Callable] = {"ade20k": _ade20k, "coco": _coco}
+
+
+def build_config(params: Mapping, task: str, encoder_path: str | Path, work_dir: str | Path,
+                 *, cuda: bool | None = None, world: int | None = None):
+    """The mmengine Config of one transfer run (nothing is built or trained)."""
+    from mmengine.config import Config
+    import torch
+
+    encoder = read_encoder(encoder_path)
+    check_transferable(encoder, task)
+    scale = encoder.metadata.get("scale")
+    if scale not in (None, params["scale"]):
+        raise CheckpointError(f"{encoder.path}: pretrained at the {scale!r} scale, but this run is {params['scale']!r}")
+    recipe = recipe_of(params, task)
+    root = dataset_paths(params)[task]
+    if not root.is_dir():
+        raise DataError(f"{root}: {task} dataset not found (run `vitpe data synth`, or set data.real.{task})")
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    world = world_size() if world is None else world
+    cfg = Config.fromfile(str(CONFIG_DIR / CONFIGS[task]), format_python_code=False)  # yapf costs seconds
+    _common(cfg, params, recipe, Path(work_dir), cuda, world)
+    TASK_SETUP[task](cfg, params, recipe, encoder, world)
+    return cfg
+
+
+def metrics_from(task: str, evaluated: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluator's numbers under the project's flat keys (not recomputed)."""
+    # float(str(.)): the evaluator's rounded value as printed (mmseg returns numpy float32 scalars)
+    out = {ours: float(str(evaluated[theirs])) for theirs, ours in METRIC_KEYS[task].items() if theirs in evaluated}
+    out[f"{task}_status"] = "ok" if len(out) == len(METRIC_KEYS[task]) else "incomplete: " + ", ".join(
+        sorted(set(METRIC_KEYS[task]) - set(evaluated)))
+    return out
+
+
+def run_transfer(params: Mapping, task: str, experiment: str, encoder_path: str | Path, work_dir: str | Path,
+                 out: str | Path, weights_out: str | Path | None = None, keep_state: bool = False) -> dict[str, Any]:
+    """Fine-tune the encoder on ``task``, evaluate on the validation split, write the metrics JSON.
+
+    Resumes from ``<work_dir>/state/last.pth`` when present (written by VitpeCheckpointHook, which
+    loads with weights_only=True); the state is removed after a successful run unless ``keep_state``.
+    """
+    from mmengine.dist import is_main_process
+    from mmengine.runner import Runner
+    from safetensors.torch import save_file
+
+    from vitpe.io import atomic_path, write_json
+    from vitpe.transfer.hooks import STATE_NAME
+
+    work_dir = Path(work_dir)
+    cfg = build_config(params, task, encoder_path, work_dir)
+    state = work_dir / "state" / STATE_NAME
+    if state.is_file():
+        cfg.load_from, cfg.resume = str(state), True
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    evaluated = runner.test()
+    metrics = {**metrics_from(task, evaluated), "scale": params["scale"], "experiment": experiment,
+               f"{task}_iters": recipe_of(params, task)["iters"]}
+    if is_main_process():
+        if weights_out is not None:
+            model = getattr(runner.model, "module", runner.model)
+            tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            with atomic_path(weights_out) as tmp:
+                save_file(tensors, str(tmp), metadata={"vitpe": json.dumps(
+                    {"experiment": experiment, "task": task, "scale": params["scale"]}, sort_keys=True)})
+        write_json(out, metrics)
+        if not keep_state:
+            shutil.rmtree(work_dir / "state", ignore_errors=True)
+    return metrics

@@ -1,0 +1,160 @@
+"""Pretraining runs, encoder checkpoints, fine-tuning (layer decay, global pool) and linear probing."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import MICRO_MODEL, NUM_CLASSES, ROOT, log_records, make_image_folder
+from vitpe.config import encoder_run, load_params, pretrain_run
+from vitpe.errors import CheckpointError
+from vitpe.evaluate.classification import evaluate_classification
+from vitpe.evaluate.pretext import evaluate_pretext
+from vitpe.mae.finetune import load_encoder, load_finetuned
+from vitpe.mae.pretrain import ENCODER_NAME, train_pretrain
+from vitpe.models.vit import build_vit
+from vitpe.train.checkpoint import read_metadata, save_tensors
+from vitpe.train.optim import build_optimizer
+from vitpe.train.supervised import build_model, train_supervised
+
+PRETRAIN_RECIPE = {"epochs": 2, "warmup_epochs": 1, "batch_size": 4, "lr_batch_divisor": 4, "checkpoint_every": 3}
+ENCODER_RECIPE = {"epochs": 2, "warmup_epochs": 1, "batch_size": 4, "lr_batch_divisor": 4, "checkpoint_every": 3,
+                  "eval_batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("imagefolder"))
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params(ROOT / "params.yaml")
+
+
+def micro_pretrain(params, exp, data_root):
+    run = pretrain_run(params, exp)
+    model = dict(MICRO_MODEL)
+    if run.method == "mae_plus":
+        model["img_size"] = 8
+    crops = {**run.crops, "crop_size": model["img_size"]}
+    return dataclasses.replace(run, model=model, decoder={"embed_dim": 16, "depth": 1, "num_heads": 2},
+                               recipe={**run.recipe, **PRETRAIN_RECIPE}, crops=crops,
+                               train_dir=data_root / "train")
+
+
+def micro_encoder_run(params, exp, protocol, data_root, pretrained):
+    run = encoder_run(params, exp, protocol, str(pretrained))
+    return dataclasses.replace(run, model=dict(MICRO_MODEL), recipe={**run.recipe, **ENCODER_RECIPE},
+                               num_classes=NUM_CLASSES, train_dir=data_root / "train", val_dir=data_root / "val")
+
+
+@pytest.fixture(scope="module")
+def pretrained(params, data_root, tmp_path_factory):
+    """Micro pretraining of an absolute AdPE (coordinate) and a relative AdPE (coordinate) model."""
+    out = {}
+    for exp in ("adpe_abs_coordinate", "adpe_rel_coordinate"):
+        folder = tmp_path_factory.mktemp(exp)
+        assert train_pretrain(micro_pretrain(params, exp, data_root), folder, device="cpu") == folder / "model.safetensors"
+        out[exp] = folder
+    return out
+
+
+def test_pretraining_writes_encoder_log_with_delta_and_resumes_bitwise(params, data_root, pretrained, tmp_path):
+    folder = pretrained["adpe_abs_coordinate"]
+    encoder = load_file(str(folder / ENCODER_NAME))
+    assert encoder["pos_embed"].shape == (1, 1 + 4, 32)  # the 8-px crops: a 2 x 2 grid
+    assert not any("adv_delta" in k or k.startswith("decoder") for k in encoder)
+    meta = read_metadata(folder / ENCODER_NAME)
+    assert meta["rpe"] is None and meta["pos_embed"] == "sincos" and meta["experiment"] == "adpe_abs_coordinate"
+    records = log_records(folder)
+    assert len(records) == 2 * 5 and all("adv_l2" in r and r["adv_l2"] <= 1.0 + 1e-6 for r in records)
+    assert records[-1]["adv_l2"] > 0  # δ moved away from its zero initialisation
+    assert not (folder / "state").exists()
+    run = micro_pretrain(params, "adpe_abs_coordinate", data_root)
+    train_pretrain(run, tmp_path, device="cpu", max_steps=4)
+    assert not (tmp_path / "model.safetensors").exists() and (tmp_path / "state/state.pt").exists()
+    train_pretrain(run, tmp_path, device="cpu")
+    assert log_records(tmp_path) == records
+    assert (tmp_path / ENCODER_NAME).read_bytes() == (folder / ENCODER_NAME).read_bytes()
+    rel = read_metadata(pretrained["adpe_rel_coordinate"] / ENCODER_NAME)
+    assert rel["rpe"] == "irpe_interp"
+    assert "blocks.0.attn.rpe_k.lookup_table_weight" in load_file(str(pretrained["adpe_rel_coordinate"] / ENCODER_NAME))
+
+
+def test_pretext_metrics_from_the_model_and_its_log(params, data_root, pretrained, tmp_path):
+    folder = pretrained["adpe_abs_coordinate"]
+    run = micro_pretrain(params, "adpe_abs_coordinate", data_root)
+    metrics = evaluate_pretext(run, folder / "model.safetensors", folder / "log.jsonl", data_root / "val",
+                               tmp_path / "pretext.json")
+    again = evaluate_pretext(run, folder / "model.safetensors", folder / "log.jsonl", data_root / "val",
+                             tmp_path / "again.json")
+    assert metrics["val_loss"] == again["val_loss"] > 0  # seeded masks: reproducible
+    assert metrics["num_images"] == NUM_CLASSES and metrics["steps"] == 10
+    assert metrics["final_adv_l2"] == log_records(folder)[-1]["adv_l2"]
+    assert json.loads((tmp_path / "pretext.json").read_text()) == metrics
+
+
+@pytest.mark.parametrize("exp", ["adpe_abs_coordinate", "adpe_rel_coordinate"])
+def test_finetune_and_linprobe_from_the_encoder_then_evaluate(params, data_root, pretrained, tmp_path, exp):
+    encoder = pretrained[exp] / ENCODER_NAME
+    for protocol in ("finetune", "linprobe"):
+        run = micro_encoder_run(params, exp, protocol, data_root, encoder)
+        out = tmp_path / protocol
+        assert train_supervised(run, out, device="cpu") == out / "model.safetensors"
+        metrics = evaluate_classification(run, out / "model.safetensors", tmp_path / f"{protocol}.json")
+        assert 0 <= metrics["top1"] <= metrics["top5"] <= 100 and metrics["num_images"] == NUM_CLASSES
+        state = load_file(str(out / "model.safetensors"))
+        if protocol == "finetune":
+            assert "fc_norm.weight" in state and "norm.weight" not in state
+        else:
+            assert {"head.0.running_mean", "head.1.weight"} <= set(state)
+            # frozen encoder: the probe's weights equal the pretrained encoder's (PE resized)
+            pretrained_state = load_file(str(encoder))
+            assert torch.equal(state["blocks.0.attn.qkv.weight"], pretrained_state["blocks.0.attn.qkv.weight"])
+    if exp == "adpe_abs_coordinate":  # load_finetuned (the attacks' entry point) rebuilds the same model
+        run = micro_encoder_run(params, exp, "finetune", data_root, encoder)
+        model = build_model(run)
+        from vitpe.train.checkpoint import load_weights
+
+        load_weights(model, tmp_path / "finetune/model.safetensors")
+        assert model.global_pool and model.fc_norm is not None
+
+
+def test_load_encoder_resizes_the_pe_matches_every_key_and_names_mismatches(tmp_path):
+    torch.manual_seed(0)
+    small = dict(MICRO_MODEL, img_size=8)
+    source = build_vit(small, 0, "sincos", 0.0)
+    save_tensors({k: v for k, v in source.state_dict().items() if k != "pe.table"} | {"pos_embed": source.pe.table},
+                 tmp_path / "enc.safetensors", {"rpe": None})
+    target = build_vit(MICRO_MODEL, NUM_CLASSES, "learnable", 0.0, global_pool=True)
+    loaded = load_encoder(target, tmp_path / "enc.safetensors")
+    assert loaded == len(source.state_dict()) - 2  # all but the final norm (dropped by global pooling)
+    assert target.pe.table.shape == (1, 17, 32)
+    assert torch.equal(target.pe.table[0, 0], source.pe.table[0, 0])  # the CLS row is kept
+    assert torch.equal(target.blocks[1].mlp.fc2.weight, source.blocks[1].mlp.fc2.weight)
+    wrong = build_vit(dict(MICRO_MODEL, embed_dim=16), NUM_CLASSES, "learnable", 0.0, global_pool=True)
+    with pytest.raises(CheckpointError, match=r"shape mismatches: .*blocks\.0"):
+        load_encoder(wrong, tmp_path / "enc.safetensors")
+    rpe_target = build_vit(MICRO_MODEL, NUM_CLASSES, "learnable", 0.0, global_pool=True,
+                           rpe=__import__("vitpe.models.irpe", fromlist=["RPEConfig"]).RPEConfig())
+    with pytest.raises(CheckpointError, match="pretrained with rpe None"):
+        load_encoder(rpe_target, tmp_path / "enc.safetensors")
+
+
+def test_layer_decay_scales_match_mae_lr_decay():
+    model = build_vit(dict(MICRO_MODEL, depth=3), NUM_CLASSES, "learnable", 0.0, global_pool=True)
+    optimizer = build_optimizer(model, 1.0, 0.05, layer_decay=0.65)
+    scale_of = {id(p): g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    # MAE lr_decay.py: num_layers = depth + 1; scale = 0.65 ** (num_layers - layer_id)
+    assert scale_of[id(named["pe.table"])] == pytest.approx(0.65 ** 4)
+    assert scale_of[id(named["cls_token"])] == pytest.approx(0.65 ** 4)
+    assert scale_of[id(named["blocks.0.attn.qkv.weight"])] == pytest.approx(0.65 ** 3)
+    assert scale_of[id(named["blocks.2.mlp.fc1.weight"])] == pytest.approx(0.65 ** 1)
+    assert scale_of[id(named["head.weight"])] == 1.0 and scale_of[id(named["fc_norm.weight"])] == 1.0
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert decay[id(named["pe.table"])] == 0 and decay[id(named["blocks.0.attn.qkv.weight"])] == 0.05

@@ -1,0 +1,139 @@
+# MAE / MAE+ / AdPE pretraining, then fine-tuning and linear probing of every pretrained encoder
+# (reference/ADPE.md), their evaluations and the AdPE figures.
+
+PRETRAIN = config["experiments"].get("pretrain", [])
+RUN_CONFIGS.extend((stage, exp) for exp in PRETRAIN for stage in ("pretrain", "finetune", "linprobe"))
+TABLE_INPUTS.extend(
+    expand(f"results/metrics/{SCALE}/{{exp}}/{{kind}}.json", exp=PRETRAIN, kind=["pretext", "finetune", "linprobe"])
+)
+if PRETRAIN:
+    FIGURES.extend(["pretrain_curves", "adpe_delta_norms", "adpe_accuracy"])
+
+
+def encoder_ckpt(exp):
+    """The pretrained encoder alone (timm keys): input of fine-tuning, linear probing and transfer."""
+    return f"results/checkpoints/{SCALE}/pretrain/{exp}/encoder.safetensors"
+
+
+rule train_pretrain:
+    input:
+        data=data_ready(),
+        run_config=lambda wc: run_config(wc.exp, "pretrain"),
+    output:
+        weights=ckpt("pretrain", "{exp}"),
+        encoder=encoder_ckpt("{exp}"),
+        curve=f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl",
+    params:
+        launch=launcher("train"),
+        outdir=lambda wc, output: os.path.dirname(output.weights),
+    log:
+        f"results/logs/{SCALE}/pretrain/{{exp}}/train.log",
+    resources:
+        **job_resources("train"),
+    shell:
+        "{params.launch} train pretrain {PARAMS} --experiment {wildcards.exp}"
+        " --out {params.outdir} > {log} 2>&1"
+
+
+rule train_encoder_protocol:
+    """Fine-tuning or linear probing (the `protocol` wildcard) of one pretrained encoder."""
+    input:
+        encoder=encoder_ckpt("{exp}"),
+        data=data_ready(),
+        run_config=lambda wc: run_config(wc.exp, wc.protocol),
+    output:
+        weights=f"results/checkpoints/{SCALE}/{{protocol}}/{{exp}}/model.safetensors",
+        curve=f"results/checkpoints/{SCALE}/{{protocol}}/{{exp}}/log.jsonl",
+    wildcard_constraints:
+        protocol="finetune|linprobe",
+    params:
+        launch=launcher("train"),
+        outdir=lambda wc, output: os.path.dirname(output.weights),
+    log:
+        f"results/logs/{SCALE}/{{protocol}}/{{exp}}/train.log",
+    resources:
+        **job_resources("train"),
+    shell:
+        "{params.launch} train {wildcards.protocol} {PARAMS} --experiment {wildcards.exp}"
+        " --pretrained {input.encoder} --out {params.outdir} > {log} 2>&1"
+
+
+rule eval_encoder_protocol:
+    input:
+        weights=f"results/checkpoints/{SCALE}/{{protocol}}/{{exp}}/model.safetensors",
+        data=data_ready(),
+    output:
+        f"results/metrics/{SCALE}/{{exp}}/{{protocol}}.json",
+    wildcard_constraints:
+        protocol="finetune|linprobe",
+    params:
+        launch=launcher("eval"),
+    log:
+        f"results/logs/{SCALE}/{{protocol}}/{{exp}}/eval_classify.log",
+    resources:
+        **job_resources("eval"),
+    shell:
+        "{params.launch} eval classify {PARAMS} --stage {wildcards.protocol} --experiment {wildcards.exp}"
+        " --weights {input.weights} --out {output} > {log} 2>&1"
+
+
+rule eval_pretext:
+    input:
+        weights=ckpt("pretrain", "{exp}"),
+        curve=f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl",
+        data=data_ready(),
+    output:
+        f"results/metrics/{SCALE}/{{exp}}/pretext.json",
+    params:
+        launch=launcher("eval"),
+    log:
+        f"results/logs/{SCALE}/pretrain/{{exp}}/eval_pretext.log",
+    resources:
+        **job_resources("eval"),
+    shell:
+        "{params.launch} eval pretext {PARAMS} --experiment {wildcards.exp} --weights {input.weights}"
+        " --log {input.curve} --out {output} > {log} 2>&1"
+
+
+def adpe_figure(name):
+    return multiext(f"results/figures/{SCALE}/{name}", ".png", ".pdf")
+
+
+rule figure_pretrain_curves:
+    input:
+        expand(f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl", exp=PRETRAIN),
+    output:
+        png=f"results/figures/{SCALE}/pretrain_curves.png",
+        pdf=f"results/figures/{SCALE}/pretrain_curves.pdf",
+        csv=f"results/figures/{SCALE}/pretrain_curves.csv",  # for `dvc plots`
+    log:
+        f"results/logs/report/pretrain_curves_{SCALE}.log",
+    localrule: True
+    shell:
+        "vitpe report curves {input} --out {output.png} {output.pdf} {output.csv} > {log} 2>&1"
+
+
+rule figure_adpe_delta_norms:
+    input:
+        expand(f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl", exp=PRETRAIN),
+    output:
+        adpe_figure("adpe_delta_norms"),
+    log:
+        f"results/logs/report/adpe_delta_norms_{SCALE}.log",
+    localrule: True
+    shell:
+        "vitpe report delta-norms {input} --out {output} > {log} 2>&1"
+
+
+rule figure_adpe_accuracy:
+    input:
+        finetune=expand(f"results/metrics/{SCALE}/{{exp}}/finetune.json", exp=PRETRAIN),
+        linprobe=expand(f"results/metrics/{SCALE}/{{exp}}/linprobe.json", exp=PRETRAIN),
+    output:
+        adpe_figure("adpe_accuracy"),
+    log:
+        f"results/logs/report/adpe_accuracy_{SCALE}.log",
+    localrule: True
+    shell:
+        "vitpe report accuracy-bars --finetune {input.finetune} --linprobe {input.linprobe}"
+        " --out {output} > {log} 2>&1"

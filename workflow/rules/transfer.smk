@@ -1,0 +1,69 @@
+# Downstream transfer of pretrained encoders (reference/ADPE.md §9): ADE20K semantic segmentation
+# (UperNet, mmseg) and COCO instance segmentation (Mask R-CNN with a ViTDet backbone, mmdet).
+
+TRANSFER = config["experiments"].get("transfer", [])
+TRANSFER_TASKS = ["ade20k", "coco"]
+TABLE_INPUTS.extend(expand(f"results/metrics/{SCALE}/{{exp}}/{{task}}.json", exp=TRANSFER, task=TRANSFER_TASKS))
+
+
+def _write_transfer_configs():
+    """results/configs/<scale>/transfer_<task>/<exp>.json: the recipe a transfer run depends on.
+
+    Written at parse time and only when the content changes (as common.smk's run configs), so a recipe
+    or seed change reruns the transfer while a DVC checkout (new mtimes) does not; a new encoder reruns
+    it through the encoder input.
+    """
+    scale = config["scales"][SCALE]
+    for task in TRANSFER_TASKS:
+        for exp in TRANSFER:
+            path = run_config(exp, f"transfer_{task}")
+            settings = {"recipe": scale.get("transfer", {}).get(task), "seed": config["seed"], "data": scale["data"]}
+            text = json.dumps(settings, sort_keys=True, indent=1) + "\n"
+            if not os.path.exists(path) or open(path).read() != text:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path + ".tmp", "w") as f:
+                    f.write(text)
+                os.replace(path + ".tmp", path)
+
+
+_write_transfer_configs()
+
+
+rule transfer_ade20k:
+    input:
+        encoder=f"results/checkpoints/{SCALE}/pretrain/{{exp}}/encoder.safetensors",
+        data=data_ready(),
+        run_config=lambda wc: run_config(wc.exp, "transfer_ade20k"),
+    output:
+        metrics=f"results/metrics/{SCALE}/{{exp}}/ade20k.json",
+        weights=f"results/checkpoints/{SCALE}/transfer/{{exp}}/ade20k/model.safetensors",
+    params:
+        launch=launcher("transfer_ade20k"),
+        work_dir=lambda wc, output: os.path.dirname(output.weights),
+    log:
+        f"results/logs/{SCALE}/transfer/{{exp}}/ade20k.log",
+    resources:
+        **job_resources("transfer_ade20k"),
+    shell:
+        "{params.launch} transfer ade20k {PARAMS} --experiment {wildcards.exp} --encoder {input.encoder}"
+        " --work-dir {params.work_dir} --weights-out {output.weights} --out {output.metrics} > {log} 2>&1"
+
+
+rule transfer_coco:
+    input:
+        encoder=f"results/checkpoints/{SCALE}/pretrain/{{exp}}/encoder.safetensors",
+        data=data_ready(),
+        run_config=lambda wc: run_config(wc.exp, "transfer_coco"),
+    output:
+        metrics=f"results/metrics/{SCALE}/{{exp}}/coco.json",
+        weights=f"results/checkpoints/{SCALE}/transfer/{{exp}}/coco/model.safetensors",
+    params:
+        launch=launcher("transfer_coco"),
+        work_dir=lambda wc, output: os.path.dirname(output.weights),
+    log:
+        f"results/logs/{SCALE}/transfer/{{exp}}/coco.log",
+    resources:
+        **job_resources("transfer_coco"),
+    shell:
+        "{params.launch} transfer coco {PARAMS} --experiment {wildcards.exp} --encoder {input.encoder}"
+        " --work-dir {params.work_dir} --weights-out {output.weights} --out {output.metrics} > {log} 2>&1"
