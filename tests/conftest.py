@@ -26,10 +26,19 @@ MICRO = {
         "train_per_class": 6, "val_per_class": 3, "corruption_per_class": 1, "a_per_class": 2,
         "o_per_class": 2, "seg_train": 4, "seg_val": 2, "det_train": 4, "det_val": 2, "attack_images": 2,
     }},
+    # one absolute and one relative AdPE variant besides MAE; transfer and attacks on a subset
+    "experiments": {"pretrain": ["mae", "adpe_abs_coordinate", "adpe_rel_coordinate"], "transfer": ["mae"]},
+    "attacks": {"finetuned": ["mae", "adpe_abs_coordinate"]},
     "scales": {"tiny": {
         "model": {"embed_dim": 32, "depth": 1, "num_heads": 2},
         "supervised": {"epochs": 1, "batch_size": 16, "lr_batch_divisor": 16, "eval_batch_size": 32,
                        "checkpoint_every": 2},
+        "pretrain": {"model": {"embed_dim": 32, "depth": 1, "num_heads": 2},
+                     "recipe": {"epochs": 1, "batch_size": 16, "checkpoint_every": 2}},
+        "finetune": {"epochs": 1, "batch_size": 16, "lr_batch_divisor": 16, "eval_batch_size": 32},
+        "linprobe": {"epochs": 1, "batch_size": 16, "lr_batch_divisor": 16, "eval_batch_size": 32},
+        "transfer": {"ade20k": {"iters": 4}, "coco": {"iters": 4, "milestones": [3]}},
+        "attacks": {"iterations": {"inverting_gradients": 5, "gradvit": 5}},
     }},
 }
 

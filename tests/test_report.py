@@ -24,6 +24,7 @@ OTHER = {  # what the MJP evaluations write (a subset of their keys)
 
 
 PRETRAIN = load_params(ROOT / "params.yaml")["experiments"]["pretrain"]
+TRANSFER = load_params(ROOT / "params.yaml")["experiments"]["transfer"]  # issue 6 (test_transfer.py has its own)
 
 
 def _metrics(root, scale, top1, top5):
@@ -40,6 +41,9 @@ def _metrics(root, scale, top1, top5):
         (folder / "linprobe.json").write_text(json.dumps({"top1": top1 - 10, "top5": top5}))
         pretext = {"val_loss": 0.5 + i / 100} | ({"final_adv_l2": 0.99} if exp.startswith("adpe") else {})
         (folder / "pretext.json").write_text(json.dumps(pretext))
+    for exp in TRANSFER:  # what the transfer rules write
+        (root / scale / exp / "ade20k.json").write_text(json.dumps({"ade20k_miou": 40.0, "ade20k_aacc": 80.0}))
+        (root / scale / exp / "coco.json").write_text(json.dumps({"coco_ap_box": 0.4, "coco_ap_mask": 0.35}))
 
 
 def test_tiny_table_prints_run_and_paper_values_without_delta(tmp_path):

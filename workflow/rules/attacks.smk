@@ -9,6 +9,13 @@ ATTACK_APRIL = ATTACK_CFG.get("april_models", [])
 # fine-tuned classifiers exist only for pretraining experiments the DAG builds (pretrain.smk)
 ATTACK_FINETUNED = [e for e in ATTACK_CFG.get("finetuned", []) if e in config["experiments"].get("pretrain", [])]
 ATTACKED = ATTACK_SUPERVISED + ATTACK_FINETUNED + ATTACK_APRIL
+for _exp in ATTACK_SUPERVISED + ATTACK_APRIL:  # one clear line before any job starts
+    if _exp not in config["supervised"]:
+        sys.exit(f"error: params.yaml (with --config overrides): attacks lists {_exp!r}, not defined under supervised:")
+for _exp in ATTACK_APRIL:
+    if not config["supervised"][_exp].get("april"):
+        sys.exit(f"error: params.yaml (with --config overrides): attacks.april_models: supervised.{_exp} "
+                 "is not APRIL-compatible (set april: true)")
 # the APRIL variants train through rule train_supervised; it needs their run configs
 RUN_CONFIGS.extend(("supervised", exp) for exp in ATTACK_APRIL if exp not in SUPERVISED)
 # rerun the attacks when any attack setting changes (a plain string: Snakemake compares it)
@@ -58,12 +65,13 @@ rule attack_model:
         launch=launcher("attack"),
     log:
         f"results/logs/{SCALE}/attacks/{{exp}}.log",
+    threads: max(1, JOBS[SCALE]["attack"]["cpus_per_task"], JOBS[SCALE]["attack"]["cpus_per_gpu"])
     resources:
         **job_resources("attack"),
     shell:
         "{params.launch} attack run {PARAMS} --experiment {wildcards.exp} --kind {params.kind}"
         " --weights {input.weights} --out {output.metrics} --table {output.table} --recon {output.recon}"
-        " > {log} 2>&1"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule attack_compare:

@@ -46,7 +46,8 @@ rule transfer_ade20k:
         **job_resources("transfer_ade20k"),
     shell:
         "{params.launch} transfer ade20k {PARAMS} --experiment {wildcards.exp} --encoder {input.encoder}"
-        " --work-dir {params.work_dir} --weights-out {output.weights} --out {output.metrics} > {log} 2>&1"
+        " --work-dir {params.work_dir} --weights-out {output.weights} --threads {resources.cpus_per_task}"
+        " --out {output.metrics} > {log} 2>&1"
 
 
 rule transfer_coco:
@@ -66,4 +67,5 @@ rule transfer_coco:
         **job_resources("transfer_coco"),
     shell:
         "{params.launch} transfer coco {PARAMS} --experiment {wildcards.exp} --encoder {input.encoder}"
-        " --work-dir {params.work_dir} --weights-out {output.weights} --out {output.metrics} > {log} 2>&1"
+        " --work-dir {params.work_dir} --weights-out {output.weights} --threads {resources.cpus_per_task}"
+        " --out {output.metrics} > {log} 2>&1"

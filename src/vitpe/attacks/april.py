@@ -2,7 +2,8 @@
 
 Written by hand (breaching's ``AprilAttacker`` takes gradients by position index and its model breaks
 on timm 1.x, §3.7); every tensor is looked up by parameter name. Batch size 1, float64 on the CPU,
-least squares with LAPACK's ``gelsd`` (breaching's solver):
+least squares with LAPACK's ``gelsd`` (breaching's solver), singular values below the
+gradient's precision dropped (``rcond``, :func:`resolve_rcond`):
 
 1. the PE-table gradient A ([1 + N, d]) equals dL/dz, the gradient of the tokens entering block 0
    (the PE is added to them);
@@ -41,9 +42,22 @@ class ClosedFormResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def lstsq(a: torch.Tensor, b: torch.Tensor, solver: str = "gelsd") -> torch.Tensor:
-    """min ||a x - b|| (minimum-norm x when underdetermined), float64 on the CPU."""
-    return torch.linalg.lstsq(a.double().cpu(), b.double().cpu(), driver=solver).solution
+def lstsq(a: torch.Tensor, b: torch.Tensor, solver: str = "gelsd", rcond: float | None = None) -> torch.Tensor:
+    """min ||a x - b|| (minimum-norm x when underdetermined), float64 on the CPU; singular values
+    below ``rcond`` x the largest count as zero (None: LAPACK's float64 default)."""
+    return torch.linalg.lstsq(a.double().cpu(), b.double().cpu(), rcond=rcond, driver=solver).solution
+
+
+def resolve_rcond(rcond: float | str | None, update: ClientUpdate) -> float | None:
+    """``"auto"``: the machine epsilon of the shared gradient's dtype (1.2e-7 for float32).
+
+    The token system is badly conditioned (condition numbers 1e7-1e9 measured on the tiny trained
+    models); directions below the precision the client computed in are noise, so the solve drops them.
+    """
+    if rcond == "auto":
+        dtype = next(iter(update.gradients.values())).dtype
+        return float(torch.finfo(dtype).eps)
+    return None if rcond is None else float(rcond)
 
 
 def _grad(update: ClientUpdate, name: str) -> torch.Tensor:
@@ -70,17 +84,19 @@ def cls_input(model: nn.Module, table: torch.Tensor) -> torch.Tensor:
     return cls.detach().double().cpu().reshape(-1) + table[0]
 
 
-def solve_tokens(rows: torch.Tensor, moment: torch.Tensor, solver: str = "gelsd") -> torch.Tensor:
+def solve_tokens(rows: torch.Tensor, moment: torch.Tensor, solver: str = "gelsd",
+                 rcond: float | None = None) -> torch.Tensor:
     """Tokens Z ([m, d]) with rowsᵀ Z = moment, ``rows`` ([m, d]) their token gradients."""
-    return lstsq(rows.T, moment, solver)
+    return lstsq(rows.T, moment, solver, rcond)
 
 
-def invert_patch_embedding(model: nn.Module, embeddings: torch.Tensor, solver: str = "gelsd") -> torch.Tensor:
+def invert_patch_embedding(model: nn.Module, embeddings: torch.Tensor, solver: str = "gelsd",
+                           rcond: float | None = None) -> torch.Tensor:
     """Patch pixels [N, 3, P, P] (normalised space) from patch embeddings [N, d]: W_p x + b_p = e."""
     _, weight = named_param(model, *PATCH_NAMES)
     _, bias = named_param(model, *PATCH_BIAS_NAMES)
     w = weight.detach().double().cpu()
-    flat = lstsq(w.reshape(w.shape[0], -1), (embeddings - bias.detach().double().cpu()).T, solver).T
+    flat = lstsq(w.reshape(w.shape[0], -1), (embeddings - bias.detach().double().cpu()).T, solver, rcond).T
     return flat.reshape(-1, *w.shape[1:])
 
 
@@ -91,18 +107,19 @@ def patches_to_image(patches: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 def april_closed_form(model: nn.Module, update: ClientUpdate, known_cls: bool = True,
-                      solver: str = "gelsd") -> ClosedFormResult:
+                      solver: str = "gelsd", rcond: float | str | None = "auto") -> ClosedFormResult:
     """APRIL as published: every patch position solved from the PE gradient, no knowledge of MJP."""
     if update.fed.shape[0] != 1:
         raise ConfigError(f"the APRIL closed form needs batch size 1, got {update.fed.shape[0]}")
+    rcond = resolve_rcond(rcond, update)
     table, grad = pe_and_token_gradient(model, update)
     moment = attention_moment(model, update)
     if known_cls:
         moment = moment - torch.outer(grad[0], cls_input(model, table))
-        tokens = solve_tokens(grad[1:], moment, solver)
+        tokens = solve_tokens(grad[1:], moment, solver, rcond)
     else:
-        tokens = solve_tokens(grad, moment, solver)[1:]
-    patches = invert_patch_embedding(model, tokens - table[1:], solver)
+        tokens = solve_tokens(grad, moment, solver, rcond)[1:]
+    patches = invert_patch_embedding(model, tokens - table[1:], solver, rcond)
     grid = int(round(patches.shape[0] ** 0.5))
     image = patches_to_image(patches, grid).to(update.fed.dtype)
     rank = int(torch.linalg.matrix_rank(grad[1:] if known_cls else grad))

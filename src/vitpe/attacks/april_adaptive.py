@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from vitpe.attacks.april import (ClosedFormResult, attention_moment, cls_input, invert_patch_embedding,
-                                 patches_to_image, pe_and_token_gradient, solve_tokens)
+                                 patches_to_image, pe_and_token_gradient, resolve_rcond, solve_tokens)
 from vitpe.attacks.threat import ClientUpdate, detect_unknown_rows, has_dal, named_param
 from vitpe.errors import ConfigError
 
@@ -38,9 +38,11 @@ def dal_table_gradient(model: nn.Module, keep: torch.Tensor, weight: float) -> t
 
 
 def april_adaptive(model: nn.Module, update: ClientUpdate, known_cls: bool = True, solver: str = "gelsd",
-                   use_unk_row: bool = True, rel_tol: float = 1e-12) -> ClosedFormResult:
+                   use_unk_row: bool = True, rel_tol: float = 1e-12,
+                   rcond: float | str | None = "auto") -> ClosedFormResult:
     if update.fed.shape[0] != 1:
         raise ConfigError(f"the APRIL closed form needs batch size 1, got {update.fed.shape[0]}")
+    rcond = resolve_rcond(rcond, update)
     table, grad = pe_and_token_gradient(model, update)
     n = grad.shape[0] - 1
     detected = detect_unknown_rows(update, model, rel_tol)
@@ -63,15 +65,15 @@ def april_adaptive(model: nn.Module, update: ClientUpdate, known_cls: bool = Tru
         moment = moment - torch.outer(grad[0], cls_input(model, table))
     else:
         rows.insert(0, grad[:1])
-    tokens = solve_tokens(torch.cat(rows), moment, solver)
+    tokens = solve_tokens(torch.cat(rows), moment, solver, rcond)
     if not known_cls:
         tokens = tokens[1:]
     kept_tokens = tokens[: int(kept.sum())]
     embeddings = torch.zeros(n, grad.shape[1], dtype=torch.float64)
     embeddings[kept] = kept_tokens - table[1:][kept]
-    patches = invert_patch_embedding(model, embeddings, solver)
+    patches = invert_patch_embedding(model, embeddings, solver, rcond)
     if unk_value is not None:  # every shuffled position shows the mean shuffled patch
-        mean_patch = invert_patch_embedding(model, (tokens[-1] - unk_value)[None], solver)
+        mean_patch = invert_patch_embedding(model, (tokens[-1] - unk_value)[None], solver, rcond)
         patches[shuffled] = mean_patch
     else:
         patches[shuffled] = 0.0  # the normalised-space mean colour

@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=int, default=None, help="override scales.<scale>.attacks.images")
     p.add_argument("--iterations", type=int, default=None, help="override every optimisation attack's iterations")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_run)
 
     p = subparsers.add_parser(
@@ -58,6 +59,10 @@ def _run(args: argparse.Namespace) -> int:
 
     params = params_from_args(args)
     settings = attack_settings(params, args.images, args.iterations)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     dal_weight = 0.0
     if args.kind == "finetuned":
         from vitpe.config import encoder_run

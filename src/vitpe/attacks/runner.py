@@ -19,8 +19,8 @@ from vitpe.attacks.april import april_closed_form
 from vitpe.attacks.april_adaptive import april_adaptive
 from vitpe.attacks.gradvit import NO_PRIOR, GradViTSettings, gradvit, load_image_prior
 from vitpe.attacks.inverting_gradients import IGSettings, inverting_gradients
-from vitpe.attacks.threat import (CLIENT_MODES, ThreatModel, attacker_labels, box_bounds, client_update,
-                                  denormalize, detect_unknown_rows, prepare_model, takes_mask)
+from vitpe.attacks.threat import (ThreatModel, attacker_labels, box_bounds, client_update, denormalize,
+                                  detect_unknown_rows, prepare_model, takes_mask)
 from vitpe.config import SupervisedRun, dataset_paths
 from vitpe.errors import ConfigError, DataError
 from vitpe.io import atomic_path, write_json
@@ -88,7 +88,8 @@ def attack_settings(params: dict, images: int | None = None, iterations: int | N
     )
 
 
-def attack_images(root: Path, classes: list[str], count: int, transform) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def attack_images(root: Path, classes: list[str], count: int,
+                  transform) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``count`` images of ``root/<class>/*`` (evenly spread over the sorted files), normalised, with
     labels indexed by the training classes (the attack set may cover only some of them)."""
     from PIL import Image
@@ -133,11 +134,12 @@ def _run_attack(name: str, model: nn.Module, update, labels, settings: AttackSet
     shape = tuple(update.fed.shape)
     dal = update.dal_weight if mask is not None else 0.0
     if name == "april":
-        result = april_closed_form(model, update, settings.april["known_cls"], settings.april["solver"])
+        result = april_closed_form(model, update, settings.april["known_cls"], settings.april["solver"],
+                                   settings.april["rcond"])
         return result.images, float("nan"), result.info
     if name == "april_adaptive":
         result = april_adaptive(model, update, settings.april["known_cls"], settings.april["solver"],
-                                settings.april["use_unk_row"])
+                                settings.april["use_unk_row"], rcond=settings.april["rcond"])
         return result.images, float("nan"), result.info
     if name == "inverting_gradients":
         result = inverting_gradients(model, update.gradients, labels, shape, box, settings.ig, seed, mask, dal)
@@ -161,6 +163,11 @@ def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: Attac
     start = time.perf_counter()
     model = prepare_model(model)
     attacks = settings.attacks_for(kind)
+    skipped = {}
+    if settings.threat.batch_size > 1:  # APRIL reads dL/dz off the PE gradient: one image only (§4.2)
+        skipped = {a: f"needs batch size 1, threat.batch_size is {settings.threat.batch_size}"
+                   for a in attacks if a in CLOSED_FORM}
+        attacks = tuple(a for a in attacks if a not in skipped)
     patch, img = run.model["patch_size"], run.model["img_size"]
     from vitpe.evaluate.common import training_classes
 
@@ -195,7 +202,8 @@ def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: Attac
                                 .cpu().expand(len(x), -1))
             for attack in attacks:
                 t0 = time.perf_counter()
-                rec, objective, info = _run_attack(attack, model, update, guess, settings, box, seed, patch, prior, mask)
+                rec, objective, info = _run_attack(attack, model, update, guess, settings, box, seed, patch,
+                                                   prior, mask)
                 rec01 = denormalize(rec.to(device).float(), mean, std)
                 if len(x) > 1:
                     rec01 = M.match_order(rec01, fed01)
@@ -215,8 +223,9 @@ def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: Attac
         recon[f"shuffled/{mode}"] = torch.cat(shuffled_all).to(torch.uint8)
         for attack in attacks:
             recon[f"{attack}/{mode}"] = torch.cat(rec_all[attack])
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=None if rows else ["image", "label", "attack", "mode"])
     summary = M.aggregate(table, [m for m in ROW_METRICS if m in table], settings.metrics["success_psnr"])
+    summary.update({f"{a}_skipped": reason for a, reason in skipped.items()})
     summary.update({
         "experiment": run.name, "scale": run.scale, "kind": kind, "attacks": ",".join(attacks),
         "clients": ",".join(settings.clients), "num_images": len(images), "seed": settings.seed,
@@ -237,7 +246,8 @@ def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: Attac
                        gradvit_image_prior=prior_status, gradvit_image_prior_reason=prior_reason,
                        gradvit_variant="GradViT" if prior is not None else NO_PRIOR)
     if set(attacks) & set(CLOSED_FORM):
-        summary.update(april_known_cls=str(settings.april["known_cls"]).lower(), april_solver=settings.april["solver"])
+        summary.update(april_known_cls=str(settings.april["known_cls"]).lower(), april_solver=settings.april["solver"],
+                       april_rcond=str(settings.april["rcond"]))
     with atomic_path(out_table) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(out_recon) as tmp:

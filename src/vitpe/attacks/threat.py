@@ -45,9 +45,11 @@ class ThreatModel:
     def from_params(cls, cfg: Mapping[str, Any]) -> "ThreatModel":
         threat = cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
         if threat.labels not in LABEL_STRATEGIES:
-            raise ConfigError(f"params.yaml: attacks.threat.labels must be one of {LABEL_STRATEGIES}, got {threat.labels!r}")
+            raise ConfigError(f"params.yaml: attacks.threat.labels must be one of {LABEL_STRATEGIES}, "
+                              f"got {threat.labels!r}")
         if threat.attacker_mask not in ("detected", "none"):
-            raise ConfigError(f"params.yaml: attacks.threat.attacker_mask must be detected or none, got {threat.attacker_mask!r}")
+            raise ConfigError(f"params.yaml: attacks.threat.attacker_mask must be detected or none, "
+                              f"got {threat.attacker_mask!r}")
         return threat
 
 

@@ -145,11 +145,9 @@ class ContextualProductRPE(nn.Module):
         return self._interpolated(q, ctx, mask)
 
     def _discrete(self, q: torch.Tensor, ctx: RPEContext, mask: torch.Tensor | None) -> torch.Tensor:
-        table = self.lookup_table_weight[0]  # [C, 50]
-        lut = q @ table  # [B, H, N, 50]
-        if mask is not None:
-            lut_adv = q @ (self.lookup_table_weight + self.adv_delta)[0]
-            lut = torch.where(mask[:, None, :, None], lut_adv, lut)
+        lut = q @ self.lookup_table_weight[0]  # [B, H, N, 50]
+        if mask is not None:  # q·(r + δ) = q·r + q·δ on the perturbed rows; [.., 1] for the shared δ
+            lut = lut + (q @ self.adv_delta[0]) * mask[:, None, :, None].to(q.dtype)
         ids = bucket_ids(ctx.grid, ctx.has_cls, q.device)
         return lut.gather(-1, ids.expand(*lut.shape[:2], -1, -1))
 

@@ -92,8 +92,8 @@ def psnr_distributions(tables: Sequence[Path], outputs: Sequence[Path]) -> None:
             pos = np.arange(len(models)) + (j - (len(modes) - 1) / 2) * width
             ax.boxplot(values, positions=pos, widths=width * 0.9, showfliers=False)
             for p, v in zip(pos, values):
-                ax.scatter(np.full(len(v), p), v, s=8, alpha=0.7, label=MODE_LABEL.get(mode, mode) if p == pos[0] else None,
-                           color=f"C{j}")
+                label = MODE_LABEL.get(mode, mode) if p == pos[0] else None
+                ax.scatter(np.full(len(v), p), v, s=8, alpha=0.7, label=label, color=f"C{j}")
         ax.set_xticks(range(len(models)))
         ax.set_xticklabels([DISPLAY.get(m, m) for m in models], rotation=30, ha="right", fontsize=7)
         ax.set_title(SHORT.get(attack, attack))

@@ -268,7 +268,7 @@ def paired_frame(params: dict, paired: dict, metric: str = "psnr") -> pd.DataFra
                     "Mean": _fmt(paired[f"{key}_mean"], 2, signed=True),
                     "Median": _fmt(paired[f"{key}_median"], 2, signed=True),
                     "Std": _fmt(paired[f"{key}_std"], 2),
-                    "95% CI": f"[{paired[f'{key}_ci_low']:+.2f}, {paired[f'{key}_ci_high']:+.2f}]",
+                    "95\\% CI": f"[{paired[f'{key}_ci_low']:+.2f}, {paired[f'{key}_ci_high']:+.2f}]",
                     "Wilcoxon p": _fmt(paired.get(f"{key}_wilcoxon_p"), 3),
                 })
     return pd.DataFrame.from_records(records)

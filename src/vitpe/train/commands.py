@@ -14,7 +14,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "work in progress in OUT/state/). Rerunning resumes from OUT/state/state.pt; "
                     "SIGTERM/SIGUSR1 checkpoint and exit 124.",
     )
-    add_params_arguments(p)
     _run_arguments(p, "a name under `supervised:` in params.yaml")
     p.set_defaults(func=_supervised)
 
@@ -36,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_arguments(p: argparse.ArgumentParser, experiment_help: str) -> None:
+    add_params_arguments(p)
     p.add_argument("--experiment", required=True, help=experiment_help)
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",

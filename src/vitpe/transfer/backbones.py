@@ -2,7 +2,8 @@
 
 - ``ViTBackbone`` (ADE20K): ``vitpe.models.vit.VisionTransformer`` without head and final norm, as
   the MAE/BEiT segmentation backbone (mmseg ``MAE``): CLS token kept, absolute PE resized to the
-  task grid, iRPE in every block for RPE encoders (the bucketed tables apply at any grid), the patch tokens of four blocks returned as [B, D, H/p, W/p] maps for mmseg's
+  task grid, BEiT's relative position bias (zero init) and layer scale (init 1.0) as mmseg's ``MAE``
+  (options), or iRPE in every block for RPE encoders (the bucketed tables apply at any grid), the patch tokens of four blocks returned as [B, D, H/p, W/p] maps for mmseg's
   ``Feature2Pyramid`` (x4, x2, x1, x0.5). MAE uses blocks 4/6/8/12 of 12; other depths take the same
   fractions (1/3, 1/2, 2/3, 1) of the depth, rounded, so depth 24 gives 8/12/16/24 (BEiT/MAE-L) and
   depth 3 gives 1/2/2/3 (a block may feed two pyramid levels).
@@ -24,7 +25,9 @@ from pathlib import Path
 import torch
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from timm.layers import LayerNorm, PatchEmbed, trunc_normal_
+from timm.layers import LayerNorm, LayerScale, PatchEmbed, trunc_normal_
+from timm.layers.attention import Attention
+from timm.models.beit import gen_relative_position_index
 from timm.models.vision_transformer_sam import Block as WindowBlock
 from torch import nn
 
@@ -34,6 +37,29 @@ from vitpe.transfer.convert import (Encoder, LoadReport, check_transferable, mat
                                     resize_pos_embed)
 
 MAE_OUT_FRACTIONS = (1 / 3, 1 / 2, 2 / 3, 1.0)  # blocks 4/6/8/12 of 12 (MAE/BEiT segmentation)
+
+
+class RelPosBiasAttention(Attention):
+    """timm's ViT attention plus BEiT's relative position bias, zero-initialised as in MAE's
+    segmentation setup (mmseg ``MAEAttention``): one (2h-1)(2w-1) + 3 table per block (the 3 extra
+    rows: CLS->token, token->CLS, CLS->CLS), indexed with timm's ``gen_relative_position_index`` and
+    added to the attention logits. Same parameter names as timm's Attention plus the new table."""
+
+    def __init__(self, dim: int, num_heads: int, grid: tuple[int, int]) -> None:
+        super().__init__(dim, num_heads=num_heads, qkv_bias=True)
+        self.grid = tuple(grid)
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * grid[0] - 1) * (2 * grid[1] - 1) + 3, num_heads))
+        self.register_buffer("relative_position_index", gen_relative_position_index(self.grid), persistent=False)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        n = x.shape[1]
+        if n != self.relative_position_index.shape[0]:
+            raise ValueError(f"relative position bias built for a {self.grid} grid (+ CLS), got {n} tokens; "
+                             "use the training crop size (the sliding-window test does)")
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0).to(x.dtype)
+        return super().forward(x, attn_mask=bias if attn_mask is None else bias + attn_mask, is_causal=is_causal)
 
 
 def _round(x: float) -> int:
@@ -76,8 +102,9 @@ class ViTBackbone(BaseModule):
 
     def __init__(self, *, img_size: int, patch_size: int, embed_dim: int, depth: int, num_heads: int,
                  mlp_ratio: float, out_indices: Sequence[int] | None = None, drop_path: float = 0.1,
-                 rpe: str | None = None, rpe_options: dict | None = None,
-                 checkpoint: str | None = None, init_cfg: dict | None = None) -> None:
+                 rpe: str | None = None, rpe_options: dict | None = None, rel_pos_bias: bool = False,
+                 layer_scale: float | None = None, checkpoint: str | None = None,
+                 init_cfg: dict | None = None) -> None:
         super().__init__(init_cfg)
         from vitpe.models.irpe import rpe_config
 
@@ -91,6 +118,15 @@ class ViTBackbone(BaseModule):
         self.vit.patch_embed.strict_img_size = False  # other input sizes get a resized PE in forward
         self.patch_size = patch_size
         self.grid = img_size // patch_size
+        # mmseg's MAE backbone (the AdPE/MAE ADE20K recipe): BEiT relative position bias in every block
+        # and learnable layer scale (init_values); both start as the identity and are trained anew
+        for block in self.vit.blocks:
+            if rel_pos_bias:
+                if rpe is not None:
+                    raise ConfigError("ade20k.rel_pos_bias: an iRPE encoder has its own relative position term")
+                block.attn = RelPosBiasAttention(embed_dim, num_heads, (self.grid, self.grid))
+            if layer_scale:
+                block.ls1, block.ls2 = LayerScale(embed_dim, layer_scale), LayerScale(embed_dim, layer_scale)
         self.depth = depth
         self.out_indices = resolve_blocks(out_indices, depth, mae_out_indices(depth), "ade20k.out_blocks")
         self.checkpoint = checkpoint
@@ -107,13 +143,19 @@ class ViTBackbone(BaseModule):
                                   f"with rpe={self.rpe_kind!r}")
         state = dict(encoder.state)
         state["pos_embed"] = resize_pos_embed(state["pos_embed"], (self.grid, self.grid))
-        expected = {k: tuple(v.shape) for k, v in to_timm_state_dict(self.vit).items()}
+        current = to_timm_state_dict(self.vit)
+        expected = {k: tuple(v.shape) for k, v in current.items()}
         # AdPE's adversarial deltas (if an encoder carries them) belong to pretraining only
         unused = set(self.UNUSED) | {k for k in state if k.endswith(".adv_delta")}
-        report = match_state(state, expected, unused=unused, source=str(encoder.path))
-        load_timm_state_dict(self.vit, {k: state[k] for k in report.loaded}, source=str(encoder.path))
+        report = match_state(state, expected, unused=unused, new=self.new_keys(), source=str(encoder.path))
+        load_timm_state_dict(self.vit, {**{k: current[k] for k in report.new}, **{k: state[k] for k in report.loaded}},
+                             source=str(encoder.path))
         print_log(report.summary(str(encoder.path)), logger="current")
         return report
+
+    def new_keys(self) -> set[str]:
+        """The relative position tables and layer-scale gammas (not in pretraining encoders)."""
+        return {k for k in self.vit.state_dict() if k.endswith((".relative_position_bias_table", ".gamma"))}
 
     def layer_id(self, name: str) -> int:
         """Layer-decay depth of a parameter (name relative to the backbone): 0 embeddings, i+1 block i."""

@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
 
     params = params_from_args(args)
     metrics = run_transfer(params, args.task, args.experiment, args.encoder, args.work_dir, args.out,
-                           weights_out=args.weights_out, keep_state=args.keep_state)
+                           weights_out=args.weights_out, keep_state=args.keep_state, threads=args.threads)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()) if isinstance(v, float))
     print(f"wrote {args.out}: {shown}")
     return 0
@@ -41,4 +41,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
         p.add_argument("--weights-out", type=Path, default=None, help="fine-tuned model (safetensors, mm keys)")
         p.add_argument("--keep-state", action="store_true", help="keep state/last.pth after a successful run")
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
         p.set_defaults(func=_run, task=task)

@@ -106,8 +106,14 @@ def _ade20k(cfg, params: Mapping, recipe: Mapping, encoder: Encoder, world: int)
     num_classes = len(classes) if classes else 150
     model = cfg.model
     model.data_preprocessor.size = crop
+    # mmseg's MAE backbone: BEiT relative position bias and layer scale (an iRPE encoder keeps its own RPE)
     model.backbone.update(img_size=crop[0], **arch, out_indices=recipe["out_blocks"], drop_path=recipe["drop_path"],
-                          checkpoint=str(encoder.path))
+                          rel_pos_bias=recipe["rel_pos_bias"] and not encoder.rpe,
+                          layer_scale=recipe["layer_scale"], checkpoint=str(encoder.path))
+    if encoder.rpe:  # iRPE in every block, as pretrained; no adversary downstream
+        interp = (encoder.metadata.get("rpe_config") or {}).get("interp_variant", "faithful")
+        # no official code transfers RPE encoders: keep pretraining's scaled-q RPE term (docs/FIDELITY.md)
+        model.backbone.update(rpe=encoder.rpe, rpe_options=dict(interp_variant=interp, scale_rpe_query=True))
     dim = arch["embed_dim"]
     model.neck.embed_dim = dim
     model.decode_head.update(in_channels=[dim] * 4, channels=recipe["head_channels"], num_classes=num_classes)
@@ -156,6 +162,11 @@ def _coco(cfg, params: Mapping, recipe: Mapping, encoder: Encoder, world: int) -
     roi.bbox_head.update(in_channels=channels, conv_out_channels=channels, fc_out_channels=recipe["fc_channels"],
                          num_classes=num_classes)
     roi.mask_head.update(in_channels=channels, conv_out_channels=channels, num_classes=num_classes)
+    model.test_cfg.rcnn.score_thr = recipe["test_score_thr"]
+    model.train_cfg.rcnn.sampler.num = recipe["roi_samples"]
+    if recipe["rpn_proposals"]:  # fewer proposals than mmdet's 2000/1000 (the tiny images hold <= 5 objects)
+        for stage in (model.train_cfg.rpn_proposal, model.test_cfg.rpn):
+            stage.update(nms_pre=recipe["rpn_proposals"], max_per_img=recipe["rpn_proposals"])
     train = cfg.train_dataloader.dataset.pipeline
     _transform(train, "RandomResize").scale = size
     _transform(train, "RandomCrop").crop_size = size
@@ -190,7 +201,7 @@ def build_config(params: Mapping, task: str, encoder_path: str | Path, work_dir:
     import torch
 
     encoder = read_encoder(encoder_path)
-    check_transferable(encoder, task)
+    check_transferable(encoder, task, rpe_supported=task == "ade20k")
     scale = encoder.metadata.get("scale")
     if scale not in (None, params["scale"]):
         raise CheckpointError(f"{encoder.path}: pretrained at the {scale!r} scale, but this run is {params['scale']!r}")
@@ -216,12 +227,19 @@ def metrics_from(task: str, evaluated: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_transfer(params: Mapping, task: str, experiment: str, encoder_path: str | Path, work_dir: str | Path,
-                 out: str | Path, weights_out: str | Path | None = None, keep_state: bool = False) -> dict[str, Any]:
+                 out: str | Path, weights_out: str | Path | None = None, keep_state: bool = False,
+                 threads: int = 0) -> dict[str, Any]:
     """Fine-tune the encoder on ``task``, evaluate on the validation split, write the metrics JSON.
 
     Resumes from ``<work_dir>/state/last.pth`` when present (written by VitpeCheckpointHook, which
     loads with weights_only=True); the state is removed after a successful run unless ``keep_state``.
+    ``threads`` > 0 caps torch's CPU threads (the tiny jobs run side by side on few cores, where
+    oversubscribed OpenMP threads cost far more than they give).
     """
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
     from mmengine.dist import is_main_process
     from mmengine.runner import Runner
     from safetensors.torch import save_file
