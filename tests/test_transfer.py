@@ -61,7 +61,7 @@ def det_backbone(**kw):
 # --- conversion ------------------------------------------------------------------------------------
 
 def test_encoder_loads_into_the_segmentation_backbone_with_every_key_matched(encoder):
-    from vitpe.transfer.convert import resize_pos_embed
+    from vitpe.models.pos_embed import resize_pos_embed
 
     state = read_weights(encoder)
     backbone = seg_backbone()
@@ -128,7 +128,7 @@ def test_wrong_size_checkpoint_fails_naming_the_mismatched_keys(tmp_path, encode
 def test_pos_embed_resize_matches_mmseg_and_keeps_cls():
     from mmseg.models.backbones.vit import VisionTransformer as MMSegViT
 
-    from vitpe.transfer.convert import resize_pos_embed
+    from vitpe.models.pos_embed import resize_pos_embed
 
     table = torch.randn(1, 1 + 4 * 4, 8)
     ours = resize_pos_embed(table, (8, 8))

@@ -53,6 +53,14 @@ def test_micro_dag_end_to_end_then_nothing_to_do(workflow_copy):
     assert 0.0 <= mjp["shuffle"]["consistency_agreement"] <= 1.0 and "shuffled_top1_r0.90" in mjp["shuffle"]
     assert mjp["robustness"]["mce"] > 0 and "o_aupr" in mjp["robustness"] and mjp["pe_probe"]["status"] == "ok"
     assert "MJP" in table and f"{mjp['robustness']['mce']:.1f}" in table
+    for exp in ("mae", "adpe_abs_coordinate", "adpe_rel_coordinate"):  # the micro AdPE experiments
+        finetune = json.loads((workflow_copy / f"results/metrics/tiny/{exp}/finetune.json").read_text())
+        pretext = json.loads((workflow_copy / f"results/metrics/tiny/{exp}/pretext.json").read_text())
+        assert 0.0 <= finetune["top1"] <= 100.0 and pretext["val_loss"] > 0
+        assert (workflow_copy / f"results/checkpoints/tiny/pretrain/{exp}/encoder.safetensors").is_file()
+    assert "AdPE study" in table and f"{finetune['top1']:.1f}" in table
+    for name in ("pretrain_curves", "adpe_delta_norms", "adpe_accuracy"):
+        assert (workflow_copy / f"results/figures/tiny/{name}.pdf").stat().st_size > 1000, name
     for name in ("training_curves", "shuffle_accuracy", "pe_spectra", "pe_similarity", "mjp_illustration"):
         assert (workflow_copy / f"results/figures/tiny/{name}.pdf").stat().st_size > 1000, name
     again = run(["snakemake", "-n", "--cores", "2", "results/tables/main.tex"], workflow_copy)

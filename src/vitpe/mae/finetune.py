@@ -17,13 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from timm.layers import resample_abs_pos_embed, trunc_normal_
+from timm.layers import trunc_normal_
 from timm.optim import Lars
 from torch import nn
 
 from vitpe.config import SupervisedRun, encoder_run
 from vitpe.errors import CheckpointError
-from vitpe.models.pos_embed import sincos_2d_table
+from vitpe.models.pos_embed import resize_pos_embed, sincos_2d_table
 from vitpe.models.vit import VisionTransformer, load_timm_state_dict, to_timm_state_dict, unwrap
 from vitpe.train.checkpoint import read_metadata, read_weights
 
@@ -37,14 +37,9 @@ def add_probe_head(model: VisionTransformer) -> None:
 
 
 def _resized_pos_embed(table: torch.Tensor, grid: int, how: str) -> torch.Tensor:
-    old = int(round((table.shape[1] - 1) ** 0.5))
-    if old == grid:
-        return table
     if how == "sincos":  # possible because the pretraining PE is the fixed sin-cos table
         return sincos_2d_table(grid, table.shape[-1]).unsqueeze(0)
-    # MAE's interpolate_pos_embed: CLS row kept, patch rows bicubic (F.interpolate, no antialiasing)
-    return resample_abs_pos_embed(table, (grid, grid), (old, old), num_prefix_tokens=1,
-                                  interpolation="bicubic", antialias=False)
+    return resize_pos_embed(table, (grid, grid))  # MAE's interpolate_pos_embed
 
 
 def load_encoder(model: VisionTransformer, path: Path, pe_resize: str = "bicubic") -> int:

@@ -13,7 +13,10 @@ exactly timm's ``pos_embed``, which is how checkpoints stay loadable into a plai
 from __future__ import annotations
 
 import torch
+from timm.layers import resample_abs_pos_embed
 from torch import nn
+
+from vitpe.errors import CheckpointError
 
 PE_KINDS = ("learnable", "sincos", "none", "mjp")
 
@@ -83,6 +86,22 @@ def sincos_2d_table(grid_size: int, dim: int) -> torch.Tensor:
     """MAE's fixed 2D sin-cos table, [1 + grid_size**2, dim], CLS row zeros (float64 math, float32 out)."""
     table = sincos_2d(*grid_coords(grid_size, torch.float64), dim)
     return torch.cat([torch.zeros(1, dim, dtype=torch.float64), table]).to(torch.float32)
+
+
+def resize_pos_embed(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """[1, 1 + h·w, D] -> [1, 1 + grid[0]·grid[1], D]: bicubic on the patch rows, CLS row kept.
+
+    As MAE's ``interpolate_pos_embed`` and mmseg's ``resize_pos_embed`` (align_corners=False, no
+    antialiasing), through timm's ``resample_abs_pos_embed``; differentiable, so backbones may also
+    use it at forward time for other input sizes.
+    """
+    side = int(round((table.shape[1] - 1) ** 0.5))
+    if side * side != table.shape[1] - 1:
+        raise CheckpointError(f"pos_embed has {table.shape[1] - 1} patch rows, not a square grid")
+    if (side, side) == tuple(grid):
+        return table
+    return resample_abs_pos_embed(table, list(grid), [side, side], num_prefix_tokens=1,
+                                  interpolation="bicubic", antialias=False)
 
 
 class SinCosPosEmbed(PositionEmbedding):
@@ -156,5 +175,5 @@ def grid_size_of(img_size: int, patch_size: int) -> int:
 
 __all__ = [
     "PE_KINDS", "PositionEmbedding", "LearnablePosEmbed", "SinCosPosEmbed", "NoPosEmbed", "UnknownPosEmbed",
-    "sincos_2d", "grid_coords", "sincos_2d_table", "build_pos_embed", "grid_size_of",
+    "sincos_2d", "grid_coords", "sincos_2d_table", "resize_pos_embed", "build_pos_embed", "grid_size_of",
 ]

@@ -10,7 +10,7 @@ two helpers at the bottom convert, so saved weights load into a plain timm ViT w
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from timm.layers import LayerNorm, PatchEmbed, trunc_normal_
@@ -193,28 +193,31 @@ def to_timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {_to_timm_key(k): v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
 
 
-def _listing(items: list[str], limit: int = 6) -> str:
+def _listing(items: Iterable[str], limit: int = 6) -> str:
+    items = sorted(items)
     shown = ", ".join(items[:limit])
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def key_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], *,
+                 unused: Iterable[str] = (), new: Iterable[str] = (), target: str = "model") -> list[str]:
+    """What keeps ``state`` (checkpoint keys) from loading into ``expected`` (keys -> shapes).
+
+    ``unused``: checkpoint keys the target ignores by design; ``new``: target keys no checkpoint
+    provides by design. Every other missing, unexpected or misshapen key is named; [] means it fits.
+    """
+    missing = set(expected) - set(state) - set(new)
+    unexpected = set(state) - set(expected) - set(unused)
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {target} {tuple(expected[k])}"
+                  for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k])]
+    return [f"{what}: {_listing(keys)}" for what, keys in
+            (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if keys]
 
 
 def load_timm_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Load timm-named weights; raise CheckpointError naming every missing/unexpected/misshapen key."""
     model = unwrap(model)
-    expected = {_to_timm_key(k): v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k])}"
-        for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k])
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {_listing(mismatched)}")
+    problems = key_problems(state, {_to_timm_key(k): v.shape for k, v in model.state_dict().items()})
     if problems:
         raise CheckpointError(f"{source} does not fit this architecture; " + "; ".join(problems))
     model.load_state_dict({_from_timm_key(k): v for k, v in state.items()}, strict=True)

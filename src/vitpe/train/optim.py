@@ -8,6 +8,8 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 
+from vitpe.errors import ConfigError
+
 
 def scaled_lrs(recipe: Mapping) -> tuple[float, float, float]:
     """(lr, warmup_lr, min_lr) scaled linearly by global batch / lr_batch_divisor (official main.py)."""
@@ -47,6 +49,9 @@ def build_scheduler(
     warm-up included, so it is already slightly past its peak when warm-up ends. ``True`` (MAE's
     lr_sched.py): warm-up first, then a half-cycle cosine over the remaining steps.
     """
+    if warmup_prefix and total_steps <= warmup_steps:
+        raise ConfigError(f"the cosine after warm-up needs steps: {total_steps} steps in all, {warmup_steps} "
+                          "of warm-up (epochs must exceed warmup_epochs)")
     return CosineLRScheduler(
         optimizer,
         t_initial=total_steps - warmup_steps if warmup_prefix else total_steps,

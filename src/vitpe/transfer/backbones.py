@@ -33,8 +33,8 @@ from torch import nn
 
 from vitpe.errors import CheckpointError, ConfigError
 from vitpe.models.vit import VisionTransformer, load_timm_state_dict, to_timm_state_dict
-from vitpe.transfer.convert import (Encoder, LoadReport, check_transferable, match_state, read_encoder,
-                                    resize_pos_embed)
+from vitpe.models.pos_embed import resize_pos_embed
+from vitpe.transfer.convert import Encoder, LoadReport, check_transferable, match_state, read_encoder
 
 MAE_OUT_FRACTIONS = (1 / 3, 1 / 2, 2 / 3, 1.0)  # blocks 4/6/8/12 of 12 (MAE/BEiT segmentation)
 

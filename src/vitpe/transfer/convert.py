@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from vitpe.errors import CheckpointError
-from vitpe.models.vit import MODEL_KEYS
+from vitpe.models.vit import MODEL_KEYS, key_problems
 
 TASKS = {"ade20k": "ADE20K (UperNet)", "coco": "COCO (Mask R-CNN, ViTDet)"}
 
@@ -87,31 +86,6 @@ def check_transferable(encoder: Encoder, task: str, rpe_supported: bool = False)
                               "(expected sincos or learnable)")
 
 
-def resize_pos_embed(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """[1, 1 + h*w, D] -> [1, 1 + grid[0]*grid[1], D]: bicubic on the patch rows, CLS row kept.
-
-    As MAE's ``interpolate_pos_embed`` and mmseg's ``resize_pos_embed`` (align_corners=False);
-    differentiable, so backbones also use it at forward time for other input sizes.
-    """
-    cls, patches = table[:, :1], table[:, 1:]
-    side = int(round(patches.shape[1] ** 0.5))
-    if side * side != patches.shape[1]:
-        raise CheckpointError(f"pos_embed has {patches.shape[1]} patch rows, not a square grid")
-    if (side, side) == tuple(grid):
-        return table
-    dim = patches.shape[-1]
-    grid_map = patches.reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    resized = F.interpolate(grid_map.float(), size=tuple(grid), mode="bicubic", align_corners=False)
-    resized = resized.to(table.dtype).permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], dim)
-    return torch.cat([cls, resized], dim=1)
-
-
-def _listing(items: Iterable[str], limit: int = 8) -> str:
-    items = sorted(items)
-    shown = ", ".join(items[:limit])
-    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
 def match_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], *,
                 unused: Iterable[str] = (), new: Iterable[str] = (), source: str = "checkpoint") -> LoadReport:
     """Check ``state`` (checkpoint keys) against ``expected`` (backbone keys -> shapes).
@@ -120,18 +94,8 @@ def match_state(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[
     checkpoint provides by design. Any other missing/unexpected key or any shape difference raises
     CheckpointError naming them all.
     """
-    unused, new = set(unused), set(new)
-    missing = set(expected) - set(state) - new
-    unexpected = set(state) - set(expected) - unused
-    mismatched = [f"{k} {tuple(state[k].shape)} vs backbone {tuple(expected[k])}"
-                  for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != tuple(expected[k])]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {_listing(mismatched)}")
+    unused = set(unused)
+    problems = key_problems(state, expected, unused=unused, new=new, target="backbone")
     if problems:
         raise CheckpointError(f"{source} does not fit this backbone; " + "; ".join(problems))
     loaded = tuple(sorted(set(state) & set(expected)))

@@ -131,6 +131,9 @@ def _ade20k(cfg, params: Mapping, recipe: Mapping, encoder: Encoder, world: int)
             cfg[loader].dataset.metainfo = dict(classes=classes)
         if loader != "train_dataloader":
             _transform(cfg[loader].dataset.pipeline, "Resize").scale = tuple(recipe["resize_scale"])
+    if recipe["iters"] <= recipe["warmup_iters"]:
+        raise ConfigError(f"transfer.ade20k: iters ({recipe['iters']}) must exceed warmup_iters "
+                          f"({recipe['warmup_iters']}): the poly decay follows the warm-up")
     cfg.param_scheduler = [
         dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=recipe["warmup_iters"]),
         dict(type="PolyLR", eta_min=0.0, power=1.0, by_epoch=False, begin=recipe["warmup_iters"],
