@@ -136,6 +136,14 @@ def _latex_escape(text: str) -> str:
     return text
 
 
+# \fittable{<tabular>}: the tabular at its natural size, or scaled down to \linewidth if wider.
+FITTABLE = (
+    "\\newsavebox{\\fitbox}\n"
+    "\\newcommand{\\fittable}[1]{\\sbox{\\fitbox}{#1}\\ifdim\\wd\\fitbox>\\linewidth"
+    "\\resizebox{\\linewidth}{!}{\\usebox{\\fitbox}}\\else\\usebox{\\fitbox}\\fi}\n"
+)
+
+
 def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str], scale: str) -> str:
     body = frame.copy()
     body["Model"] = body["Model"].map(_latex_escape)
@@ -149,6 +157,9 @@ def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str]
         + ". Paper values: " + ("; ".join(_latex_escape(s) for s in sources) if sources else "none sourced") + "."
     )
     latex = latex.replace("\\centering\n", "\\centering\n\\small\n", 1)
+    # wide tables (many models or columns) shrink to the text width instead of running off the page
+    latex = latex.replace("\\begin{tabular}", "\\fittable{\\begin{tabular}", 1).replace(
+        "\\end{tabular}", "\\end{tabular}}", 1)
     return latex.replace("\\end{table}", "{\\footnotesize " + note + "\\par}\n\\end{table}")
 
 
@@ -309,6 +320,7 @@ def build_main_tex(params: dict, metrics_root: Path, paper_path: Path) -> str:
     tables.extend(transfer_tables(params, metrics_dir, scale, paper))
     tables.extend(privacy_tables(params, metrics_dir, scale, paper))
     return (
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage[margin=2cm]{geometry}\n"
-        "\\begin{document}\n" + "\n".join(tables) + "\\end{document}\n"
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+        "\\usepackage[margin=2cm]{geometry}\n" + FITTABLE
+        + "\\begin{document}\n" + "\n".join(tables) + "\\end{document}\n"
     )

@@ -249,7 +249,8 @@ def run_training(
                     batches = iter(data.loader(pos.epoch, pos.batch))
                 micro = [next(batches) for _ in range(settings.accum_steps)]
                 scheduler.step_update(pos.step)
-                lr = max(group["lr"] for group in optimizer.param_groups)
+                # the weights' lr (AdPE's ascending δ group has its own, scaled one)
+                lr = max(group["lr"] for group in optimizer.param_groups if not group.get("adversarial"))
                 try:
                     loss, grad_norm = runner(micro, pos.epoch)
                 except NonFiniteLoss as exc:
