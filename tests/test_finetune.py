@@ -6,17 +6,18 @@ import json
 
 import pytest
 import torch
+from conftest import MICRO_MODEL, NUM_CLASSES, ROOT, log_records, make_image_folder
 from safetensors.torch import load_file
 
-from conftest import MICRO_MODEL, NUM_CLASSES, ROOT, log_records, make_image_folder
 from vitpe.config import encoder_run, load_params, pretrain_run
 from vitpe.errors import CheckpointError
 from vitpe.evaluate.classification import evaluate_classification
 from vitpe.evaluate.pretext import evaluate_pretext
-from vitpe.mae.finetune import load_encoder, load_finetuned
+from vitpe.mae.finetune import load_encoder
 from vitpe.mae.pretrain import ENCODER_NAME, train_pretrain
+from vitpe.models.irpe import RPEConfig
 from vitpe.models.vit import build_vit
-from vitpe.train.checkpoint import read_metadata, save_tensors
+from vitpe.train.checkpoint import load_weights, read_metadata, save_tensors
 from vitpe.train.optim import build_optimizer
 from vitpe.train.supervised import build_model, train_supervised
 
@@ -115,13 +116,10 @@ def test_finetune_and_linprobe_from_the_encoder_then_evaluate(params, data_root,
             # frozen encoder: the probe's weights equal the pretrained encoder's (PE resized)
             pretrained_state = load_file(str(encoder))
             assert torch.equal(state["blocks.0.attn.qkv.weight"], pretrained_state["blocks.0.attn.qkv.weight"])
-    if exp == "adpe_abs_coordinate":  # load_finetuned (the attacks' entry point) rebuilds the same model
-        run = micro_encoder_run(params, exp, "finetune", data_root, encoder)
-        model = build_model(run)
-        from vitpe.train.checkpoint import load_weights
-
-        load_weights(model, tmp_path / "finetune/model.safetensors")
-        assert model.global_pool and model.fc_norm is not None
+    # the run rebuilds the fine-tuned classifier (as load_finetuned does for the attacks)
+    model = build_model(micro_encoder_run(params, exp, "finetune", data_root, encoder))
+    load_weights(model, tmp_path / "finetune/model.safetensors")
+    assert model.global_pool and model.fc_norm is not None and (model.rpe is not None) == ("rel" in exp)
 
 
 def test_load_encoder_resizes_the_pe_matches_every_key_and_names_mismatches(tmp_path):
@@ -140,7 +138,7 @@ def test_load_encoder_resizes_the_pe_matches_every_key_and_names_mismatches(tmp_
     with pytest.raises(CheckpointError, match=r"shape mismatches: .*blocks\.0"):
         load_encoder(wrong, tmp_path / "enc.safetensors")
     rpe_target = build_vit(MICRO_MODEL, NUM_CLASSES, "learnable", 0.0, global_pool=True,
-                           rpe=__import__("vitpe.models.irpe", fromlist=["RPEConfig"]).RPEConfig())
+                           rpe=RPEConfig())
     with pytest.raises(CheckpointError, match="pretrained with rpe None"):
         load_encoder(rpe_target, tmp_path / "enc.safetensors")
 

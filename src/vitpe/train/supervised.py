@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 import torch
-from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 from vitpe.config import SupervisedRun
@@ -15,7 +14,7 @@ from vitpe.mae.finetune import add_probe_head, build_lars, prepare_from_pretrain
 from vitpe.models.irpe import RPEConfig
 from vitpe.models.vit import VisionTransformer, build_vit
 from vitpe.train.checkpoint import seed_everything
-from vitpe.train.data import TrainData, build_criterion, build_mixup, build_train_data
+from vitpe.train.data import build_criterion, build_mixup, build_train_data
 from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
 from vitpe.train.engine import LoopSettings, TrainingSetup
 from vitpe.train.optim import build_optimizer, build_scheduler, scaled_lrs
