@@ -116,7 +116,7 @@ def test_finetune_and_linprobe_from_the_encoder_then_evaluate(params, data_root,
             # frozen encoder: the probe's weights equal the pretrained encoder's (PE resized)
             pretrained_state = load_file(str(encoder))
             assert torch.equal(state["blocks.0.attn.qkv.weight"], pretrained_state["blocks.0.attn.qkv.weight"])
-    # the run rebuilds the fine-tuned classifier (as load_finetuned does for the attacks)
+    # the run rebuilds the fine-tuned classifier (as `vitpe attack run --kind finetuned` does)
     model = build_model(micro_encoder_run(params, exp, "finetune", data_root, encoder))
     load_weights(model, tmp_path / "finetune/model.safetensors")
     assert model.global_pool and model.fc_norm is not None and (model.rpe is not None) == ("rel" in exp)

@@ -36,19 +36,15 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
         else:
             msg = f"{_key_path(err)}: {err.message}"
         raise ConfigError(f"{source}: {msg}")
-    for group in ("supervised", "pretrain"):
+    # experiments.<group> -> the section defining its names (transfer fine-tunes pretraining encoders)
+    for group, section in (("supervised", "supervised"), ("pretrain", "pretrain"), ("transfer", "pretrain")):
         for name in params["experiments"].get(group, []):
-            if name not in params.get(group, {}):
-                known = ", ".join(sorted(params.get(group, {}))) or "none"
+            if name not in params.get(section, {}):
+                known = ", ".join(sorted(params.get(section, {}))) or "none"
                 raise ConfigError(
                     f"{source}: experiments.{group} names unknown experiment {name!r} "
-                    f"(defined under {group}: {known})"
+                    f"(defined under {section}: {known})"
                 )
-    for name in params["experiments"].get("transfer", []):  # transfer fine-tunes pretraining encoders
-        if name not in params.get("pretrain", {}):
-            known = ", ".join(sorted(params.get("pretrain", {}))) or "none"
-            raise ConfigError(f"{source}: experiments.transfer names unknown experiment {name!r} "
-                              f"(defined under pretrain: {known})")
     return params
 
 
@@ -212,6 +208,9 @@ def supervised_run(params: dict, name: str) -> SupervisedRun:
 # embedding δ shared by all buckets (a no-op), the official interpolation, unscaled-q RPE at fine-tuning.
 ADVERSARY_DEFAULTS = {"norm": "l2", "eps": 1.0, "per_bucket": False}
 RPE_DEFAULTS = {"interp_variant": "faithful", "finetune_scale_rpe_query": False}
+# params / weights-metadata name of an RPE -> its lookup (vitpe.models.irpe.RPEConfig.lookup)
+RPE_LOOKUPS = {"irpe": "discrete", "irpe_interp": "interp"}
+RPE_KINDS = {lookup: kind for kind, lookup in RPE_LOOKUPS.items()}
 
 
 @dataclass(frozen=True)
@@ -246,8 +245,7 @@ def _rpe_settings(name: str, exp: dict) -> tuple[dict | None, dict]:
         if "rpe_options" in exp:
             raise ConfigError(f"params.yaml: pretrain.{name}.rpe_options given without rpe")
         return None, options
-    lookup = {"irpe": "discrete", "irpe_interp": "interp"}[kind]
-    return {"lookup": lookup, "adversary": None, "interp_variant": options["interp_variant"],
+    return {"lookup": RPE_LOOKUPS[kind], "adversary": None, "interp_variant": options["interp_variant"],
             "scale_rpe_query": True}, options
 
 

@@ -111,6 +111,8 @@ def trained_with(exp, stage="supervised"):
                     "recipe": scale["supervised"]}
     elif stage == "pretrain":
         settings = {"experiment": config["pretrain"][exp], "pretrain": scale["pretrain"]}
+    elif stage.startswith("transfer_"):  # transfer_<task>: the encoder itself is a rule input
+        settings = {"recipe": scale.get("transfer", {}).get(stage[len("transfer_"):])}
     else:  # finetune / linprobe of a pretraining experiment
         settings = {"experiment": config["pretrain"][exp], "model": scale["pretrain"]["model"],
                     "recipe": scale[stage]}

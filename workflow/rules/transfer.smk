@@ -6,27 +6,8 @@ TRANSFER_TASKS = ["ade20k", "coco"]
 TABLE_INPUTS.extend(expand(f"results/metrics/{SCALE}/{{exp}}/{{task}}.json", exp=TRANSFER, task=TRANSFER_TASKS))
 
 
-def _write_transfer_configs():
-    """results/configs/<scale>/transfer_<task>/<exp>.json: the recipe a transfer run depends on.
-
-    Written at parse time and only when the content changes (as common.smk's run configs), so a recipe
-    or seed change reruns the transfer while a DVC checkout (new mtimes) does not; a new encoder reruns
-    it through the encoder input.
-    """
-    scale = config["scales"][SCALE]
-    for task in TRANSFER_TASKS:
-        for exp in TRANSFER:
-            path = run_config(exp, f"transfer_{task}")
-            settings = {"recipe": scale.get("transfer", {}).get(task), "seed": config["seed"], "data": scale["data"]}
-            text = json.dumps(settings, sort_keys=True, indent=1) + "\n"
-            if not os.path.exists(path) or open(path).read() != text:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path + ".tmp", "w") as f:
-                    f.write(text)
-                os.replace(path + ".tmp", path)
-
-
-_write_transfer_configs()
+# the recipe a transfer run depends on (a new encoder reruns it through the encoder input)
+RUN_CONFIGS.extend((f"transfer_{task}", exp) for task in TRANSFER_TASKS for exp in TRANSFER)
 
 
 rule transfer_ade20k:

@@ -63,20 +63,13 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    dal_weight = 0.0
-    if args.kind == "finetuned":
-        from vitpe.config import encoder_run
-        from vitpe.mae.finetune import load_finetuned
+    from vitpe.config import stage_run
+    from vitpe.evaluate.common import load_trained
 
-        run = encoder_run(params, args.experiment, "finetune")
-        model, device = load_finetuned(params, args.experiment, args.weights, args.device)
-    else:
-        from vitpe.config import supervised_run
-        from vitpe.evaluate.common import load_trained
-
-        run = supervised_run(params, args.experiment)
-        model, device = load_trained(run, args.weights, args.device)
-        dal_weight = run.dal["weight"] if run.dal else 0.0
+    # fine-tuned MAE/MAE+/AdPE classifiers and supervised models load the same way (no DAL head there)
+    run = stage_run(params, "finetune" if args.kind == "finetuned" else "supervised", args.experiment)
+    model, device = load_trained(run, args.weights, args.device)
+    dal_weight = run.dal["weight"] if run.dal else 0.0
     summary = run_attacks(model, run, args.kind, settings, device, args.out, args.table, args.recon, dal_weight)
     print(f"{args.experiment}: {summary['num_images']} images, {summary['seconds']:.1f} s; wrote {args.out}")
     return 0

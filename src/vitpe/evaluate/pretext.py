@@ -6,7 +6,6 @@ image drawn from a fixed seed, so MAE+, AdPE and their ablations are compared on
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +15,19 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from vitpe.config import PretrainRun
-from vitpe.errors import DataError
 from vitpe.io import write_json
 from vitpe.mae.pretrain import build_autoencoder
 from vitpe.train.checkpoint import load_weights
 from vitpe.train.data import image_folder
 from vitpe.train.distributed import resolve_device
+from vitpe.train.progress import read_log
 
 MASK_SEED = 20230314  # fixed: every model sees the same validation masks
 
 
 def _log_summary(log: Path) -> dict[str, float]:
     """First-step loss, mean loss over the last epoch, steps, and the final ‖δ‖ (AdPE)."""
-    try:
-        records = [json.loads(line) for line in Path(log).read_text().splitlines() if line.strip()]
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{log}: not a readable training log ({exc.__class__.__name__})") from None
-    if not records:
-        raise DataError(f"{log}: the training log is empty")
+    records = read_log(log)
     window = [r for r in records if r["epoch"] == records[-1]["epoch"]]
     out = {"train_loss_first": records[0]["loss"], "train_loss_last_epoch": sum(r["loss"] for r in window) / len(window),
            "steps": records[-1]["step"]}

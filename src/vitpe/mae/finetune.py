@@ -21,14 +21,13 @@ from timm.layers import trunc_normal_
 from timm.optim import Lars
 from torch import nn
 
-from vitpe.config import SupervisedRun, encoder_run
+from vitpe.config import RPE_KINDS, SupervisedRun
 from vitpe.errors import CheckpointError
 from vitpe.models.pos_embed import resize_pos_embed, sincos_2d_table
 from vitpe.models.vit import VisionTransformer, load_timm_state_dict, to_timm_state_dict, unwrap
 from vitpe.train.checkpoint import read_metadata, read_weights
 
 PE_RESIZE = ("bicubic", "sincos")
-RPE_KIND = {"discrete": "irpe", "interp": "irpe_interp"}  # RPEConfig.lookup -> params/metadata name
 
 
 def add_probe_head(model: VisionTransformer) -> None:
@@ -52,7 +51,7 @@ def load_encoder(model: VisionTransformer, path: Path, pe_resize: str = "bicubic
         raise CheckpointError(f"unknown pe_resize {pe_resize!r} (known: {', '.join(PE_RESIZE)})")
     state = read_weights(path)
     meta = read_metadata(path)
-    want_rpe = RPE_KIND[model.rpe.lookup] if model.rpe is not None else None
+    want_rpe = RPE_KINDS[model.rpe.lookup] if model.rpe is not None else None
     if "rpe" in meta and meta["rpe"] != want_rpe:
         raise CheckpointError(f"{path}: pretrained with rpe {meta['rpe']!r}, but this model uses {want_rpe!r} "
                               "(fine-tune with the iRPE variant that matches pretraining, ADPE.md §7.4)")
@@ -83,11 +82,3 @@ def build_lars(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
     groups = [{"params": [p for p in params if p.ndim > 1], "always_adapt": True},
               {"params": [p for p in params if p.ndim <= 1], "always_adapt": False, "weight_decay": 0.0}]
     return Lars([g for g in groups if g["params"]], lr=lr, momentum=0.9, weight_decay=weight_decay)
-
-
-def load_finetuned(params: dict, exp: str, weights: Path, device: str | None = None
-                   ) -> tuple[nn.Module, torch.device]:
-    """A fine-tuned classifier of pretraining experiment ``exp`` (model(images) -> logits), eval mode."""
-    from vitpe.evaluate.common import load_trained
-
-    return load_trained(encoder_run(params, exp, "finetune"), weights, device)

@@ -15,7 +15,7 @@ weights save with timm key names (``encoder_state_dict``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from timm.layers import LayerNorm
@@ -171,10 +171,3 @@ class MaskedAutoencoder(nn.Module):
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder alone with timm key names, without AdPE's δs (not part of the encoder)."""
         return {k: v for k, v in to_timm_state_dict(self.encoder).items() if not k.endswith(ADV_NAME)}
-
-
-def finetune_rpe(rpe: RPEConfig | None, scale_rpe_query: bool) -> RPEConfig | None:
-    """The fine-tune RPE matching a pretraining RPE: same lookup, no adversary (§7.4), D2's q scaling."""
-    if rpe is None:
-        return None
-    return replace(rpe, adversary=None, scale_rpe_query=scale_rpe_query)

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from torchvision import transforms as T
 
-from vitpe.config import PretrainRun
+from vitpe.config import RPE_KINDS, PretrainRun
 from vitpe.errors import DataError
 from vitpe.mae.adpe import adversarial_group, adversarial_parameters, attach_ascent, delta_norms
 from vitpe.mae.model import DecoderConfig, MaskedAutoencoder
@@ -83,7 +83,7 @@ def build_pretrain_optimizer(model: nn.Module, run: PretrainRun, lr: float) -> t
 
 
 def encoder_metadata(run: PretrainRun) -> dict:
-    rpe_kind = None if run.rpe is None else {"discrete": "irpe", "interp": "irpe_interp"}[run.rpe["lookup"]]
+    rpe_kind = None if run.rpe is None else RPE_KINDS[run.rpe["lookup"]]
     return {"experiment": run.name, "scale": run.scale, "method": run.method, "model": dict(run.model),
             "pos_embed": "sincos", "rpe": rpe_kind, "rpe_config": run.rpe, "adversary": run.adversary}
 

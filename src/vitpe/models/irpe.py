@@ -34,6 +34,8 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from vitpe.config import RPE_LOOKUPS
+
 RATIO = 1.9
 ALPHA, BETA, GAMMA = 1.0 * RATIO, 2.0 * RATIO, 8.0 * RATIO
 BETA_INT = int(BETA)  # 3: the largest bucket offset
@@ -214,7 +216,6 @@ def rpe_config(kind: str | None, **options: object) -> RPEConfig | None:
         if options:
             raise ValueError(f"RPE options {sorted(options)} given without an RPE")
         return None
-    lookups = {"irpe": "discrete", "irpe_interp": "interp"}
-    if kind not in lookups:
-        raise ValueError(f"unknown rpe {kind!r} (known: null, irpe, irpe_interp)")
-    return RPEConfig(lookup=lookups[kind], **options)  # type: ignore[arg-type]
+    if kind not in RPE_LOOKUPS:
+        raise ValueError(f"unknown rpe {kind!r} (known: null, {', '.join(RPE_LOOKUPS)})")
+    return RPEConfig(lookup=RPE_LOOKUPS[kind], **options)  # type: ignore[arg-type]

@@ -20,8 +20,8 @@ from torch import nn
 from vitpe.errors import CheckpointError
 from vitpe.mjp.dal import DenseLocalization
 from vitpe.mjp.jigsaw import Jigsaw, permute_pixels_in_patches, permute_tokens
-from vitpe.models.irpe import RPEBlock, RPEConfig, RPEContext
 from vitpe.models.april_block import apply_first_block
+from vitpe.models.irpe import RPEBlock, RPEConfig, RPEContext
 from vitpe.models.pos_embed import PositionEmbedding, build_pos_embed, grid_size_of
 
 MODEL_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
@@ -98,14 +98,13 @@ class VisionTransformer(nn.Module):
         return {"stem": r"^cls_token|^pe\.|^patch_embed",
                 "blocks": [(r"^blocks\.(\d+)", None), (r"^norm|^fc_norm|^head", (10**6,))]}
 
-    def run_blocks(self, x: torch.Tensor, query_mask: torch.Tensor | None = None,
-                   grid: tuple[int, int] | None = None) -> torch.Tensor:
+    def run_blocks(self, x: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The transformer blocks over [B, 1 + N, D]; ``query_mask`` reaches RPE adversaries only."""
         if self.rpe is None:
             for block in self.blocks:
                 x = block(x)
             return x
-        ctx = RPEContext(grid or (self.grid_size, self.grid_size), has_cls=True, query_mask=query_mask)
+        ctx = RPEContext((self.grid_size, self.grid_size), has_cls=True, query_mask=query_mask)
         for block in self.blocks:
             x = block(x, ctx)
         return x

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vitpe.errors import DataError  # noqa: E402
-from vitpe.report.figures import read_log  # noqa: E402
+from vitpe.train.progress import read_log  # noqa: E402
 from vitpe.report.mjp_figures import save_figure  # noqa: E402
 
 

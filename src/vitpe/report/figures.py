@@ -1,7 +1,6 @@
 """Training-curve figures from the engine's per-step JSON-lines logs (PDF and PNG)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -11,20 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from vitpe.errors import DataError  # noqa: E402
 from vitpe.io import write_text  # noqa: E402
-
-
-def read_log(path: Path) -> list[dict]:
-    records = []
-    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise DataError(f"{path}:{lineno}: not a JSON line")
-    if not records:
-        raise DataError(f"{path}: training log is empty")
-    return records
+from vitpe.train.progress import read_log  # noqa: E402
 
 
 def training_curves(logs: list[Path], outputs: list[Path]) -> None:

@@ -17,7 +17,8 @@ from vitpe.errors import DataError
 DISPLAY = {"deit_s": "DeiT-S", "naive_shuffle": "Naive shuffle", "pixel_shuffle": "Pixel shuffle", "mjp": "MJP",
            "mae": "MAE", "mae_plus_abs": "MAE+ (APE)", "adpe_abs_embedding": "AdPE APE, embedding",
            "adpe_abs_coordinate": "AdPE APE, coordinate", "mae_plus_rel": "MAE+ (RPE)",
-           "adpe_rel_embedding": "AdPE RPE, embedding", "adpe_rel_coordinate": "AdPE RPE, coordinate"}
+           "adpe_rel_embedding": "AdPE RPE, embedding", "adpe_rel_coordinate": "AdPE RPE, coordinate",
+           "deit_s_april": "DeiT-S, APRIL block", "mjp_april": "MJP, APRIL block"}
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,6 @@ def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) ->
 
 # --- privacy (issue 7): gradient-inversion attacks, per model and paired --------------------------
 
-DISPLAY.update({"deit_s_april": "DeiT-S, APRIL block", "mjp_april": "MJP, APRIL block"})
 ATTACK_SHORT = {"inverting_gradients": "IG", "gradvit": "GradViT", "april": "APRIL", "april_adaptive": "APRIL adapt."}
 
 

@@ -13,7 +13,24 @@ from typing import Any
 
 from tqdm import tqdm
 
+from vitpe.errors import DataError
 from vitpe.io import write_text
+
+
+def read_log(path: Path) -> list[dict]:
+    """The records of a finished ``log.jsonl``; DataError if it is missing, empty or not JSON lines."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: training log not found")
+    records = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise DataError(f"{path}:{lineno}: not a JSON line")
+    if not records:
+        raise DataError(f"{path}: training log is empty")
+    return records
 
 
 def truncate_log(path: Path, last_step: int) -> None:
