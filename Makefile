@@ -20,6 +20,8 @@ test-fast: setup  ## everything but the end-to-end workflow tests
 bench: setup  ## performance figures (not tests)
 	python benchmarks/bench_data.py
 	python benchmarks/bench_train.py
+	python benchmarks/bench_adpe.py
+	python benchmarks/bench_attacks.py
 
 report: setup  ## HTML report with the figures
 	snakemake --report results/report.html results/tables/main.tex
