@@ -27,4 +27,4 @@ report: setup  ## HTML report with the figures
 	snakemake --report results/report.html results/tables/main.tex
 
 clean:  ## remove everything the DAG wrote (keeps the committed metrics baseline)
-	rm -rf data/embedded results/checkpoints results/figures results/logs results/checks .snakemake
+	rm -rf data/embedded data/mini results/checkpoints results/figures results/logs results/checks .snakemake

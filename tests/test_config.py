@@ -73,3 +73,53 @@ def test_snakemake_refuses_bad_params_before_any_job(workflow_copy):
     out = proc.stdout + proc.stderr
     assert "supervised.deit_s.pos_embed: 'rope' is not one of" in out and "Traceback" not in out
     assert not (workflow_copy / "results").exists()
+
+
+# --- the smoke scale: the paper scale with counts cut ------------------------------------------------
+
+# Leaf keys the smoke scale may change: step counts, batch sizes, sample counts, and the two named
+# exceptions (data-loader workers on 2 cores; COCO's test score threshold after 2 iterations).
+SMOKE_MAY_CUT = {"data", "images", "inverting_gradients", "gradvit", "epochs", "warmup_epochs", "steps_per_epoch",
+                 "batch_size", "eval_batch_size", "checkpoint_every", "iters", "warmup_iters", "milestones",
+                 "val_interval", "log_every", "chunk", "num_workers", "test_score_thr"}
+
+
+def _leaf_differences(a: object, b: object, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for key in sorted(set(a) | set(b))
+                for d in _leaf_differences(a.get(key), b.get(key), f"{path}.{key}" if path else key)]
+    return [] if a == b else [path]
+
+
+def test_smoke_scale_is_the_paper_scale_with_counts_cut():
+    params = load_params(ROOT / "params.yaml")
+    smoke, paper = params["scales"]["smoke"], params["scales"]["paper"]
+    changed = _leaf_differences(smoke, paper)
+    assert changed, "the smoke scale must cut something"
+    assert {path.split(".")[-1] for path in changed} <= SMOKE_MAY_CUT, changed
+    # the written form is one line per difference: every override is a leaf or a dict of leaves
+    written = PARAMS["scales"]["smoke"]
+    assert written["inherit"] == "paper" and "model" not in written
+    # the models, inputs and protocols the smoke DAG must exercise
+    assert smoke["model"]["img_size"] == 224 and smoke["pretrain"]["model"]["embed_dim"] == 768
+    assert smoke["pretrain"]["mae_plus"] == {"num_crops": 4, "crop_size": 112, "crop_scale": [0.08, 1.0]}
+    assert smoke["transfer"]["ade20k"]["crop_size"] == 512 and smoke["transfer"]["coco"]["image_size"] == 1024
+    assert smoke["supervised"]["randaugment"] == paper["supervised"]["randaugment"] != ""
+    run_cfg = supervised_run(apply_overrides(params, ["scale=smoke"]), "deit_s")
+    assert run_cfg.recipe["steps_per_epoch"] == smoke["supervised"]["steps_per_epoch"] >= 1
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"supervised.epoch": 1}, "scales.smoke: override 'supervised.epoch': scales.paper has no key 'supervised.epoch'"),
+        ({"nothing.epochs": 1}, "scales.paper has no key 'nothing'"),
+        ({"inherit": "huge"}, "scales.smoke.inherit: 'huge' is not a scale written in full"),
+        ({"supervised.epochs": 0}, "scales.smoke.supervised.epochs: 0 is less than the minimum of 1"),
+    ],
+)
+def test_inherited_scale_errors_name_the_key(override, expected):
+    params = copy.deepcopy(PARAMS)
+    params["scales"]["smoke"].update(override)
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        validate_params(params)

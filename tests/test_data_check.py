@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
+from conftest import ROOT
 from test_data_support import embedded  # noqa: F401  (session fixture)
 from vitpe.cli import main
 from vitpe.data.check import check_all, check_dataset
@@ -168,3 +170,37 @@ def test_embedded_set_without_manifest_is_incomplete(embedded, tmp_path):
 def test_kind_without_path_is_a_usage_error(capsys):
     msg = fails(capsys, "--kind", "coco")
     assert "--kind needs --path" in msg
+
+
+def _real_layout_subsets(root: Path) -> Path:
+    """A paper-scale params file whose data.real ImageNet has 5 training wnids; A and O hold 3 and 2."""
+    wnids = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475"]
+    for folder, classes, ext in (("imagenet/train", wnids, "JPEG"), ("imagenet-a", wnids[:3], "jpg"),
+                                 ("imagenet-o", wnids[1:3], "jpg")):
+        for wnid in classes:
+            (root / folder / wnid).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (40, 90, 160)).save(root / folder / wnid / f"{wnid}_1.{ext}")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["scale"] = "paper"
+    params["data"]["real"].update(imagenet=str(root / "imagenet"), imagenet_a=str(root / "imagenet-a"),
+                                  imagenet_o=str(root / "imagenet-o"))
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_real_imagenet_a_and_o_class_counts_come_from_the_data(tmp_path, capsys):
+    params_file = _real_layout_subsets(tmp_path)
+    rc, _, err = cli(capsys, "--params", params_file, "--dataset", "imagenet_a", "imagenet_o",
+                     "--out", tmp_path / "report.json")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["data"] == "real"
+    assert report["datasets"]["imagenet_a"]["classes"] == 3
+    assert report["datasets"]["imagenet_a"]["class_index_mask"] == [0, 1, 2]
+    assert report["datasets"]["imagenet_o"]["class_index_mask"] == [1, 2]
+
+    (tmp_path / "imagenet-o" / "n99999999").mkdir()  # not one of the training classes
+    Image.new("RGB", (8, 8)).save(tmp_path / "imagenet-o" / "n99999999" / "x.jpg")
+    msg = fails(capsys, "--params", params_file, "--dataset", "imagenet_a", "imagenet_o")
+    assert str(tmp_path / "imagenet-o" / "n99999999") in msg and "not a training class" in msg

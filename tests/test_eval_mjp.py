@@ -234,6 +234,7 @@ def test_robustness_masks_logits_and_uses_ood_as_positive(data_root, tmp_path):
     assert m["err_fog_2"] == pytest.approx(200 / 3) and m["c_num_images"] == 19 * 5 * 3
     assert m["mce"] == pytest.approx(np.mean([(200 / 3) / a for a in ALEXNET]))
     assert m["mce_unnorm_15"] == pytest.approx(200 / 3) and m["mce_unnorm_19"] == pytest.approx(200 / 3)
+    assert m["c_missing_extra_corruptions"] == ""  # all 19 present
     # ImageNet-A: prediction restricted to the mask -> always c05, 2 of 6 images
     assert m["a_top1"] == pytest.approx(100 / 3) and (m["a_num_images"], m["a_num_classes"]) == (6, 3)
     # ImageNet-O: constant scores -> AUROC 50, AUPR = share of OOD images (positive class), FPR95 100
@@ -271,8 +272,10 @@ def test_official_200_class_lists_and_the_paper_scale_mask_check(tmp_path):
     for i in IMAGENET_O_INDICES:
         (tmp_path / "o" / wnids[i]).mkdir(parents=True)
     assert subset_mask(wnids, tmp_path / "o", "imagenet_o") == list(IMAGENET_O_INDICES)
-    shutil.rmtree(tmp_path / "o" / wnids[IMAGENET_O_INDICES[7]])
-    with pytest.raises(DataError, match="do not give the official imagenet_o 200-class list"):
+    shutil.rmtree(tmp_path / "o" / wnids[IMAGENET_O_INDICES[7]])  # a class subset evaluates over its classes
+    assert subset_mask(wnids, tmp_path / "o", "imagenet_o") == [i for i in IMAGENET_O_INDICES if i != IMAGENET_O_INDICES[7]]
+    (tmp_path / "o" / wnids[0]).mkdir()  # not an ImageNet-O class: a renamed or swapped set
+    with pytest.raises(DataError, match="not a class of the official imagenet_o list"):
         subset_mask(wnids, tmp_path / "o", "imagenet_o")
 
 

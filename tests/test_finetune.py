@@ -77,7 +77,9 @@ def test_pretraining_writes_encoder_log_with_delta_and_resumes_bitwise(params, d
     assert not (folder / "state").exists()
     run = micro_pretrain(params, "adpe_abs_coordinate", data_root)
     train_pretrain(run, tmp_path, device="cpu", max_steps=4)
-    assert not (tmp_path / "model.safetensors").exists() and (tmp_path / "state/state.pt").exists()
+    truncated = {"steps": 4, "total_steps": 10}  # published marked as truncated; the state stays to continue
+    assert read_metadata(tmp_path / ENCODER_NAME)["truncated"] == truncated == read_metadata(
+        tmp_path / "model.safetensors")["truncated"] and (tmp_path / "state/state.pt").exists()
     train_pretrain(run, tmp_path, device="cpu")
     assert log_records(tmp_path) == records
     assert (tmp_path / ENCODER_NAME).read_bytes() == (folder / ENCODER_NAME).read_bytes()

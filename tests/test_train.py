@@ -12,6 +12,7 @@ from conftest import MICRO_MODEL, NUM_CLASSES, log_records, make_image_folder, m
 from vitpe.errors import CheckpointError, ConfigError
 from vitpe.evaluate.classification import evaluate_classification
 from vitpe.models import build_vit
+from vitpe.train.checkpoint import read_metadata
 from vitpe.train.optim import build_optimizer, build_scheduler, scaled_lrs, weight_decay_of
 from vitpe.train.supervised import train_supervised
 
@@ -71,7 +72,8 @@ def test_stopped_and_resumed_run_is_bitwise_identical(data_root, reference, tmp_
     run = micro_run(data_root)
     for stop in stops:
         assert train_supervised(run, tmp_path, device="cpu", max_steps=stop) == tmp_path / "state" / "state.pt"
-        assert not (tmp_path / "model.safetensors").exists()
+        # published for downstream stages, marked as truncated; the state stays to continue
+        assert read_metadata(tmp_path / "model.safetensors")["truncated"] == {"steps": stop, "total_steps": 15}
         assert torch.load(tmp_path / "state" / "state.pt", weights_only=True)["step"] == stop
     assert train_supervised(run, tmp_path, device="cpu") == tmp_path / "model.safetensors"
     assert (tmp_path / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
@@ -103,7 +105,7 @@ def test_training_state_is_weights_only_and_complete(data_root, tmp_path):
     assert len(state["optimizer"]["state"]) == len(list(build_vit(MICRO_MODEL, 10, "learnable", 0.0).parameters()))
     lines = (tmp_path / "state" / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
-    assert not (tmp_path / "log.jsonl").exists()  # published only with the final weights
+    assert (tmp_path / "log.jsonl").read_text() == "".join(line + "\n" for line in lines)  # published too
     assert set(json.loads(lines[0])) == {"step", "epoch", "loss", "lr", "grad_norm", "imgs_per_s"}
 
 

@@ -24,10 +24,23 @@ def _key_path(err: jsonschema.ValidationError) -> str:
 
 
 def validate_params(params: dict, source: str = "params.yaml") -> dict:
-    """Validate ``params`` against the schema and cross-references; raise ConfigError naming the key."""
+    """Resolve inherited scales, validate against the schema and cross-references; return the result.
+
+    Raises ConfigError naming the key.
+    """
+    written = params.get("scales") if isinstance(params.get("scales"), dict) else {}
+    inherited = {name for name, scale in written.items() if isinstance(scale, dict) and "inherit" in scale}
+    params = resolve_scales(params, source)
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(params), key=lambda e: (len(list(e.absolute_path)), e.message))
+
+    def order(err: jsonschema.ValidationError) -> tuple:
+        path = list(err.absolute_path)
+        # a bad base value shows up in every scale inheriting it: name it where it is written
+        copied = len(path) > 1 and path[0] == "scales" and path[1] in inherited
+        return len(path), copied, err.message
+
+    errors = sorted(validator.iter_errors(params), key=order)
     if errors:
         err = errors[0]
         if err.validator == "additionalProperties":
@@ -80,6 +93,47 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         raise ConfigError(f"{path}: expected a mapping at the top level")
     source = str(path) + (" (with overrides)" if overrides else "")
     return validate_params(apply_overrides(params, overrides), source)
+
+
+def resolve_scales(params: dict, source: str = "params.yaml") -> dict:
+    """Expand every scale written as ``inherit: <base>`` plus dotted overrides into a full scale.
+
+    ``scales.smoke: {inherit: paper, supervised.epochs: 1}`` is ``scales.paper`` with one recipe key
+    changed. An override must name a key the base scale has, so a misspelt key fails here instead of
+    silently adding an unused setting. A dict value replaces only the keys it names.
+    """
+    scales = params.get("scales")
+    if not isinstance(scales, dict) or not any(isinstance(s, dict) and "inherit" in s for s in scales.values()):
+        return params
+    out = copy.deepcopy(params)
+    for name, scale in scales.items():
+        if not isinstance(scale, dict) or "inherit" not in scale:
+            continue
+        base_name = scale["inherit"]
+        base = scales.get(base_name)
+        if not isinstance(base, dict) or "inherit" in base:
+            known = ", ".join(k for k, v in scales.items() if isinstance(v, dict) and "inherit" not in v)
+            raise ConfigError(f"{source}: scales.{name}.inherit: {base_name!r} is not a scale written in full "
+                              f"(one of: {known})")
+        resolved = copy.deepcopy(base)
+        for dotted, value in scale.items():
+            if dotted != "inherit":
+                _set_dotted(resolved, dotted, value, f"{source}: scales.{name}", base_name)
+        out["scales"][name] = resolved
+    return out
+
+
+def _set_dotted(target: dict, dotted: str, value: Any, where: str, base_name: str) -> None:
+    keys = dotted.split(".")
+    node = target
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            raise ConfigError(f"{where}: override {dotted!r}: scales.{base_name} has no key "
+                              f"{'.'.join(keys[: i + 1])!r}")
+        if i < len(keys) - 1:
+            node = node[key]
+    current = node[keys[-1]]
+    node[keys[-1]] = _merge(current, value) if isinstance(value, dict) and isinstance(current, dict) else value
 
 
 def add_params_arguments(parser: argparse.ArgumentParser) -> None:
@@ -155,29 +209,30 @@ def _method_settings(name: str, exp: dict, warmup_epochs: int) -> dict[str, Any]
     return {"jigsaw": jigsaw, "dal": dal, "unk": unk}
 
 
+# Generated sets (tiny: embedded, smoke: mini) put each dataset in a folder of this name under their root.
+GENERATED_FOLDERS = {"imagenet": "imagenet", "imagenet_c": "imagenet-c", "imagenet_a": "imagenet-a",
+                     "imagenet_o": "imagenet-o", "ade20k": "ade20k", "coco": "coco"}
+
+
 def dataset_paths(params: dict) -> dict[str, Path]:
-    """Roots of every dataset for the active scale (embedded layout mirrors the real one)."""
-    scale = params["scales"][params["scale"]]
-    if scale["data"] == "embedded":
-        root = Path(params["data"]["embedded"]["root"])
-        return {
-            "imagenet": root / "imagenet",
-            "imagenet_c": root / "imagenet-c",
-            "imagenet_a": root / "imagenet-a",
-            "imagenet_o": root / "imagenet-o",
-            "ade20k": root / "ade20k",
-            "coco": root / "coco",
-            "attack": root / "attack",
-        }
-    real = params["data"]["real"]
-    return {k: Path(real[k]) for k in ("imagenet", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco")}
+    """Roots of every dataset for the active scale (the generated sets mirror the real layouts).
+
+    ``embedded`` (tiny) adds its own attack photographs; ``mini`` (smoke) attacks ImageNet validation
+    images, as the paper scale does.
+    """
+    kind = params["scales"][params["scale"]]["data"]
+    if kind == "real":
+        real = params["data"]["real"]
+        return {k: Path(real[k]) for k in GENERATED_FOLDERS}
+    root = Path(params["data"][kind]["root"])
+    paths = {key: root / folder for key, folder in GENERATED_FOLDERS.items()}
+    if kind == "embedded":
+        paths["attack"] = root / "attack"
+    return paths
 
 
 def num_classes(params: dict) -> int:
-    scale = params["scales"][params["scale"]]
-    if scale["data"] == "embedded":
-        return params["data"]["embedded"]["num_classes"]
-    return params["data"]["real"]["num_classes"]
+    return params["data"][params["scales"][params["scale"]]["data"]]["num_classes"]
 
 
 def supervised_run(params: dict, name: str) -> SupervisedRun:

@@ -28,6 +28,10 @@ class TrainingDiverged(VitpeError):
     exit_code = 3
 
 
+class EvaluationError(VitpeError):
+    """An evaluation ran but cannot produce its metric (no detections, a NaN score); nothing is written."""
+
+
 class Preempted(Exception):
     """Raised inside training after SIGTERM/SIGUSR1 once a checkpoint is written.
 

@@ -1,20 +1,28 @@
-# Datasets: the embedded generator (tiny scale) and the layout check every training job waits for.
+# Datasets: the generated set of the active scale and the layout check every training job waits for.
+
+# data kind -> the `vitpe data synth --layout` that generates it: tiny's embedded set, smoke's mini set in
+# the real layouts. The paper scale reads data.real and generates nothing.
+SYNTH_LAYOUTS = {"embedded": "embedded", "mini": "real"}
+SCALE_DATA = config["scales"][SCALE]["data"]
 
 
-rule synth_data:
-    output:
-        config["data"]["embedded"]["root"] + "/manifest.json",
-    params:
-        section=config["data"]["embedded"],  # rerun when the generator's parameters change
-    log:
-        "results/logs/data/synth.log",
-    shell:
-        "vitpe data synth {PARAMS} > {log} 2>&1"
+if SCALE_DATA in SYNTH_LAYOUTS:
+
+    rule synth_data:
+        output:
+            config["data"][SCALE_DATA]["root"] + "/manifest.json",
+        params:
+            section=config["data"][SCALE_DATA],  # rerun when the generator's parameters change
+            layout=SYNTH_LAYOUTS[SCALE_DATA],
+        log:
+            f"results/logs/data/synth_{SCALE_DATA}.log",
+        shell:
+            "vitpe data synth {PARAMS} --layout {params.layout} > {log} 2>&1"
 
 
 rule check_data:
     input:
-        lambda wc: rules.synth_data.output if wc.scale == "tiny" else [],
+        lambda wc: rules.synth_data.output if wc.scale == SCALE and SCALE_DATA in SYNTH_LAYOUTS else [],
     output:
         "results/checks/{scale}/data.json",
     log:

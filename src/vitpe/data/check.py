@@ -21,7 +21,8 @@ from vitpe.errors import ConfigError, DataError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 SAMPLE = 64  # images decoded per folder by a quick check
 ADE_CLASSES = 150
-REAL_SUBSET_CLASSES = 200  # ImageNet-A and ImageNet-O each cover 200 ImageNet-1k classes
+# The generated sets (data kind -> the command that writes them); their manifest.json marks them complete.
+GENERATED = {"embedded": "vitpe data synth", "mini": "vitpe data synth --layout real"}
 KINDS = ("imagenet", "imagefolder", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco", "attack")
 
 
@@ -59,29 +60,32 @@ def check_all(params: dict, datasets: list[str] | None = None, log: Callable[[st
     """Check the active scale's datasets (all, or the named ones); log one ``check:`` line per dataset."""
     paths = dataset_paths(params)
     scale = params["scale"]
-    embedded = params["scales"][scale]["data"] == "embedded"
-    if embedded:
-        manifest = Path(params["data"]["embedded"]["root"]) / "manifest.json"
+    data = params["scales"][scale]["data"]
+    if data in GENERATED:
+        manifest = Path(params["data"][data]["root"]) / "manifest.json"
         if not manifest.is_file():
-            raise DataError(f"{manifest}: missing; the embedded set is absent or incomplete (run `vitpe data synth`)")
+            raise DataError(f"{manifest}: missing; the {data} set is absent or incomplete (run `{GENERATED[data]}`)")
     names = list(datasets or paths)
     for name in names:
         if name not in paths:
             raise ConfigError(f"--dataset {name}: not a dataset of the {scale} scale (known: {', '.join(paths)})")
-    report = {"scale": scale, "data": "embedded" if embedded else "real", "full": full, "datasets": {}}
+    report = {"scale": scale, "data": data, "full": full, "datasets": {}}
     for name in names:
-        result = check_dataset(name, paths[name], full=full, **_expectations(params, name, paths, embedded))
+        result = check_dataset(name, paths[name], full=full, **_expectations(params, name, paths, data))
         report["datasets"][name] = result
         log(f"check: {name} ({paths[name]}): ok, {result['images']} images, {result['checked']} decoded")
     return report
 
 
-def _expectations(params: dict, name: str, paths: dict[str, Path], embedded: bool) -> dict:
-    """What each dataset must hold at the active scale: class counts, and which training classes."""
+def _expectations(params: dict, name: str, paths: dict[str, Path], data: str) -> dict:
+    """What each dataset must hold at the active scale: class counts, and which training classes.
+
+    ImageNet-A/-O classes must be training classes; their number is checked only where the config
+    states it (the generated sets' a_classes / o_classes), so a class subset of the real sets passes.
+    """
     train = paths["imagenet"] / "train"
-    cfg = params["data"]["embedded"]
-    subset_classes = {"imagenet_a": cfg["a_classes"], "imagenet_o": cfg["o_classes"]} if embedded else {
-        "imagenet_a": REAL_SUBSET_CLASSES, "imagenet_o": REAL_SUBSET_CLASSES}
+    cfg = params["data"][data] if data in GENERATED else {}
+    subset_classes = {"imagenet_a": cfg.get("a_classes"), "imagenet_o": cfg.get("o_classes")}
     return {
         "imagenet": {"num_classes": configured_classes(params)},
         "imagenet_c": {"num_classes": configured_classes(params), "train_classes": train},

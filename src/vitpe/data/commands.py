@@ -1,4 +1,4 @@
-"""``vitpe data ...`` commands: generate the embedded sets, check any dataset's layout."""
+"""``vitpe data ...`` commands: generate the embedded or mini sets, check any dataset's layout."""
 from __future__ import annotations
 
 import argparse
@@ -8,15 +8,21 @@ from vitpe.config import add_params_arguments
 
 DATASETS = ("imagenet", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco", "attack")
 KINDS = ("imagenet", "imagefolder", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco", "attack")
+# --layout -> the params section it generates (its root, seed and sizes)
+LAYOUT_SECTIONS = {"embedded": "embedded", "real": "mini"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "synth", help="generate the embedded datasets (tiny scale) under data.embedded.root",
-        description="Generate every embedded dataset deterministically from data.embedded.seed into "
-                    "data.embedded.root (cleared first); manifest.json is written last.",
+        "synth", help="generate the embedded (tiny scale) or mini (smoke scale, real layouts) datasets",
+        description="Generate every dataset of a layout deterministically from its seed into its root "
+                    "(cleared first); manifest.json is written last. --layout embedded (default): the "
+                    "embedded sets, data.embedded; --layout real: the mini sets in the real layouts and "
+                    "sizes with real class ids, data.mini.",
     )
     add_params_arguments(p)
+    p.add_argument("--layout", choices=tuple(LAYOUT_SECTIONS), default="embedded",
+                   help="embedded (data.embedded, default) or real (data.mini)")
     p.set_defaults(func=_synth)
 
     p = subparsers.add_parser(
@@ -42,9 +48,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _synth(args: argparse.Namespace) -> int:
     from vitpe.config import params_from_args
     from vitpe.data.synth import synthesize
+    from vitpe.data.synth_real import synthesize_real
 
     params = params_from_args(args)
-    synthesize(params, Path(params["data"]["embedded"]["root"]), log=lambda msg: print(msg, flush=True))
+    generate = synthesize if args.layout == "embedded" else synthesize_real
+    root = Path(params["data"][LAYOUT_SECTIONS[args.layout]]["root"])
+    generate(params, root, log=lambda msg: print(msg, flush=True))
     return 0
 
 

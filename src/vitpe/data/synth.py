@@ -38,6 +38,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ from vitpe.errors import ConfigError, DataError
 
 Log = Callable[[str], None]
 Layout = dict[str, tuple[int, int]]
+Size = int | tuple[int, int]  # a square's side, or (height, width)
 
 GRID = 4  # parts sit in cells of a GRID x GRID grid (8 px cells at 32 px: 2 x 2 ViT patches of 4 px)
 PART_STYLE = {  # part -> (scikit-image texture, RGB tint); shapes are mirror-symmetric so hflip maps layouts
@@ -96,7 +98,7 @@ def synthesize(params: dict, root: str | Path, log: Log = print, workers: int | 
     _validate(cfg)
     grid, layouts = _layouts(cfg["num_classes"] + cfg["o_classes"], cfg["seed"])  # may fail: before clearing
     root = Path(root)
-    _clear(root)
+    clear_root(root)
     seed, n = cfg["seed"], cfg["num_classes"]
     classes = class_names(n)
     train_layouts = dict(zip(classes, layouts))
@@ -146,17 +148,20 @@ def _validate(cfg: dict) -> None:
             raise ConfigError(f"params: data.embedded.{key} is {cfg[key]}, expected at least 32")
 
 
-def _clear(root: Path) -> None:
-    """Remove an earlier run's output (its manifest first), refusing folders that hold anything else."""
+def clear_root(root: Path, section: str = "data.embedded") -> None:
+    """Remove an earlier run's output (its manifest first), refusing folders that hold anything else.
+
+    ``section``: the params section whose ``root`` this is, named in the errors.
+    """
     if not root.exists():
         root.mkdir(parents=True)
         return
     if not root.is_dir():
-        raise DataError(f"{root}: not a folder; choose another data.embedded.root")
+        raise DataError(f"{root}: not a folder; choose another {section}.root")
     foreign = sorted(p.name for p in root.iterdir() if p.name not in OWN_ENTRIES)
     if foreign:
-        raise DataError(f"{root}: not an embedded-dataset folder (contains {foreign[0]!r}); "
-                        "refusing to overwrite it, choose another data.embedded.root")
+        raise DataError(f"{root}: not a generated-dataset folder (contains {foreign[0]!r}); "
+                        f"refusing to overwrite it, choose another {section}.root")
     (root / "manifest.json").unlink(missing_ok=True)
     for entry in sorted(root.iterdir()):
         if entry.is_dir():
@@ -191,17 +196,32 @@ def _photo(name: str) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array[..., :3]))
 
 
-def _crop(rng: np.random.Generator, name: str, size: int, scale: tuple[float, float]) -> np.ndarray:
-    """A random square crop of a photograph, its side ``scale`` times the short side, resized to ``size``."""
+def _crop(rng: np.random.Generator, name: str, size: Size, scale: tuple[float, float]) -> np.ndarray:
+    """A random crop of a photograph resized to ``size`` (a side, or (height, width)): its long side is
+    ``scale`` times the photograph's short side, its aspect that of ``size``."""
     photo = _photo(name)
     w, h = photo.size
+    out_h, out_w = _hw(size)
     side = rng.uniform(*scale) * min(w, h)
-    x0, y0 = rng.uniform(0, w - side), rng.uniform(0, h - side)
-    crop = photo.resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x0 + side, y0 + side))
+    box_w, box_h = (side, side * out_h / out_w) if out_w >= out_h else (side * out_w / out_h, side)
+    x0, y0 = rng.uniform(0, w - box_w), rng.uniform(0, h - box_h)
+    crop = photo.resize((out_w, out_h), Image.Resampling.BILINEAR, box=(x0, y0, x0 + box_w, y0 + box_h))
     return np.asarray(crop, dtype=np.float32)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _hw(size: Size) -> tuple[int, int]:
+    """(height, width) of a square side or of a (height, width) pair."""
+    return size if isinstance(size, tuple) else (size, size)
+
+
+def draw_shape(seed: int, key: str, index: int, sides: tuple[int, int] | list[int]) -> tuple[int, int]:
+    """An image's (height, width), each drawn from ``sides`` (inclusive) on a stream of its own."""
+    low, high = sides
+    height, width = _rng(seed, key, index).integers(low, high + 1, size=2)
+    return int(height), int(width)
+
+
+def _background(rng: np.random.Generator, size: Size) -> np.ndarray:
     image = _crop(rng, BACKGROUND_PHOTOS[rng.integers(len(BACKGROUND_PHOTOS))], size, (0.15, 0.6))
     return image[:, ::-1].copy() if rng.random() < 0.5 else image
 
@@ -302,7 +322,7 @@ def _write_json(path: Path, obj: object) -> None:
 # classification: layouts of parts
 
 
-def _layouts(n: int, seed: int) -> tuple[int, list[Layout]]:
+def _layouts(n: int, seed: int, section: str = "data.embedded") -> tuple[int, list[Layout]]:
     """``n`` distinct layouts (part -> grid cell), drawn in a seeded order and kept greedily.
 
     A candidate is kept if it differs from every kept layout, and from every kept layout's horizontal
@@ -319,7 +339,7 @@ def _layouts(n: int, seed: int) -> tuple[int, list[Layout]]:
         kept.append(layout)
         if len(kept) == n:
             return GRID, [dict(zip(PARTS, layout)) for layout in kept]
-    raise ConfigError(f"params: data.embedded.num_classes + o_classes is {n}, expected at most {len(kept)} "
+    raise ConfigError(f"params: {section}.num_classes + o_classes is {n}, expected at most {len(kept)} "
                       f"(distinct flip-safe layouts of {len(PARTS)} parts on a {GRID}x{GRID} grid)")
 
 
@@ -331,15 +351,18 @@ def _layout_json(layout: Layout) -> dict[str, list[int]]:
     return {part: list(cell) for part, cell in layout.items()}
 
 
-def _render_layout(rng: np.random.Generator, layout: Layout, grid: int, size: int, hard: bool = False) -> np.ndarray:
+def _render_layout(rng: np.random.Generator, layout: Layout, grid: int, size: Size, hard: bool = False) -> np.ndarray:
     """One image of a layout: a photo background with each part in its cell, slightly jittered.
 
+    ``size``: a side, or (height, width); the grid then covers the centred square of the short side.
     ``hard`` (the ImageNet-A-like set) jitters further, blends the parts into the background and adds a
     distractor shape: the same class, harder to recognise.
     """
+    height, width = _hw(size)
     image = _mute(_background(rng, size), BACKGROUND_SATURATION, BACKGROUND_CONTRAST)
-    cell = size // grid
-    margin = (size - cell * grid) // 2
+    side = min(height, width)
+    cell = side // grid
+    top, left = (height - cell * grid) // 2, (width - cell * grid) // 2
     px = max(3, round(0.8 * cell))
     jitter = (cell - px) // 2 + (cell // 4 if hard else 0)
     opacity = rng.uniform(0.55, 0.8) if hard else 1.0
@@ -348,13 +371,14 @@ def _render_layout(rng: np.random.Generator, layout: Layout, grid: int, size: in
         dy, dx = rng.integers(-jitter, jitter + 1, size=2)
         texture, tint = PART_STYLE[part]
         _paste(image, _texture(rng, texture, tint, px), opacity * _shape_alpha(part, px),
-               margin + r * cell + (cell - px) // 2 + dy, margin + c * cell + (cell - px) // 2 + dx)
+               top + r * cell + (cell - px) // 2 + dy, left + c * cell + (cell - px) // 2 + dx)
     if hard:
         shape = PARTS[rng.integers(len(PARTS))]
         tint = tuple(int(v) for v in rng.integers(0, 256, size=3))
         texture = PART_STYLE[PARTS[rng.integers(len(PARTS))]][0]
-        y, x = rng.integers(0, size - px, size=2)
-        _paste(image, _texture(rng, texture, tint, px), _shape_alpha(shape, px), int(y), int(x))
+        y, x = rng.integers(0, side - px, size=2)  # inside the centred square
+        _paste(image, _texture(rng, texture, tint, px), _shape_alpha(shape, px),
+               int(y) + (height - side) // 2, int(x) + (width - side) // 2)
     return _to_uint8(image)
 
 
@@ -481,14 +505,16 @@ def make_corrupted(out: Path, cfg: dict, corruption: str, severity: int, sources
 # ADE20K
 
 
-def _ade_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _ade_sample(rng: np.random.Generator, size: Size) -> tuple[np.ndarray, np.ndarray]:
     """A scene: wall (with an unlabelled picture on it) above a wavy horizon, grass or rock below, and
-    one to three things (box, tent, ball) in front. Returns (RGB uint8, ADE label map uint8)."""
-    label = np.zeros((size, size), dtype=np.uint8)
-    image = np.empty((size, size, 3), dtype=np.float32)
-    rows = np.arange(size)[:, None]
-    horizon = rng.uniform(0.35, 0.65) * size + rng.uniform(1, 4) * np.sin(
-        np.arange(size) * 2 * np.pi / rng.uniform(size / 2, 2 * size) + rng.uniform(0, 2 * np.pi))
+    one to three things (box, tent, ball) in front. ``size``: a side, or (height, width).
+    Returns (RGB uint8, ADE label map uint8)."""
+    height, width = _hw(size)
+    label = np.zeros((height, width), dtype=np.uint8)
+    image = np.empty((height, width, 3), dtype=np.float32)
+    rows = np.arange(height)[:, None]
+    horizon = rng.uniform(0.35, 0.65) * height + rng.uniform(1, 4) * np.sin(
+        np.arange(width) * 2 * np.pi / rng.uniform(width / 2, 2 * width) + rng.uniform(0, 2 * np.pi))
     top = rows < np.rint(horizon)[None, :]
     ground = "grass" if rng.random() < 0.5 else "rock"
     stuff = [("wall", top, "brick", (205, 190, 160)),
@@ -499,27 +525,32 @@ def _ade_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nda
         image[region] = fill[region]
         label[region] = ADE_LABEL_IDS[name]
     # "other" (id 0): a photograph hung on the wall, like the unlabelled pixels of real ADE20K scenes
-    side = int(rng.uniform(0.2, 0.3) * size)
-    y, x = int(rng.integers(1, max(2, int(horizon.min()) - side))), int(rng.integers(0, size - side))
+    side = int(rng.uniform(0.2, 0.3) * min(height, width))
+    y, x = int(rng.integers(1, max(2, int(horizon.min()) - side))), int(rng.integers(0, width - side))
     image[y:y + side, x:x + side] = _crop(rng, BACKGROUND_PHOTOS[rng.integers(len(BACKGROUND_PHOTOS))], side, (0.3, 0.8))
     label[y:y + side, x:x + side] = 0
     for _ in range(rng.integers(1, 4)):
         thing = list(ADE_THINGS)[rng.integers(len(ADE_THINGS))]
         shape, texture, tint = ADE_THINGS[thing]
-        px = int(rng.uniform(0.15, 0.35) * size)
+        px = int(rng.uniform(0.15, 0.35) * min(height, width))
         alpha = _shape_alpha(shape, px)
-        y, x = int(rng.integers(0, size - px)), int(rng.integers(0, size - px))
+        y, x = int(rng.integers(0, height - px)), int(rng.integers(0, width - px))
         _paste(image, _texture(rng, texture, tint, px), alpha, y, x)
         label[y:y + px, x:x + px][alpha >= 0.5] = ADE_LABEL_IDS[thing]
     return _to_uint8(image), label
 
 
-def make_ade20k(out: Path, cfg: dict) -> str:
-    """ade20k/images/<split>/ADE_<split>_%08d.jpg + annotations/<split>/*.png (mode L) + classes.json."""
-    seed, size = cfg["seed"], cfg["seg_image_size"]
+def make_ade20k(out: Path, cfg: dict, sides: tuple[int, int] | None = None) -> str:
+    """ade20k/images/<split>/ADE_<split>_%08d.jpg + annotations/<split>/*.png (mode L) + classes.json.
+
+    Square images of ``cfg["seg_image_size"]``, or with ``sides`` each image's height and width drawn
+    from that range.
+    """
+    seed = cfg["seed"]
     for split, prefix, count in (("training", "ADE_train", cfg["seg_train"]),
                                  ("validation", "ADE_val", cfg["seg_val"])):
         for i in range(1, count + 1):
+            size = cfg["seg_image_size"] if sides is None else draw_shape(seed, f"ade20k/{split}/shape", i, sides)
             image, label = _ade_sample(_rng(seed, f"ade20k/{split}", i), size)
             _save(image, out / "images" / split / f"{prefix}_{i:08d}.jpg", quality=JPEG_QUALITY)
             _save(label, out / "annotations" / split / f"{prefix}_{i:08d}.png")
@@ -540,11 +571,11 @@ def _polygon(rng: np.random.Generator, shape: str, cx: float, cy: float, radius:
     return [round(float(v), 2) for v in points.ravel()]
 
 
-def _rasterize(polygons: list[list[float]], size: int) -> np.ndarray:
+def _rasterize(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
     """The mask pycocotools (and so every COCO loader) draws for these polygons."""
     from pycocotools import mask as mask_utils
 
-    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, size, size))).astype(bool)
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))).astype(bool)
 
 
 def _uncompressed_rle(mask: np.ndarray) -> dict:
@@ -558,13 +589,16 @@ def _uncompressed_rle(mask: np.ndarray) -> dict:
     return {"counts": ([0] + runs) if flat[0] else runs, "size": list(mask.shape)}
 
 
-def _coco_sample(rng: np.random.Generator, size: int, crowd: bool) -> tuple[np.ndarray, list[dict]]:
-    """A photo background with 1-4 non-overlapping shapes (and a crowd of small ones if ``crowd``).
-    Returns (RGB uint8, annotations without ids); area and bbox come from the rasterized mask."""
+def _coco_sample(rng: np.random.Generator, size: Size, crowd: bool) -> tuple[np.ndarray, list[dict]]:
+    """A photo background (``size``: a side, or (height, width)) with 1-4 non-overlapping shapes (and a
+    crowd of small ones if ``crowd``). Returns (RGB uint8, annotations without ids, each naming its
+    ``part``); area and bbox come from the rasterized mask."""
     from scipy.ndimage import binary_dilation
 
+    height, width = _hw(size)
+    extent = np.array([width, height], dtype=np.float64)  # (x, y) bounds of the centres
     image = _background(rng, size)
-    occupied = np.zeros((size, size), dtype=bool)
+    occupied = np.zeros((height, width), dtype=bool)
     anns = []
     kinds = ["crowd"] * crowd + ["instance"] * int(rng.integers(1, 5))
     for kind in kinds:
@@ -572,24 +606,24 @@ def _coco_sample(rng: np.random.Generator, size: int, crowd: bool) -> tuple[np.n
         shape = PARTS[category]
         for _ in range(50):  # rejection sampling: instances never touch, so every mask is fully visible
             if kind == "crowd":  # a group of small shapes annotated as one crowd region
-                cx, cy = rng.uniform(0.25 * size, 0.75 * size, size=2)
+                cx, cy = rng.uniform(0.25 * extent, 0.75 * extent, size=2)
                 polygons = [_polygon(rng, shape, cx + dx, cy + dy, rng.uniform(1.5, 3.0))
-                            for dx, dy in rng.uniform(-0.15 * size, 0.15 * size, size=(int(rng.integers(3, 6)), 2))]
+                            for dx, dy in rng.uniform(-0.15 * extent, 0.15 * extent, size=(int(rng.integers(3, 6)), 2))]
             else:
-                radius = rng.uniform(0.1, 0.22) * size
-                cx, cy = rng.uniform(radius + 1, size - radius - 1, size=2)
+                radius = rng.uniform(0.1, 0.22) * min(height, width)
+                cx, cy = rng.uniform(radius + 1, extent - radius - 1, size=2)
                 polygons = [_polygon(rng, shape, cx, cy, radius)]
-            mask = _rasterize(polygons, size)
+            mask = _rasterize(polygons, height, width)
             if mask.any() and not (binary_dilation(mask) & occupied).any():
                 break
         else:
             continue
         occupied |= mask
         texture, tint = PART_STYLE[shape]
-        image[mask] = _texture(rng, texture, tint, size)[mask]
+        image[mask] = _texture(rng, texture, tint, max(height, width))[:height, :width][mask]
         ys, xs = np.nonzero(mask)
         anns.append({
-            "category_id": category + 1,
+            "part": shape,
             "segmentation": _uncompressed_rle(mask) if kind == "crowd" else polygons,
             "area": int(mask.sum()),
             "bbox": [float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min())],
@@ -598,26 +632,46 @@ def _coco_sample(rng: np.random.Generator, size: int, crowd: bool) -> tuple[np.n
     return _to_uint8(image), anns
 
 
-def make_coco(out: Path, cfg: dict) -> str:
-    """coco/{train2017,val2017}/%012d.jpg + annotations/instances_<split>.json (ids unique across splits)."""
-    seed, size = cfg["seed"], cfg["det_image_size"]
+@dataclass(frozen=True)
+class CocoLabels:
+    """What a COCO set calls its shapes: the JSON's categories, each part's category id, a description."""
+
+    categories: list[dict]
+    part_ids: dict[str, int]
+    description: str
+
+
+EMBEDDED_COCO = CocoLabels(COCO_CATEGORIES, {c["name"]: c["id"] for c in COCO_CATEGORIES},
+                           "vitpe embedded COCO-style instances (shapes on photographs)")
+
+
+def make_coco(out: Path, cfg: dict, sides: tuple[int, int] | None = None, labels: CocoLabels = EMBEDDED_COCO) -> str:
+    """coco/{train2017,val2017}/%012d.jpg + annotations/instances_<split>.json (ids unique across splits).
+
+    Square images of ``cfg["det_image_size"]``, or with ``sides`` each image's height and width drawn
+    from that range.
+    """
+    seed = cfg["seed"]
     image_id = ann_id = 0
     summary = []
     for split, count in (("train2017", cfg["det_train"]), ("val2017", cfg["det_val"])):
         images, annotations = [], []
         for i in range(count):
             image_id += 1
+            size = cfg["det_image_size"] if sides is None else draw_shape(seed, f"coco/{split}/shape", i, sides)
             # every fourth image has a crowd region, so each split has one (mmdet ignores them in training)
             image, anns = _coco_sample(_rng(seed, f"coco/{split}", i), size, crowd=i % 4 == 0)
             file_name = f"{image_id:012d}.jpg"
             _save(image, out / split / file_name, quality=JPEG_QUALITY)
-            images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
+            height, width = _hw(size)
+            images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
             for ann in anns:
                 ann_id += 1
-                annotations.append({"id": ann_id, "image_id": image_id, **ann})
+                annotations.append({"id": ann_id, "image_id": image_id, "category_id": labels.part_ids[ann.pop("part")],
+                                    **ann})
         _write_json(out / "annotations" / f"instances_{split}.json", {
-            "info": {"description": "vitpe embedded COCO-style instances (shapes on photographs)"},
-            "licenses": [], "images": images, "annotations": annotations, "categories": COCO_CATEGORIES,
+            "info": {"description": labels.description},
+            "licenses": [], "images": images, "annotations": annotations, "categories": labels.categories,
         })
         summary.append(f"{split} {count} images, {len(annotations)} instances")
     return f"synth: coco: {'; '.join(summary)}"

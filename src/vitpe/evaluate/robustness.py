@@ -3,18 +3,21 @@
 Protocols (reference/MJP.md §4.3-4.4, ATTACKS_ROBUSTNESS.md §6, §10):
 - ImageNet-C: every corruption x severity folder (<corruption>/<severity>/<class>/*), CenterCrop only
   (the sets are already Resize+CenterCrop'ed), top-1 error over all training logits; metrics from
-  ``robustness_metrics.corruption_summary``. All 19 corruptions by default (decision 15's
-  alternative, 15 + 4 extras); the released MJP script's 5-corruption mean is reported as well.
+  ``robustness_metrics.corruption_summary``. By default the 15 benchmark corruptions (required: mCE)
+  and the 4 extras that are present (decision 15's alternative; many copies hold only the 15, and the
+  missing extras are named in the metrics); the released MJP script's 5-corruption mean as well.
 - ImageNet-A: Resize + CenterCrop, logits restricted to the subset's class-index mask, top-1 (%),
   RMS calibration error and AURRA of the max softmax over the masked logits.
 - ImageNet-O: OOD = the ImageNet-O images, in-distribution = the validation images of the classes
   ImageNet-O has folders for; score = -max softmax over the ImageNet-O mask; AUPR/AUROC/FPR95 (%).
 
-Class-index masks come from the subset's folder names (``vitpe.data.subsets.class_index_mask``); with
-the 1000 ImageNet classes they must equal the official 200-class lists (``hendrycks_lists``).
+Class-index masks come from the subset's folder names (``vitpe.data.subsets.class_index_mask``), so a
+copy with fewer classes evaluates over the classes it has; with the 1000 ImageNet classes each folder
+must be in the official 200-class list of its set (``hendrycks_lists``).
 """
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Subset
 
 from vitpe.config import SupervisedRun
-from vitpe.data.subsets import ALL_CORRUPTIONS, SEVERITIES, class_index_mask
+from vitpe.data.subsets import ALL_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, class_index_mask
 from vitpe.errors import ConfigError, DataError
 from vitpe.evaluate.common import (center_crop_transform, eval_loader, iterate_logits, load_trained,
                                    training_classes)
@@ -39,13 +42,23 @@ _ROOT_KEYS = {"c": "imagenet_c", "a": "imagenet_a", "o": "imagenet_o"}
 
 
 def subset_mask(classes: list[str], root: Path, kind: str) -> list[int]:
-    """Training-logit indices of the subset folders at ``root``; the official list at 1000 classes."""
+    """Training-logit indices of the class folders at ``root``, as many as the data has.
+
+    With the 1000 ImageNet training classes every folder must be one of the official 200 of ``kind``
+    (a renamed set, or ImageNet-A and -O swapped, would score the wrong logits); fewer of them is a
+    class subset, evaluated over its own classes and reported on stderr.
+    """
     mask = class_index_mask(classes, root)
-    official = list(OFFICIAL_INDICES[kind])
-    if len(classes) == 1000 and mask != official:
-        diff = sorted(set(mask) ^ set(official))
-        raise DataError(f"{root}: its {len(mask)} class folders do not give the official {kind} 200-class "
-                        f"list ({len(diff)} indices differ, e.g. {diff[:3]}); incomplete or renamed download?")
+    if len(classes) != 1000:
+        return mask
+    official = set(OFFICIAL_INDICES[kind])
+    foreign = [i for i in mask if i not in official]
+    if foreign:
+        raise DataError(f"{Path(root) / classes[foreign[0]]}: not a class of the official {kind} list "
+                        f"({len(foreign)} of the {len(mask)} class folders are not); renamed or swapped set?")
+    if len(mask) < len(official):
+        print(f"{root}: {len(mask)} of the {len(official)} official {kind} classes; metrics over these",
+              file=sys.stderr)
     return mask
 
 
@@ -57,6 +70,23 @@ class _ToLogit:
 
     def __call__(self, target: int) -> int:
         return self.mask[target]
+
+
+def select_corruptions(root: Path, requested: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(corruptions to evaluate, extras missing) under the ImageNet-C ``root``.
+
+    ``None``: the 15 benchmark corruptions, each required (mCE), plus the 4 extras whose folders
+    exist. Corruptions named in ``requested`` are all required. A missing one fails with its folder.
+    """
+    names = list(ALL_CORRUPTIONS if requested is None else dict.fromkeys(requested))
+    optional = EXTRA_CORRUPTIONS if requested is None else ()
+    missing = [c for c in names if not (Path(root) / c).is_dir()]
+    for name in missing:
+        if name not in optional:
+            why = "requested with --corruptions" if requested is not None else \
+                "one of the 15 benchmark corruptions mCE is defined over"
+            raise DataError(f"{Path(root) / name}: ImageNet-C corruption folder not found ({why})")
+    return [c for c in names if c not in missing], missing
 
 
 def imagenet_c_errors(model: nn.Module, device: torch.device, run: SupervisedRun, root: Path,
@@ -138,28 +168,36 @@ def imagenet_o_metrics(model: nn.Module, device: torch.device, run: SupervisedRu
 
 
 def evaluate_robustness(run: SupervisedRun, weights: Path, out_json: Path, roots: Mapping[str, Path],
-                        parts: Sequence[str] = PARTS, corruptions: Sequence[str] = ALL_CORRUPTIONS,
+                        parts: Sequence[str] = PARTS, corruptions: Sequence[str] | None = None,
                         device: str | None = None) -> dict[str, Any]:
     """Evaluate ``parts`` ("c", "a", "o") and write one flat JSON atomically (nothing on failure).
 
     ``roots`` maps "imagenet_c"/"imagenet_a"/"imagenet_o" to the dataset roots (config.dataset_paths).
+    ``corruptions``: None for the 15 benchmark ones plus the extras present (``select_corruptions``).
     """
     parts = list(dict.fromkeys(parts))
-    unknown = [p for p in parts if p not in PARTS] + [c for c in corruptions if c not in ALL_CORRUPTIONS]
-    if unknown or not parts:
+    unknown = [p for p in parts if p not in PARTS] + [c for c in corruptions or () if c not in ALL_CORRUPTIONS]
+    if unknown or not parts or corruptions is not None and not corruptions:
         raise ConfigError(f"robustness: unknown part or corruption {unknown[0] if unknown else '(none given)'!r} "
                           f"(parts: {', '.join(PARTS)}; corruptions: the 19 ImageNet-C names)")
     for part in parts:  # fail on a missing dataset before spending time on the others
         root = Path(roots[_ROOT_KEYS[part]])
         if not root.is_dir():
             raise DataError(f"{root}: {_ROOT_KEYS[part].replace('_', '-')} dataset not found")
+    if "c" in parts:
+        c_root = Path(roots["imagenet_c"])
+        corruptions, missing_extras = select_corruptions(c_root, corruptions)
+        if missing_extras:
+            print(f"{c_root}: extra corruptions not found: {', '.join(missing_extras)}; mCE and the 15-corruption "
+                  "means are complete, mce_unnorm_19 and mce_unnorm_extra4 need all 4 extras", file=sys.stderr)
     classes = training_classes(run)
     model, dev = load_trained(run, weights, device)
     metrics: dict[str, Any] = {}
     if "c" in parts:
-        errors, count = imagenet_c_errors(model, dev, run, Path(roots["imagenet_c"]), classes, corruptions)
+        errors, count = imagenet_c_errors(model, dev, run, c_root, classes, corruptions)
         metrics.update(corruption_summary(errors))
         metrics["c_num_images"] = count
+        metrics["c_missing_extra_corruptions"] = ", ".join(missing_extras)  # flat JSON: one string, "" if none
     if "a" in parts:
         metrics.update(imagenet_a_metrics(model, dev, run, Path(roots["imagenet_a"]), classes))
     if "o" in parts:

@@ -21,8 +21,8 @@ from torch.utils.data import DistributedSampler
 from torchvision import transforms as T
 
 from vitpe.config import RPE_KINDS, PretrainRun
-from vitpe.errors import DataError
 from vitpe.mae.adpe import adversarial_group, adversarial_parameters, attach_ascent, delta_norms
+from vitpe.mae.masking import num_visible
 from vitpe.mae.model import DecoderConfig, MaskedAutoencoder
 from vitpe.models.irpe import RPEConfig
 from vitpe.models.vit import unwrap
@@ -30,8 +30,10 @@ from vitpe.train.checkpoint import save_tensors, seed_everything
 from vitpe.train.data import ResumableSampler, TrainData, image_folder
 from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
 from vitpe.train.engine import LoopSettings, TrainingSetup
+from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, autoencoder_other_bytes, check_device_memory,
+                                log_plan, parameter_counts, plan_recipe, vit_tower)
 from vitpe.train.optim import build_scheduler, scaled_lrs
-from vitpe.train.supervised import RUNTIME_KEYS, per_process_batch
+from vitpe.train.supervised import RUNTIME_KEYS, epoch_steps
 
 ENCODER_NAME = "encoder.safetensors"
 
@@ -88,21 +90,41 @@ def encoder_metadata(run: PretrainRun) -> dict:
             "pos_embed": "sincos", "rpe": rpe_kind, "rpe_config": run.rpe, "adversary": run.adversary}
 
 
+def memory_workload(run: PretrainRun) -> Workload:
+    """What one image (its ``num_crops`` views) costs on a GPU (vitpe.train.memory): MAE's encoder sees
+    the visible tokens only, MAE+'s all of them; the decoder always sees every position."""
+    params, trainable = parameter_counts(lambda: build_autoencoder(run))
+    crop = run.crops["crop_size"]
+    patches = (crop // run.model["patch_size"]) ** 2
+    seen = patches if run.method == "mae_plus" else num_visible(patches, run.recipe["mask_ratio"])
+    encoder = vit_tower(run.model, 1 + seen, run.rpe)
+    decoder = vit_tower(run.decoder, 1 + patches, run.rpe)
+    amp = run.recipe["amp"]
+    other = autoencoder_other_bytes(encoder, decoder, crop, patches, ACT_BYTES[amp])
+    return Workload((encoder, decoder), run.crops["num_crops"], other, params, trainable, "adamw", amp)
+
+
+def batch_plan(run: PretrainRun, world_size: int) -> BatchPlan:
+    """Micro-batch (images), accumulation and activation checkpointing of ``run``."""
+    return plan_recipe(run.recipe, world_size, lambda: memory_workload(run), where=f"pretrain {run.name}")
+
+
 def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
-    recipe = run.recipe
-    batch = per_process_batch(recipe["batch_size"], recipe["accum_steps"], env.world_size)
+    plan = batch_plan(run, env.world_size)
+    check_device_memory(plan, env.device, f"pretrain {run.name}")
+    log_plan(plan, env.is_main)
+    recipe = {**run.recipe, "accum_steps": plan.accum_steps}  # 'auto' or a minimum, resolved
+    batch = plan.micro_batch
     seed_everything(run.seed + env.rank)  # official: seed + rank
     view = view_transform(run.crops["crop_size"], run.crops["crop_scale"], recipe["hflip"])
     dataset = image_folder(run.train_dir, MultiCrop(view, run.crops["num_crops"]))
     sampler = ResumableSampler(DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
                                                   shuffle=True, seed=0), run.seed)
     data = TrainData(dataset, sampler, batch, recipe["num_workers"], run.seed, env.device.type == "cuda")
-    steps_per_epoch = data.batches_per_epoch // recipe["accum_steps"]
-    if steps_per_epoch == 0:
-        raise DataError(f"{run.train_dir}: {sampler.samples_per_epoch} images per process do not fill one "
-                        f"step of {batch} x {recipe['accum_steps']}")
+    steps_per_epoch = epoch_steps(data, recipe, run.train_dir)
 
     model = build_autoencoder(run).to(env.device)
+    model.set_grad_checkpointing(plan.grad_checkpointing)
     lr, warmup_lr, min_lr = scaled_lrs(recipe)
     optimizer = build_pretrain_optimizer(model, run, lr)
     scheduler = build_scheduler(optimizer, recipe["epochs"] * steps_per_epoch,
@@ -112,8 +134,9 @@ def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
         views = batch[0]  # [B, K, 3, h, w]: the K crops of an image are independent samples
         return net(views.flatten(0, 1))[0]
 
-    def publish(trained: nn.Module, out_dir: Path) -> None:
-        save_tensors(unwrap(trained).encoder_state_dict(), out_dir / ENCODER_NAME, encoder_metadata(run))
+    def publish(trained: nn.Module, out_dir: Path, extra_metadata: dict) -> None:
+        save_tensors(unwrap(trained).encoder_state_dict(), out_dir / ENCODER_NAME,
+                     {**encoder_metadata(run), **extra_metadata})
 
     fingerprint = {
         "method": run.method, "model": run.model, "decoder": run.decoder, "crops": run.crops,

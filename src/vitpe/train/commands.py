@@ -38,9 +38,21 @@ def _run_arguments(p: argparse.ArgumentParser, experiment_help: str) -> None:
     add_params_arguments(p)
     p.add_argument("--experiment", required=True, help=experiment_help)
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--max-steps", type=int, default=None, metavar="N",
-                   help="stop (with a resumable state) once N optimizer steps are done in total")
+    p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
+                   help="train up to N optimizer steps in total, then publish the weights (metadata "
+                        "'truncated': steps done / total) and log.jsonl, keeping OUT/state/ so that a "
+                        "rerun without --max-steps continues the run")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of steps, got {text!r}")
+    return value
 
 
 def _supervised(args: argparse.Namespace) -> int:

@@ -3,16 +3,20 @@
 Train: RandomResizedCrop (bicubic) -> flip -> RandAugment -> ToTensor/Normalize -> RandomErasing,
 then Mixup/CutMix with label smoothing on the device (official MJP data/build.py, MJP.md §3.4).
 Eval: Resize(floor(img / test_crop_ratio), bicubic) -> CenterCrop(img) -> Normalize.
+A sample that cannot be decoded or transformed fails with one line naming the file and the step.
 """
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from timm.data import Mixup, create_transform
+from timm.data.auto_augment import posterize as timm_posterize
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
@@ -26,7 +30,7 @@ def train_transform(recipe: Mapping, img_size: int) -> Callable:
     # timm (0.4.12 as in the official code, and 1.x alike) drops colour jitter once a RandAugment
     # policy is set; passing the configured value through keeps that behaviour (fidelity table).
     jitter = recipe["color_jitter"] or None
-    return create_transform(
+    transform = create_transform(
         img_size,
         is_training=True,
         scale=tuple(recipe["crop_scale"]),
@@ -38,10 +42,81 @@ def train_transform(recipe: Mapping, img_size: int) -> Callable:
         re_mode="pixel",
         re_count=1,
     )
+    return with_faithful_posterize(transform)
+
+
+# timm's AugmentOp names whose level is the number of bits ImageOps.posterize keeps
+POSTERIZE_OPS = ("Posterize", "PosterizeIncreasing", "PosterizeOriginal")
+
+
+def posterize_keeping(img: Image.Image, bits_to_keep: int, **kwargs: Any) -> Image.Image:
+    """timm's posterize op as the official environment ran it (docs/FIDELITY.md row 67).
+
+    With ``mstd`` > 0 RandAugment samples magnitudes up to its clip at 10, which PosterizeIncreasing
+    maps to 0 bits kept (Posterize: magnitudes under 2.5). The Pillow of the official code's time
+    computed the mask ``~(2 ** (8 - bits) - 1)`` for any ``bits``, zeroing every channel at 0;
+    Pillow 13 raises ValueError instead. Kept bits 1..8 go to timm's op unchanged.
+    """
+    if bits_to_keep <= 0:
+        return img.point([0] * 256 * len(img.getbands()))
+    return timm_posterize(img, bits_to_keep, **kwargs)
+
+
+def with_faithful_posterize(transform: Callable) -> Callable:
+    """Swap ``posterize_keeping`` into the posterize ops of every RandAugment/AutoAugment step."""
+    for step in getattr(transform, "transforms", [transform]):
+        ops = list(getattr(step, "ops", []))  # RandAugment, AugMix
+        for sub_policy in getattr(step, "policy", []):  # AutoAugment: a list of sub-policies
+            ops.extend(sub_policy)
+        for op in ops:
+            if op.name in POSTERIZE_OPS:
+                op.aug_fn = posterize_keeping
+    return transform
 
 
 def eval_transform(recipe: Mapping, img_size: int) -> Callable:
     return create_transform(img_size, is_training=False, interpolation="bicubic", crop_pct=recipe["test_crop_ratio"])
+
+
+class SampleError(DataError):
+    """One sample could not be loaded or transformed: ``<file>: <step> failed: <error>``.
+
+    Raised in a DataLoader worker, it reaches the main process re-created by torch's ExceptionWrapper
+    from the worker's whole traceback text; the constructor keeps only the original one-line message.
+    """
+
+    def __init__(self, message: str) -> None:
+        if "Original Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message)
+
+
+def _one_line(exc: Exception) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+class CheckedImageFolder(ImageFolder):
+    """torchvision's ImageFolder whose samples fail with a SampleError naming the file and the step.
+
+    The transform's steps run one by one exactly as ``Compose`` runs them (same random draws).
+    """
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        path, target = self.samples[index]
+        try:
+            sample = self.loader(path)
+        except Exception as exc:  # PIL: OSError, UnidentifiedImageError, SyntaxError, ValueError, ...
+            raise SampleError(f"{path}: decode failed: {_one_line(exc)}") from None
+        if self.transform is not None:
+            for step in getattr(self.transform, "transforms", [self.transform]):
+                try:
+                    sample = step(sample)
+                except Exception as exc:
+                    raise SampleError(f"{path}: {type(step).__name__} failed: {_one_line(exc)}") from None
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return sample, target
 
 
 def image_folder(root: Path, transform: Callable | None, num_classes: int | None = None) -> ImageFolder:
@@ -50,7 +125,7 @@ def image_folder(root: Path, transform: Callable | None, num_classes: int | None
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found (generate or link the dataset first)")
     try:
-        dataset = ImageFolder(str(root), transform=transform)
+        dataset = CheckedImageFolder(str(root), transform=transform)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{root}: not a usable ImageFolder ({exc})") from None
     if num_classes is not None and len(dataset.classes) != num_classes:
@@ -106,6 +181,18 @@ def _worker_init(worker_id: int) -> None:
     # ignore pre-emption signals and are shut down by the main process instead of dying mid-batch.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
+
+def close_batches(batches: Iterator | None) -> None:
+    """Stop a DataLoader iterator's worker processes now.
+
+    Dropping the last reference is not enough while an exception propagates: its traceback keeps the
+    iterator alive, and the workers, which ignore SIGTERM (``_worker_init``), then block
+    multiprocessing's exit handler (terminate, then join) forever.
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)  # only multi-process iterators have workers
+    if shutdown is not None:
+        shutdown()
 
 
 class TrainData:

@@ -38,7 +38,7 @@ from vitpe.train.checkpoint import (
     save_state,
     save_weights,
 )
-from vitpe.train.data import TrainData
+from vitpe.train.data import TrainData, close_batches
 from vitpe.train.distributed import DistEnv, all_reduce_mean, any_rank, barrier, gather_objects, wrap_ddp
 from vitpe.train.progress import StepLogger, truncate_log
 from vitpe.train.signals import PreemptionGuard
@@ -132,7 +132,8 @@ class TrainingSetup:
     """Everything the engine needs for one run (built once by a method; shared with the benchmarks).
 
     ``extra_log`` adds fields to every per-step log record (e.g. AdPE's ‖δ‖); ``publish`` writes
-    extra finished artefacts (e.g. the encoder alone) before the weights mark the run complete.
+    extra finished artefacts (e.g. the encoder alone) before the weights mark the run complete,
+    adding the metadata it is given (the truncation record of a ``max_steps`` run, else nothing).
     """
 
     model: nn.Module
@@ -142,7 +143,7 @@ class TrainingSetup:
     loss_fn: LossFn
     settings: LoopSettings
     extra_log: Callable[[], dict[str, float]] | None = None
-    publish: Callable[[nn.Module, Path], None] | None = None
+    publish: Callable[[nn.Module, Path, dict[str, Any]], None] | None = None
 
     def run(self, env: DistEnv, out_dir: Path, max_steps: int | None = None) -> Path:
         return run_training(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
@@ -170,7 +171,7 @@ def run_training(
     out_dir: Path,
     max_steps: int | None = None,
     extra_log: Callable[[], dict[str, float]] | None = None,
-    publish: Callable[[nn.Module, Path], None] | None = None,
+    publish: Callable[[nn.Module, Path, dict[str, Any]], None] | None = None,
 ) -> Path:
     """Train to the end (or to ``max_steps``), resuming from ``out_dir/state/state.pt`` if present.
 
@@ -178,9 +179,14 @@ def run_training(
     Snakemake deletes a job's declared outputs before rerunning it, so only finished artefacts may
     sit where the rule declares them. On completion the log is published to ``out_dir/log.jsonl``
     and then ``out_dir/model.safetensors`` (written last: it marks completion), and ``state/`` is
-    removed. Returns the weights
-    path, or the state path when stopped at ``max_steps``. Raises Preempted after checkpointing on
-    SIGTERM/SIGUSR1 and TrainingDiverged on a NaN/inf loss (no weights written).
+    removed; returns the weights path.
+
+    ``max_steps`` (a global step count) means "train up to N steps and publish": the log and the
+    weights are published as on completion, with ``{"truncated": {"steps", "total_steps"}}`` in
+    the weights' metadata (and in ``publish``'s), so downstream stages can run on them; ``state/``
+    is kept, so a rerun without ``max_steps`` continues to the bitwise-identical complete run.
+    Returns the state path then. Raises Preempted after checkpointing on SIGTERM/SIGUSR1 and
+    TrainingDiverged on a NaN/inf loss (no weights written in either case).
     """
     out_dir = Path(out_dir)
     state_dir = out_dir / STATE_DIR
@@ -276,19 +282,23 @@ def run_training(
                     raise Preempted(f"received {guard.received or 'a pre-emption signal'}; state at step "
                                     f"{pos.step}/{total} saved to {state_path}; rerun the command to resume")
     finally:
-        batches = None  # shuts down loader workers before returning or raising
+        close_batches(batches)  # loader workers stop now, also while an exception propagates
+        batches = None
         logger.close()
 
-    if pos.step < total:
-        logger.message(f"stopped at step {pos.step}/{total} (--max-steps); state in {state_path}")
-        return state_path
+    truncated = {"truncated": {"steps": pos.step, "total_steps": total}} if pos.step < total else {}
     if env.is_main:
         with atomic_path(out_dir / LOG_NAME) as tmp:
             shutil.copyfile(log_path, tmp)
         if publish is not None:
-            publish(model, out_dir)
-        save_weights(model, weights_path, settings.weights_metadata)
-        # finished: the state would only block a rerun with changed parameters (and bloat the DVC cache)
-        shutil.rmtree(state_dir)
+            publish(model, out_dir, truncated)
+        save_weights(model, weights_path, {**settings.weights_metadata, **truncated})
+        if not truncated:
+            # finished: the state would only block a rerun with changed parameters (and bloat the DVC cache)
+            shutil.rmtree(state_dir)
     barrier(env)
+    if truncated:
+        logger.message(f"stopped at step {pos.step}/{total} (--max-steps): weights published as truncated, "
+                       f"state kept in {state_path} (rerun without --max-steps to continue)")
+        return state_path
     return weights_path

@@ -14,22 +14,27 @@ from vitpe.mae.finetune import add_probe_head, build_lars, prepare_from_pretrain
 from vitpe.models.irpe import RPEConfig
 from vitpe.models.vit import VisionTransformer, build_vit
 from vitpe.train.checkpoint import seed_everything
-from vitpe.train.data import build_criterion, build_mixup, build_train_data
+from vitpe.train.data import TrainData, build_criterion, build_mixup, build_train_data
 from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
 from vitpe.train.engine import LoopSettings, TrainingSetup
+from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, check_device_memory, classifier_other_bytes,
+                                log_plan, parameter_counts, plan_recipe, vit_tower)
 from vitpe.train.optim import build_optimizer, build_scheduler, scaled_lrs
 
 # Recipe keys that change how a run executes but not what it computes: they may differ on resume.
-RUNTIME_KEYS = ("num_workers", "checkpoint_every", "eval_batch_size")
+# The memory plan's inputs are among them; the accumulation it resolves is fingerprinted instead.
+RUNTIME_KEYS = ("num_workers", "checkpoint_every", "eval_batch_size", "gpu_memory_gb", "grad_checkpointing")
 
 
-def per_process_batch(batch_size: int, accum_steps: int, world_size: int) -> int:
-    """Micro-batch per process, from the global batch (= micro x processes x accum_steps)."""
-    per = batch_size // (accum_steps * world_size)
-    if per * accum_steps * world_size != batch_size or per == 0:
-        raise ConfigError(f"batch_size {batch_size} is not a multiple of accum_steps {accum_steps} "
-                          f"x {world_size} process(es)")
-    return per
+def epoch_steps(data: TrainData, recipe: dict, root: Path) -> int:
+    """Optimizer steps per epoch: one pass over the sampler, or ``recipe["steps_per_epoch"]`` if that is
+    smaller (the smoke scale cuts epochs to a few steps; schedules follow the cut epoch)."""
+    steps = data.batches_per_epoch // recipe["accum_steps"]
+    if steps == 0:
+        raise DataError(f"{root}: {data.sampler.samples_per_epoch} training samples per process do not fill "
+                        f"one step of {data.batch_size} x {recipe['accum_steps']} images")
+    cap = recipe.get("steps_per_epoch")
+    return steps if cap is None else min(steps, cap)
 
 
 def build_model(run: SupervisedRun, drop_path: float = 0.0) -> VisionTransformer:
@@ -41,6 +46,28 @@ def build_model(run: SupervisedRun, drop_path: float = 0.0) -> VisionTransformer
     if run.protocol == "linprobe":
         add_probe_head(model)
     return model
+
+
+def micro_batch_multiple(run: SupervisedRun) -> int:
+    """Mixup/CutMix (timm's batch mode) pair the samples of a micro-batch: it must be even."""
+    return 2 if build_mixup(run.recipe, run.num_classes) is not None else 1
+
+
+def memory_workload(run: SupervisedRun) -> Workload:
+    """What one image of ``run`` costs on a GPU (vitpe.train.memory); linear probing trains the head only."""
+    frozen = run.protocol == "linprobe"
+    params, trainable = parameter_counts(lambda: build_model(run), (lambda m: m.head) if frozen else (lambda m: m))
+    size = run.model["img_size"]
+    tower = vit_tower(run.model, 1 + (size // run.model["patch_size"]) ** 2, run.rpe)
+    amp = run.recipe["amp"]
+    other = classifier_other_bytes(tower, size, run.num_classes, ACT_BYTES[amp], run.global_pool, frozen)
+    return Workload((tower,), 1, other, params, trainable, run.recipe.get("optimizer", "adamw"), amp, frozen)
+
+
+def batch_plan(run: SupervisedRun, world_size: int) -> BatchPlan:
+    """Micro-batch, accumulation and activation checkpointing of ``run`` on ``world_size`` processes."""
+    return plan_recipe(run.recipe, world_size, lambda: memory_workload(run), multiple_of=micro_batch_multiple(run),
+                       where=f"{run.protocol} {run.name}")
 
 
 def architecture_metadata(run: SupervisedRun) -> dict:
@@ -81,17 +108,17 @@ class JigsawSchedule:
 
 
 def build_supervised(run: SupervisedRun, env: DistEnv) -> TrainingSetup:
-    recipe = run.recipe
-    batch = per_process_batch(recipe["batch_size"], recipe["accum_steps"], env.world_size)
+    plan = batch_plan(run, env.world_size)
+    check_device_memory(plan, env.device, f"{run.protocol} {run.name}")
+    log_plan(plan, env.is_main)
+    recipe = {**run.recipe, "accum_steps": plan.accum_steps}  # 'auto' or a minimum, resolved
+    batch = plan.micro_batch
     # official: torch/numpy seeded with seed + rank; python's random is seeded here as well
     seed_everything(run.seed + env.rank)
     data = build_train_data(run.train_dir, recipe, run.model["img_size"], run.num_classes, batch,
                             seed=run.seed, rank=env.rank, world_size=env.world_size,
                             pin_memory=env.device.type == "cuda")
-    steps_per_epoch = data.batches_per_epoch // recipe["accum_steps"]
-    if steps_per_epoch == 0:
-        raise DataError(f"{run.train_dir}: {data.sampler.samples_per_epoch} training samples per process "
-                        f"do not fill one step of {batch} x {recipe['accum_steps']} images")
+    steps_per_epoch = epoch_steps(data, recipe, run.train_dir)
     mixup = build_mixup(recipe, run.num_classes)
     if mixup is not None and batch % 2:
         raise ConfigError(f"Mixup/CutMix needs an even per-process batch, got {batch}")
@@ -100,6 +127,7 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> TrainingSetup:
     model = build_model(run, recipe["drop_path"])
     if run.pretrained is not None:
         prepare_from_pretrained(model, run)
+    model.set_grad_checkpointing(plan.grad_checkpointing)
     model = model.to(env.device)
     lr, warmup_lr, min_lr = scaled_lrs(recipe)
     if recipe.get("optimizer", "adamw") == "lars":

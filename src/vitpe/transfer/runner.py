@@ -8,6 +8,7 @@ processes (SyncBN and the per-GPU batch under torchrun) and the work directory.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vitpe.config import dataset_paths
-from vitpe.errors import CheckpointError, ConfigError, DataError
+from vitpe.errors import CheckpointError, ConfigError, DataError, EvaluationError
 from vitpe.transfer.convert import Encoder, check_transferable, read_encoder
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -220,12 +221,33 @@ def build_config(params: Mapping, task: str, encoder_path: str | Path, work_dir:
     return cfg
 
 
-def metrics_from(task: str, evaluated: Mapping[str, Any]) -> dict[str, Any]:
-    """The evaluator's numbers under the project's flat keys (not recomputed)."""
-    # float(str(.)): the evaluator's rounded value as printed (mmseg returns numpy float32 scalars)
-    out = {ours: float(str(evaluated[theirs])) for theirs, ours in METRIC_KEYS[task].items() if theirs in evaluated}
-    out[f"{task}_status"] = "ok" if len(out) == len(METRIC_KEYS[task]) else "incomplete: " + ", ".join(
-        sorted(set(METRIC_KEYS[task]) - set(evaluated)))
+# COCO summary keys whose -1 means "no ground truth at all"; the size breakdown (AP_s/m/l) is -1
+# whenever the validation set has no object of that size, which is a valid answer
+COCO_HEADLINE = tuple(f"coco/{kind}_mAP{suffix}" for kind in ("bbox", "segm") for suffix in ("", "_50", "_75"))
+
+
+def metrics_from(task: str, evaluated: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluator's numbers under the project's flat keys (not recomputed).
+
+    EvaluationError when the evaluator could not compute one: mmdet's CocoMetric returns no keys at
+    all when no detection passed ``test_score_thr`` (it logs "results ... empty" and stops), mmseg's
+    IoUMetric gives NaN when no pixel is labelled.
+    """
+    if task == "coco" and not any(key.startswith("coco/bbox_") for key in evaluated):
+        raise EvaluationError(f"no detections above test_score_thr={recipe['test_score_thr']}; bbox AP cannot be "
+                              "computed (undertrained model, or lower transfer.coco.test_score_thr)")
+    missing = [key for key in METRIC_KEYS[task] if key not in evaluated]
+    if missing:
+        raise EvaluationError(f"{task}: the evaluator returned no {', '.join(missing)} "
+                              f"(it returned: {', '.join(sorted(evaluated)) or 'nothing'})")
+    out: dict[str, Any] = {}
+    for theirs, ours in METRIC_KEYS[task].items():
+        value = float(str(evaluated[theirs]))  # the rounded value as printed (mmseg: numpy float32)
+        if not math.isfinite(value) or (theirs in COCO_HEADLINE and value < 0):
+            raise EvaluationError(f"{task}: {theirs} is {value}: no ground truth to score against in the "
+                                  "validation annotations")
+        out[ours] = value
+    out[f"{task}_status"] = "ok"
     return out
 
 
@@ -258,8 +280,10 @@ def run_transfer(params: Mapping, task: str, experiment: str, encoder_path: str 
     runner = Runner.from_cfg(cfg)
     runner.train()
     evaluated = runner.test()
-    metrics = {**metrics_from(task, evaluated), "scale": params["scale"], "experiment": experiment,
-               f"{task}_iters": recipe_of(params, task)["iters"]}
+    recipe = recipe_of(params, task)
+    # before anything is written: an evaluation without its metric leaves no output behind
+    metrics = {**metrics_from(task, evaluated, recipe), "scale": params["scale"], "experiment": experiment,
+               f"{task}_iters": recipe["iters"]}
     if is_main_process():
         if weights_out is not None:
             model = getattr(runner.model, "module", runner.model)
