@@ -354,3 +354,28 @@ def test_selfcheck_runs_the_cuda_ops_only_where_a_gpu_is_visible(monkeypatch, ca
     monkeypatch.setattr(selfcheck, "cuda_available", lambda: True)  # a GPU build: both pass
     assert selfcheck.main() == 0 and devices == ["cpu", "cpu", "cuda"]
     assert "nms and roi_align on CPU and CUDA" in capsys.readouterr().out
+
+
+def test_mask_head_gives_an_empty_mask_to_a_box_in_the_lsj_padding():
+    """mmdet's CPU paste fails on a box wholly outside the original image (it lies in the LSJ padding)."""
+    from mmengine.config import ConfigDict
+    from mmdet.models.roi_heads.mask_heads import FCNMaskHead
+
+    from vitpe.transfer.mask_paste import OutsideSafeFCNMaskHead
+
+    torch.manual_seed(0)
+    cfg = ConfigDict(mask_thr_binary=0.5)
+    meta = {"ori_shape": (480, 640), "scale_factor": (1.6, 1.6)}
+    preds = torch.randn(3, 80, 28, 28)
+    labels = torch.tensor([3, 7, 1])
+    # in the image / straddling its right edge / wholly below it (y > 480 after rescaling)
+    boxes = torch.tensor([[10.0, 10.0, 300.0, 200.0], [900.0, 100.0, 1100.0, 300.0], [100.0, 800.0, 400.0, 1000.0]])
+    with pytest.raises(RuntimeError):
+        FCNMaskHead(num_classes=80)._predict_by_feat_single(preds, boxes.clone(), labels, meta, cfg, rescale=True)
+    masks = OutsideSafeFCNMaskHead(num_classes=80)._predict_by_feat_single(preds, boxes.clone(), labels, meta, cfg,
+                                                                          rescale=True)
+    assert masks.shape == (3, 480, 640) and masks.dtype == torch.bool
+    assert not masks[2].any()  # the box in the padding: an empty mask, as mmdet's GPU paste gives
+    expected = FCNMaskHead(num_classes=80)._predict_by_feat_single(preds[:2], boxes[:2].clone(), labels[:2], meta,
+                                                                   cfg, rescale=True)
+    assert torch.equal(masks[:2], expected) and masks[0].any()

@@ -358,7 +358,8 @@ def test_slurm_dry_run_requests_8_gpus_and_launches_torchrun(workflow_copy, monk
             assert f"results/checkpoints/paper/pretrain/{exp}/encoder.safetensors" in block
             resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block).group(1)))
             assert resources["gpu"] == "8" and resources["cpus_per_gpu"] == "8" and resources["tasks_per_gpu"] == "0"
-            assert int(resources["mem_mb"]) >= 256000 and int(resources["runtime"]) >= 24 * 60
+            # runtime follows the iterations: 160k x 16 (ADE20K) and 184k x 64 (COCO) images take over 12 h
+            assert int(resources["mem_mb"]) >= 256000 and int(resources["runtime"]) >= 12 * 60
         command = re.search(rf"torchrun .*transfer {task} .*--experiment mae .*", proc.stdout).group(0)
         assert command.startswith("torchrun --standalone --nproc-per-node=8 -m vitpe")
 

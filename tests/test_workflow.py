@@ -1,4 +1,5 @@
-"""The real Snakemake DAG: SLURM dry-run resources, a micro end-to-end run, and DVC on top of it."""
+"""The real Snakemake DAG: SLURM resources and launch commands (dry runs, a stub sbatch), a micro
+end-to-end run, and DVC on top of it."""
 from __future__ import annotations
 
 import json
@@ -23,21 +24,92 @@ def _job_block(dry_run: str, rule: str, output: str) -> str:
     return matching[0]
 
 
-def test_slurm_profile_dry_run_requests_gpus(workflow_copy, monkeypatch):
+def _resources(block: str) -> dict[str, str]:
+    return dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block).group(1)))
+
+
+def _slurm_dry_run(cwd, monkeypatch, *args: str, target: str = "results/tables/main.tex") -> str:
     for key, value in SLURM_ENV.items():
         monkeypatch.setenv(key, value)
-    proc = run(["snakemake", "-n", "-p", "--cores", "all", "--profile", "slurm", "results/tables/main.tex"],
-               workflow_copy)
-    block = _job_block(proc.stdout, "train_supervised", "results/checkpoints/paper/supervised/deit_s/model.safetensors")
-    resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block).group(1)))
-    # the profile switches to the paper scale; every GPU request is explicit
-    assert "results/checkpoints/paper/supervised/deit_s/model.safetensors" in block
+    return run(["snakemake", "-n", "-p", "--cores", "all", "--profile", "slurm", *args, "--", target], cwd).stdout
+
+
+def _edit_params(cwd, edit) -> None:
+    """Apply ``edit`` (a function changing the dict in place) to the workflow copy's params.yaml."""
+    params = yaml.safe_load((cwd / "params.yaml").read_text())
+    edit(params)
+    (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_slurm_profile_dry_run_requests_gpus(workflow_copy, monkeypatch):
+    _edit_params(workflow_copy, lambda params: params["experiments"]["supervised"].append("deit_s_april"))
+    dry = _slurm_dry_run(workflow_copy, monkeypatch)
+    block = _job_block(dry, "train_supervised", "results/checkpoints/paper/supervised/deit_s/model.safetensors")
+    resources = _resources(block)
+    # the profile switches to the paper scale; every GPU request is explicit, on one node
     assert resources["gpu"] == "8" and resources["cpus_per_gpu"] == "8" and resources["tasks_per_gpu"] == "0"
-    assert int(resources["mem_mb"]) >= 64000 and int(resources["runtime"]) >= 24 * 60
+    assert resources["nodes"] == "1" and resources["mem_mb"] == "256000"
     assert resources["slurm_account"] == "proj123" and resources["slurm_partition"] == "gpu"
-    command = re.search(r"torchrun .*train supervised.*--experiment deit_s.*", proc.stdout).group(0)
-    assert command.startswith("torchrun --standalone --nproc-per-node=8 -m vitpe")
+    assert resources["slurm_extra"] == "--signal=TERM@600"  # the early warning the trainer checkpoints on
+    # runtime from DeiT-S's own recipe: 15 + 1.5 x 300 epochs x 1,281,167 images / (1000/s x 8 GPUs) / 60
+    assert resources["runtime"] == "1217"
+    command = re.search(r"exec .*train supervised.*--experiment deit_s .*", dry).group(0)
+    assert command.startswith("exec python -m vitpe.launch torchrun --standalone --nproc-per-node=8 -m vitpe")
     assert "--set 'scale=\"paper\"'" in command  # the job sees the profile's override
+    # the 2-epoch APRIL variant: one GPU for 15 + 1.5 x 2 x 1,281,167 / 1000 / 60 min, one process
+    april = _resources(_job_block(dry, "train_supervised",
+                                  "results/checkpoints/paper/supervised/deit_s_april/model.safetensors"))
+    assert april["gpu"] == "1" and april["runtime"] == "80" and april["mem_mb"] == "32000"
+    assert re.search(r"exec vitpe train supervised .*--experiment deit_s_april ", dry)
+    # the other training stages follow their recipes too (numbers worked through in common.smk)
+    runtimes = {(rule, out): _resources(_job_block(dry, rule, out))["runtime"] for rule, out in [
+        ("train_pretrain", "results/checkpoints/paper/pretrain/mae/model.safetensors"),
+        ("train_encoder_protocol", "results/checkpoints/paper/finetune/mae/model.safetensors"),
+        ("train_encoder_protocol", "results/checkpoints/paper/linprobe/mae/model.safetensors"),
+        ("transfer_ade20k", "results/metrics/paper/mae/ade20k.json"),
+    ]}
+    assert list(runtimes.values()) == ["4320", "683", "256", "1015"]  # MAE: 5353 min, capped at 3 days
+
+
+def test_slurm_transfer_runtime_follows_its_iterations(workflow_copy, monkeypatch):
+    _edit_params(workflow_copy, lambda params: params["scales"]["paper"]["transfer"]["ade20k"].update(iters=16000))
+    dry = _slurm_dry_run(workflow_copy, monkeypatch, target="results/metrics/paper/mae/ade20k.json")
+    block = _job_block(dry, "transfer_ade20k", "results/metrics/paper/mae/ade20k.json")
+    assert _resources(block)["runtime"] == "115"  # 15 + 1.5 x 16,000 x 16 / (8/s x 8 GPUs) / 60 (160k: 1015)
+
+
+def test_slurm_set_resources_changes_the_processes_launched(workflow_copy, monkeypatch):
+    dry = _slurm_dry_run(workflow_copy, monkeypatch, "--set-resources", "train_supervised:gpu=4",
+                         target="results/checkpoints/paper/supervised/deit_s/model.safetensors")
+    block = _job_block(dry, "train_supervised", "results/checkpoints/paper/supervised/deit_s/model.safetensors")
+    assert _resources(block)["gpu"] == "4"
+    assert "exec python -m vitpe.launch torchrun --standalone --nproc-per-node=4 -m vitpe train supervised" in block
+
+
+def test_smoke_scale_launches_supervised_training_as_two_processes(workflow_copy):
+    dry = run(["snakemake", "-n", "-p", "--cores", "2", "--config", "scale=smoke", "--",
+               "results/checkpoints/smoke/supervised/deit_s/model.safetensors",
+               "results/checkpoints/smoke/pretrain/mae/model.safetensors"], workflow_copy).stdout
+    supervised = _job_block(dry, "train_supervised", "results/checkpoints/smoke/supervised/deit_s/model.safetensors")
+    assert _resources(supervised)["gpu"] == "0" and _resources(supervised)["procs"] == "2"
+    assert "exec python -m vitpe.launch torchrun --standalone --nproc-per-node=2 -m vitpe train supervised" \
+        in supervised
+    pretrain = _job_block(dry, "train_pretrain", "results/checkpoints/smoke/pretrain/mae/model.safetensors")
+    assert "exec vitpe train pretrain" in pretrain and "torchrun" not in pretrain
+
+
+@pytest.mark.parametrize("missing", ["VITPE_SLURM_ACCOUNT", "VITPE_SLURM_PARTITION"])
+def test_slurm_profile_without_account_or_partition_stops_before_submitting(workflow_copy, tmp_path, monkeypatch,
+                                                                            missing):
+    log = _stub_slurm(tmp_path, monkeypatch)
+    monkeypatch.delenv(missing)
+    proc = run(["snakemake", "--cores", "all", "--profile", "slurm",
+                "results/checkpoints/paper/supervised/deit_s/model.safetensors"], workflow_copy, check=False,
+               timeout=120)
+    assert proc.returncode != 0
+    assert (f"error: default resource slurm_{missing.split('_')[-1].lower()} (slurm/config.yaml) reads "
+            f"${missing}, which is not set" in proc.stderr), proc.stderr[-2000:]
+    assert "sbatch" not in (log.read_text() if log.exists() else "")  # nothing was submitted
 
 
 @pytest.mark.slow
@@ -107,8 +179,8 @@ esac
 """
 
 
-def test_slurm_submission_flags_with_stub_sbatch(workflow_copy, tmp_path, monkeypatch):
-    """What sbatch actually receives for the GPU training rule (stub SLURM binaries log their argv)."""
+def _stub_slurm(tmp_path, monkeypatch):
+    """SLURM binaries that log their argv; the account and partition variables set. Returns the log."""
     stubs, log = tmp_path / "stubs", tmp_path / "slurm_calls.log"
     stubs.mkdir()
     for name in ("sbatch", "sacct", "sacctmgr", "squeue", "sinfo", "scontrol"):
@@ -117,6 +189,12 @@ def test_slurm_submission_flags_with_stub_sbatch(workflow_copy, tmp_path, monkey
     for key, value in SLURM_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("PATH", f"{stubs}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_slurm_submission_flags_with_stub_sbatch(workflow_copy, tmp_path, monkeypatch):
+    """What sbatch actually receives for the GPU training rule (stub SLURM binaries log their argv)."""
+    log = _stub_slurm(tmp_path, monkeypatch)
     check = workflow_copy / "results/checks/paper/data.json"
     check.parent.mkdir(parents=True)
     check.write_text("{}")
@@ -135,6 +213,7 @@ def test_slurm_submission_flags_with_stub_sbatch(workflow_copy, tmp_path, monkey
     calls = [line for line in log.read_text().splitlines() if line.startswith("sbatch")]
     assert calls, log.read_text()
     flags = calls[0]
-    for flag in ("-A proj123", "-p gpu", "--mem 256000", "-t 4320", "--gpus=8", "--cpus-per-gpu=8"):
+    for flag in ("-A proj123", "-p gpu", "--mem 256000", "-t 1217", "--gpus=8", "--cpus-per-gpu=8",
+                 "--nodes=1", "--signal=TERM@600"):
         assert flag in flags, f"{flag!r} missing from: {flags}"
     assert "--ntasks-per-gpu" not in flags  # tasks_per_gpu=0: one torchrun launcher for 8 GPUs

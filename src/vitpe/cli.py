@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from vitpe.errors import Preempted, VitpeError
+from vitpe.train.signals import mark_preempted
 
 GROUPS = {
     "data": ("vitpe.data.commands", "generate and check datasets"),
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr)
+        mark_preempted()  # the state is saved: a launcher wrapper above torchrun exits 124 too
         return exc.exit_code
 
 

@@ -7,8 +7,8 @@ import sys
 from vitpe.config import dataset_paths, validate_params
 from vitpe.errors import ConfigError
 
-try:  # one clear line and a non-zero exit before any job starts
-    validate_params(config, "params.yaml (with --config overrides)")
+try:  # one clear line and a non-zero exit before any job starts; inherited scales written out in full
+    config.update(validate_params(config, "params.yaml (with --config overrides)"))
 except ConfigError as exc:
     sys.exit(f"error: {exc}")
 
@@ -28,55 +28,225 @@ PARAMS = " ".join(
 )
 
 wildcard_constraints:
-    scale="tiny|paper",
+    scale="tiny|smoke|paper",
     exp="[A-Za-z0-9_]+",
 
-# Per-scale job sizes. Runtime settings live here and in the profiles, not in params.yaml.
-# Every GPU rule states gpu, cpus_per_gpu, mem_mb, runtime and tasks_per_gpu explicitly (the SLURM
-# plugin otherwise falls back to --mem 1000 and --ntasks-per-gpu=<tasks>); `nodes` > 1 switches a rule
-# to a multi-node torchrun launch (gres per node, one srun task per node).
+# --- Job sizes and launch commands ----------------------------------------------------------------
+import functools
+import math
+import re
+from dataclasses import dataclass
+
+from vitpe.config import encoder_run, pretrain_run, supervised_run
+
+
+def _unset_profile_variables():
+    """Default resources (slurm/config.yaml) naming an environment variable that is not set."""
+    defaults = workflow.resource_settings.default_resources
+    for arg in defaults.args if defaults is not None else []:
+        name, _, raw = arg.partition("=")
+        unset = re.search(r"\$\{?(\w+)", os.path.expandvars(raw))
+        if unset:
+            yield name, unset.group(1)
+
+
+# Stop before anything is submitted: SLURM would otherwise receive a literal "$VITPE_SLURM_ACCOUNT".
+for _resource, _variable in _unset_profile_variables():
+    sys.exit(f"error: default resource {_resource} (slurm/config.yaml) reads ${_variable}, which is not set: "
+             f"export {_variable}=<value> before `snakemake --profile slurm`")
+
+# Per-scale job sizes, in the SLURM plugin's vocabulary. Runtime settings live here and in the
+# profiles, not in params.yaml. Every rule states gpu, nodes, cpus_per_gpu, cpus_per_task, mem_mb,
+# runtime and tasks_per_gpu (the plugin otherwise falls back to --mem 1000 and --ntasks-per-gpu=<tasks>).
+# - nodes: always passed on (sbatch --nodes): torchrun starts every process of a one-node job on the
+#   node it runs on, so the job's GPUs must not be spread over several; > 1: a multi-node launch
+#   (GPUs per node as gres, one srun task per node).
+# - procs: processes per node on CPU (gpu 0), started by torchrun with gloo when > 1; with GPUs one
+#   process per GPU. The launch command reads both from the job's resources at run time, so
+#   `--set-resources train_supervised:gpu=4` changes the processes with the request.
+# - runtime None: the job's GPUs, memory and runtime follow its experiment's own recipe (job_size).
+_CPU = dict(gpu=0, nodes=1, procs=1, cpus_per_gpu=0, cpus_per_task=2, mem_mb=4000, runtime=30, tasks_per_gpu=0)
+_GPU = dict(gpu=8, nodes=1, procs=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=256000, runtime=None, tasks_per_gpu=0)
 JOBS = {
     "tiny": {
-        "train": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=2, mem_mb=4000, runtime=30, tasks_per_gpu=0),
-        "eval": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=2, mem_mb=4000, runtime=15, tasks_per_gpu=0),
+        "train": _CPU,
+        "train_supervised": _CPU,
+        "eval": {**_CPU, "runtime": 15},
         # downstream transfer (workflow/rules/transfer.smk): one CPU each, so two run side by side
-        "transfer_ade20k": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=1, mem_mb=4000, runtime=15, tasks_per_gpu=0),
-        "transfer_coco": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=1, mem_mb=4000, runtime=15, tasks_per_gpu=0),
+        "transfer_ade20k": {**_CPU, "cpus_per_task": 1, "runtime": 15},
+        "transfer_coco": {**_CPU, "cpus_per_task": 1, "runtime": 15},
         # gradient-inversion attacks of one model (workflow/rules/attacks.smk): one CPU, two side by side
-        "attack": dict(gpu=0, nodes=1, cpus_per_gpu=0, cpus_per_task=1, mem_mb=2000, runtime=15, tasks_per_gpu=0),
+        "attack": {**_CPU, "cpus_per_task": 1, "mem_mb": 2000, "runtime": 15},
+    },
+    # the paper's models and input sizes for a few steps on CPU: more memory and time than tiny; the
+    # supervised training runs as 2 processes (torchrun, gloo) to cover the multi-process path
+    "smoke": {
+        "train": {**_CPU, "mem_mb": 8000, "runtime": 60},
+        "train_supervised": {**_CPU, "procs": 2, "mem_mb": 8000, "runtime": 60},
+        "eval": {**_CPU, "mem_mb": 8000, "runtime": 60},
+        "transfer_ade20k": {**_CPU, "cpus_per_task": 1, "mem_mb": 8000, "runtime": 60},
+        "transfer_coco": {**_CPU, "cpus_per_task": 1, "mem_mb": 16000, "runtime": 60},
+        "attack": {**_CPU, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60},
     },
     "paper": {
-        "train": dict(gpu=8, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=256000, runtime=4320, tasks_per_gpu=0),
-        "eval": dict(gpu=1, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=64000, runtime=240, tasks_per_gpu=0),
-        # UperNet 160k iters x 16 images, Mask R-CNN 184k iters x 64 images at 1024 px (8 GPUs, torchrun)
-        "transfer_ade20k": dict(gpu=8, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=256000, runtime=2880, tasks_per_gpu=0),
-        "transfer_coco": dict(gpu=8, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=384000, runtime=5760, tasks_per_gpu=0),
+        # at most 8 GPUs of one node, 32 GB of host memory per GPU
+        "train": _GPU,
+        "train_supervised": _GPU,
+        "eval": {**_GPU, "gpu": 1, "mem_mb": 64000, "runtime": 240},
+        "transfer_ade20k": _GPU,
+        "transfer_coco": {**_GPU, "mem_mb": 384000},
         # 100 images x 2 client modes x (24k IG + 120k GradViT iterations) of ViT-S/16, double backward
-        "attack": dict(gpu=1, nodes=1, cpus_per_gpu=8, cpus_per_task=0, mem_mb=64000, runtime=4320, tasks_per_gpu=0),
+        "attack": {**_GPU, "gpu": 1, "mem_mb": 64000, "runtime": 4320},
     },
 }
 
+# --- Runtime of a GPU job from its own recipe ---------------------------------------------------------
+#   runtime = START_MIN + SAFETY x images / (images/s per GPU x GPUs) / 60 min, at least FLOOR_MIN and
+#   at most MAX_RUNTIME_MIN: a longer run is stopped by the profile's early SIGTERM, saves its state,
+#   exits 124 and continues in the next attempt (the profile's `retries`, 3 attempts in all).
+#   images = epochs x IMAGENET_TRAIN_IMAGES (training, pretraining) or iters x batch_size (transfer).
+#   GPUs: the JOBS count, halved while the job still finishes within SHORT_JOB_MIN (fewer GPUs are
+#   scheduled sooner; the memory plan, vitpe.train.memory, accumulates what one GPU cannot hold);
+#   host memory follows the GPUs (JOBS mem_mb per 8).
+# Worked through (8 GPUs unless stated):
+#   deit_s, mjp (300 epochs):        15 + 1.5 x 300 x 1,281,167 / (1000 x 8) / 60 = 1217 min (20 h)
+#   deit_s_april, mjp_april (2 ep.): 1 GPU: 15 + 1.5 x 2 x 1,281,167 / 1000 / 60  =   80 min
+#   mae (1600 epochs):               15 + 1.5 x 1600 x 1,281,167 / (1200 x 8) / 60 = 5353 min -> 4320, 2 attempts
+#   mae_plus, adpe_* (1600 epochs):  15 + 1.5 x 1600 x 1,281,167 / (500 x 8) / 60 = 12827 min -> 4320, 3 attempts
+#   finetune (100 epochs):           15 + 1.5 x  100 x 1,281,167 / (600 x 8) / 60 =  683 min
+#   linprobe (90 epochs):            15 + 1.5 x   90 x 1,281,167 / (1500 x 8) / 60 =  256 min (4 GPUs: 496)
+#   ADE20K (160k iters x 16):        15 + 1.5 x 160,000 x 16 / (8 x 8) / 60       = 1015 min
+#   COCO (184,375 iters x 64):       15 + 1.5 x 184,375 x 64 / (3.2 x 8) / 60     = 11539 min -> 4320, 3 attempts
+START_MIN = 15  # start-up, data check, loader warm-up, the final save
+SAFETY = 1.5  # slower nodes, per-epoch evaluation, shared file systems
+FLOOR_MIN = 30
+MAX_RUNTIME_MIN = 3 * 24 * 60  # a common partition limit
+SHORT_JOB_MIN = 120  # a job this short gets fewer GPUs rather than waiting for a whole node
+IMAGENET_TRAIN_IMAGES = 1_281_167  # ILSVRC-2012 training set
 
-def job_resources(kind):
-    """Resources for a rule of `kind` at the active scale, in the SLURM plugin's vocabulary."""
+
+@dataclass(frozen=True)
+class Workload:
+    """Assumed training throughput of one paper model on one A100-class GPU (bf16/fp16 AMP)."""
+
+    images_per_s: float  # per GPU: forward + backward + optimizer step (linear probing: forward only)
+    embed_dim: int  # the model the rate is for; another width or depth scales it by depth x width^2
+    depth: int = 12
+
+
+# timm's AMP training benchmark (results/benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv) measures
+# vit_small_patch16_224 at 1053 and vit_base_patch16_224 at 391 images/s on an RTX 3090; an A100
+# is taken as 1.5x that (ViT-S: ~1600, ViT-B: ~600), and 8 loader CPUs per GPU with RandAugment cap
+# ViT-S at ~1000. MAE's encoder sees 25 % of the tokens and its 8-block, 512-wide decoder costs 0.30
+# of ViT-B (8/12 x (512/768)^2): 0.55 of a ViT-B step, ~1200 images/s. MAE+ encodes all 4 x 49 tokens
+# plus the decoder: 1.3 ViT-B steps, ~500. Linear probing runs the frozen encoder forward only (~1/3
+# of a training step), ~1500. ViTDet Mask R-CNN ViT-B at 1024 px trains at 0.314 s per image on an
+# A100 (detectron2 projects/ViTDet model zoo): 3.2 images/s; UperNet ViT-B at 512 px has a quarter
+# of its tokens but a 768-channel head: ~8.
+WORKLOADS = {
+    "supervised": Workload(1000, embed_dim=384),  # DeiT-S: ViT-S/16 at 224
+    "finetune": Workload(600, embed_dim=768),
+    "linprobe": Workload(1500, embed_dim=768),
+    "mae": Workload(1200, embed_dim=768),
+    "mae_plus": Workload(500, embed_dim=768),  # images of 4 crops
+    "transfer_ade20k": Workload(8, embed_dim=768),
+    "transfer_coco": Workload(3.2, embed_dim=768),
+}
+
+
+def training_images(stage, exp):
+    """(images seen, model dims, workload name) of one run at the active scale."""
+    if stage.startswith("transfer_"):
+        recipe = config["scales"][SCALE]["transfer"][stage[len("transfer_"):]]
+        return recipe["iters"] * recipe["batch_size"], encoder_run(config, exp, "finetune").model, stage
+    if stage == "pretrain":
+        run = pretrain_run(config, exp)
+        workload = run.method
+    else:
+        run = supervised_run(config, exp) if stage == "supervised" else encoder_run(config, exp, stage)
+        workload = stage
+    recipe = run.recipe
+    per_epoch = IMAGENET_TRAIN_IMAGES
+    if recipe.get("steps_per_epoch"):  # epochs cut to a number of steps
+        per_epoch = min(per_epoch, recipe["steps_per_epoch"] * recipe["batch_size"])
+    return recipe["epochs"] * per_epoch, run.model, workload
+
+
+@functools.cache
+def job_size(kind, stage, exp):
+    """GPUs, memory and runtime of the `kind` job that runs `stage` of experiment `exp`."""
+    base = JOBS[SCALE][kind]
+    images, model, name = training_images(stage, exp)
+    work = WORKLOADS[name]
+    rate = work.images_per_s * work.depth * work.embed_dim**2 / (model["depth"] * model["embed_dim"] ** 2)
+
+    def minutes(gpus):
+        return START_MIN + SAFETY * images / (rate * gpus * base["nodes"]) / 60
+
+    gpus = base["gpu"]
+    while base["nodes"] == 1 and gpus > 1 and minutes(gpus // 2) <= SHORT_JOB_MIN:
+        gpus //= 2
+    runtime = min(MAX_RUNTIME_MIN, max(FLOOR_MIN, math.ceil(minutes(gpus))))
+    return {"gpu": gpus, "mem_mb": base["mem_mb"] * gpus // base["gpu"], "runtime": runtime}
+
+
+def _sized(kind, stage, key):
+    def value(wildcards):
+        return job_size(kind, stage(wildcards) if callable(stage) else stage, wildcards.exp)[key]
+
+    return value
+
+
+def job_resources(kind, stage=None):
+    """Resources for a rule of `kind` at the active scale, in the SLURM plugin's vocabulary.
+
+    `stage`: what the rule trains for its {exp} wildcard (supervised, pretrain, finetune, linprobe,
+    transfer_ade20k, transfer_coco; a function of the wildcards when a wildcard says; default: `kind`);
+    a JOBS entry without a runtime is sized from that run (job_size).
+    """
+    stage = stage or kind
     res = dict(JOBS[SCALE][kind])
-    nodes = res.pop("nodes")
-    if nodes > 1:  # multi-node: per-node GPUs as gres, one launcher task per node, we call srun
-        res.update(nodes=nodes, tasks=nodes, mpi="srun", gres=f"gpu:{res.pop('gpu')}")
+    if res["runtime"] is None:
+        res.update({key: _sized(kind, stage, key) for key in ("gpu", "mem_mb", "runtime")})
+    if res["nodes"] > 1:  # multi-node: per-node GPUs as gres, one launcher task per node, we call srun
+        gpu = res.pop("gpu")
+        res.update(tasks=res["nodes"], mpi="srun",
+                   gres=(lambda wildcards: f"gpu:{gpu(wildcards)}") if callable(gpu) else f"gpu:{gpu}")
     return res
 
 
-def launcher(kind):
-    """The command that starts `vitpe` for a rule: plain python, torchrun, or srun + torchrun."""
-    res = JOBS[SCALE][kind]
-    if res["gpu"] <= 1 and res["nodes"] == 1:
-        return "vitpe"
-    if res["nodes"] == 1:
-        return f"torchrun --standalone --nproc-per-node={res['gpu']} -m vitpe"
+def _processes_per_node(resources):
+    gres = re.fullmatch(r"gpu(?::\w+)?:(\d+)", str(resources.get("gres", "")))
+    gpus = int(gres.group(1)) if gres else resources.get("gpu", 0)
+    return gpus if gpus > 0 else resources.get("procs", 1)
+
+
+def launch_command(resources):
+    """`exec vitpe`, or torchrun (srun + torchrun on several nodes) under `python -m vitpe.launch`.
+
+    `exec`: no shell sits between Snakemake and the trainer, so a SIGTERM to the job step reaches the
+    trainer and not a shell that would die of it. vitpe.launch makes torchrun's exit 124 on pre-emption.
+    """
+    procs, nodes = _processes_per_node(resources), resources.get("nodes", 1)
+    if procs <= 1 and nodes == 1:
+        return "exec vitpe"
+    if nodes == 1:
+        return f"exec python -m vitpe.launch torchrun --standalone --nproc-per-node={procs} -m vitpe"
     return (
-        f"srun --ntasks-per-node=1 torchrun --nnodes={res['nodes']} --nproc-per-node={res['gpu']} "
+        f"exec srun --ntasks-per-node=1 python -m vitpe.launch torchrun --nnodes={nodes} --nproc-per-node={procs} "
         "--rdzv-backend=c10d --rdzv-endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -1):29500 -m vitpe"
     )
+
+
+def launcher(kind):
+    """The `params: launch=` of a rule: its launch command, from the job's own resources at run time.
+
+    `kind`'s JOBS entry stands in for a resource the job does not have.
+    """
+    def launch(wildcards, resources):
+        return launch_command({**JOBS[SCALE][kind], **dict(resources.items())})
+
+    return launch
 
 
 # What results/tables/main.tex needs, gathered from every rules file: each study appends its metrics

@@ -29,7 +29,7 @@ rule train_pretrain:
     log:
         f"results/logs/{SCALE}/pretrain/{{exp}}/train.log",
     resources:
-        **job_resources("train"),
+        **job_resources("train", "pretrain"),
     shell:
         "{params.launch} train pretrain {PARAMS} --experiment {wildcards.exp}"
         " --out {params.outdir} > {log} 2>&1"
@@ -52,7 +52,7 @@ rule train_encoder_protocol:
     log:
         f"results/logs/{SCALE}/{{protocol}}/{{exp}}/train.log",
     resources:
-        **job_resources("train"),
+        **job_resources("train", lambda wc: wc.protocol),
     shell:
         "{params.launch} train {wildcards.protocol} {PARAMS} --experiment {wildcards.exp}"
         " --pretrained {input.encoder} --out {params.outdir} > {log} 2>&1"

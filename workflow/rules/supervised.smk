@@ -10,12 +10,12 @@ rule train_supervised:
         # the per-step log, published next to the weights when training completes (DVC plots, figures)
         curve=f"results/checkpoints/{SCALE}/supervised/{{exp}}/log.jsonl",
     params:
-        launch=launcher("train"),
+        launch=launcher("train_supervised"),
         outdir=lambda wc, output: os.path.dirname(output.weights),
     log:
         f"results/logs/{SCALE}/supervised/{{exp}}/train.log",
     resources:
-        **job_resources("train"),
+        **job_resources("train_supervised", "supervised"),
     shell:
         "{params.launch} train supervised {PARAMS} --experiment {wildcards.exp}"
         " --out {params.outdir} > {log} 2>&1"

@@ -26,7 +26,7 @@ from vitpe.mae.adpe import ADV_NAME, AbsoluteAdversary
 from vitpe.mae.masking import masked_patch_loss, patchify, random_mask
 from vitpe.models.irpe import RPEBlock, RPEConfig, RPEContext
 from vitpe.models.pos_embed import sincos_2d_table
-from vitpe.models.vit import MODEL_KEYS, VisionTransformer, to_timm_state_dict
+from vitpe.models.vit import MODEL_KEYS, VisionTransformer, forward_blocks, to_timm_state_dict
 
 METHODS = ("mae", "mae_plus")
 
@@ -81,6 +81,7 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_rpe = rpe is not None
         self.decoder_norm = LayerNorm(dd)
         self.decoder_pred = nn.Linear(dd, self.patch_size ** 2 * 3)
+        self.grad_checkpointing = False
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -146,14 +147,11 @@ class MaskedAutoencoder(nn.Module):
             patches = torch.gather(patches, 1, restore.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
             x = torch.cat([x[:, :1], patches], dim=1)
         x = x + self.decoder_pos_embed
+        ctx = None
         if self.decoder_rpe:
             grid = self.encoder.grid_size
             ctx = RPEContext((grid, grid), has_cls=True, query_mask=self._query_mask(mask))
-            for block in self.decoder_blocks:
-                x = block(x, ctx)
-        else:
-            for block in self.decoder_blocks:
-                x = block(x)
+        x = forward_blocks(self.decoder_blocks, x, ctx, self.grad_checkpointing)
         return self.decoder_pred(self.decoder_norm(x))[:, 1:]
 
     def forward(self, images: torch.Tensor, noise: torch.Tensor | None = None
@@ -167,6 +165,11 @@ class MaskedAutoencoder(nn.Module):
             pred = self.decode(tokens, mask)
         target = patchify(images, self.patch_size)
         return masked_patch_loss(pred.float(), target.float(), mask, self.norm_pix_loss), pred, mask
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of the encoder and decoder blocks (vitpe.models.vit.forward_blocks)."""
+        self.grad_checkpointing = enable
+        self.encoder.set_grad_checkpointing(enable)
 
     def encoder_state_dict(self) -> dict[str, torch.Tensor]:
         """The encoder alone with timm key names, without AdPE's δs (not part of the encoder)."""

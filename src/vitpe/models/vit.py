@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 from timm.layers import LayerNorm, PatchEmbed, trunc_normal_
+from timm.models import checkpoint
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -51,13 +52,15 @@ class VisionTransformer(nn.Module):
         self.patch_size = patch_size
         self.rpe = rpe
         self.global_pool = global_pool
+        self.grad_checkpointing = False
         grid = grid_size_of(img_size, patch_size)
         self.grid_size = grid
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=3, embed_dim=embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pe = build_pos_embed(pos_embed, grid, embed_dim) if isinstance(pos_embed, str) else pos_embed
-        # stochastic depth grows linearly with depth, as in timm/DeiT
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        # stochastic depth grows linearly with depth, as in timm/DeiT (on the CPU also when the model is
+        # built on the meta device, as vitpe.train.memory does to count parameters)
+        rates = torch.linspace(0, drop_path, depth, device="cpu").tolist()
         if rpe is None:
             blocks = [Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=rate,
                             norm_layer=LayerNorm, act_layer=nn.GELU) for rate in rates]
@@ -98,16 +101,17 @@ class VisionTransformer(nn.Module):
         return {"stem": r"^cls_token|^pe\.|^patch_embed",
                 "blocks": [(r"^blocks\.(\d+)", None), (r"^norm|^fc_norm|^head", (10**6,))]}
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing of the blocks (timm's method name): each block keeps only its
+        input and recomputes its activations in the backward; the results are unchanged."""
+        self.grad_checkpointing = enable
+
     def run_blocks(self, x: torch.Tensor, query_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The transformer blocks over [B, 1 + N, D]; ``query_mask`` reaches RPE adversaries only."""
-        if self.rpe is None:
-            for block in self.blocks:
-                x = block(x)
-            return x
-        ctx = RPEContext((self.grid_size, self.grid_size), has_cls=True, query_mask=query_mask)
-        for block in self.blocks:
-            x = block(x, ctx)
-        return x
+        ctx = None
+        if self.rpe is not None:
+            ctx = RPEContext((self.grid_size, self.grid_size), has_cls=True, query_mask=query_mask)
+        return forward_blocks(self.blocks, x, ctx, self.grad_checkpointing)
 
     def embed(self, x: torch.Tensor, jigsaw: Jigsaw | None = None) -> torch.Tensor:
         """Patch-embed (shuffled by ``jigsaw``), prepend CLS, add the PE: [B, 3, H, W] -> [B, 1 + N, D].
@@ -149,6 +153,18 @@ class VisionTransformer(nn.Module):
             raise ValueError("this model has no DAL head (build it with dal_head=...)")
         keep = None if jigsaw is None or jigsaw.unk is None else ~jigsaw.unk
         return logits, self.dal(self.pe.table[0, 1:], keep)
+
+
+def forward_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, ctx: RPEContext | None = None,
+                   checkpointed: bool = False) -> torch.Tensor:
+    """Run ``blocks`` in order (RPE blocks also get ``ctx``). ``checkpointed``: under autograd each
+    block runs through timm's non-reentrant ``checkpoint``, which restores the RNG state for the
+    recomputation (same DropPath draws), so losses and gradients equal the plain forward's."""
+    args = () if ctx is None else (ctx,)
+    checkpointed = checkpointed and torch.is_grad_enabled()
+    for block in blocks:
+        x = checkpoint(block, x, *args, use_reentrant=False) if checkpointed else block(x, *args)
+    return x
 
 
 def build_vit(model_cfg: Mapping, num_classes: int, pos_embed: str, drop_path: float,

@@ -3,14 +3,28 @@ step boundary and raises Preempted (the CLI then exits 124 so the job can be req
 
 Doing the work in the loop instead of the handler keeps the checkpoint consistent: a handler runs
 between arbitrary bytecodes, possibly halfway through an optimizer step.
+
+Under torchrun the exit code of a worker does not reach the job: the launcher wrapper
+(``vitpe.launch``) names a marker file in ``PREEMPTED_MARKER_ENV`` and exits 124 once a worker has
+written it (``mark_preempted``, called by the CLI after Preempted, i.e. after the state is saved).
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
+from pathlib import Path
 from types import FrameType, TracebackType
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+PREEMPTED_MARKER_ENV = "VITPE_PREEMPTED_MARKER"
+
+
+def mark_preempted() -> None:
+    """Tell the launcher wrapper, if there is one, that this process saved its state and stopped."""
+    marker = os.environ.get(PREEMPTED_MARKER_ENV)
+    if marker:
+        Path(marker).touch()
 
 
 class PreemptionGuard:

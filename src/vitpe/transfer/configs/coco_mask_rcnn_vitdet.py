@@ -32,7 +32,8 @@ model = dict(
             type='Shared4Conv1FCBBoxHead',
             conv_out_channels=256,
             norm_cfg=norm_cfg),
-        mask_head=dict(norm_cfg=norm_cfg)))
+        # FCNMaskHead; a box wholly in the LSJ padding gets an empty mask on CPU too (mask_paste.py)
+        mask_head=dict(type='VitpeFCNMaskHead', norm_cfg=norm_cfg)))
 
 backend_args = None
 train_pipeline = [
