@@ -7,6 +7,7 @@ import re
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -129,6 +130,103 @@ def test_small_batches_match_reconstructions_and_skip_the_closed_form(setup, tmp
     assert len(table) == 8 and table["label_ok"].isin([0.0, 1.0]).all()
 
 
+TIMING = ("seconds", "info_seconds")
+
+
+def _run_job(tmp, params_file, weights, exp, out_dir, *extra):
+    out = out_dir / "attacks.json"
+    argv = ["attack", "run", "--params", str(params_file), *sum((["--set", o] for o in OVERRIDES), []),
+            "--experiment", exp, "--kind", "supervised", "--weights", str(weights[exp]), "--out", str(out),
+            "--table", str(out_dir / "images.csv"), "--recon", str(out_dir / "reconstructions.safetensors"),
+            "--images", "3", "--iterations", "3", "--device", "cpu", *extra]
+    assert main(argv) == 0
+    return out_dir
+
+
+def _outputs(folder):
+    from vitpe.attacks.outputs import read_reconstructions
+
+    metrics = json.loads((folder / "attacks.json").read_text())
+    table = pd.read_csv(folder / "images.csv")
+    return metrics, table, *read_reconstructions(folder / "reconstructions.safetensors")
+
+
+def test_job_split_merges_into_the_single_job_outputs(setup, tmp_path):
+    """3 images in 2 jobs (2 + 1), merged (given in reverse order): the per-image table, reconstructions
+    and aggregates equal one job's over all 3 images (timings aside); a job's images are its share."""
+    tmp, params_file, _, weights = setup
+    single = _run_job(tmp, params_file, weights, "mjp", tmp_path / "single")
+    parts = [_run_job(tmp, params_file, weights, "mjp", tmp_path / f"job_{k}", "--jobs", "2", "--job", str(k))
+             for k in (0, 1)]
+    assert [len(_outputs(p)[1]) for p in parts] == [8, 4]  # 2 and 1 images x 2 modes x 2 attacks
+    merged = tmp_path / "merged"
+    names = ("attacks.json", "images.csv", "reconstructions.safetensors")
+    assert main(["attack", "merge", *sum(([flag, *[str(p / n) for p in reversed(parts)]]
+                                          for flag, n in zip(("--metrics", "--tables", "--recons"), names)), []),
+                 "--out", str(merged / names[0]), "--table", str(merged / names[1]),
+                 "--recon", str(merged / names[2])]) == 0
+    m1, t1, r1, meta1 = _outputs(single)
+    m2, t2, r2, meta2 = _outputs(merged)
+    keep = [c for c in t1.columns if c not in TIMING]
+    assert list(t2.columns) == list(t1.columns) and len(t1) == 3 * 2 * 2
+    pd.testing.assert_frame_equal(t1[keep], t2[keep], check_exact=True)
+    assert meta1 == meta2 and list(r1) == list(r2) and all(torch.equal(r1[k], r2[k]) for k in r1)
+    differ = {k for k in m1 if m1[k] != m2.get(k) and not (m1[k] != m1[k] and m2[k] != m2[k])}  # NaN == NaN
+    assert set(m1) == set(m2) and differ <= {"seconds", "attack_jobs"} | {k for k in m1 if "_seconds_" in k}
+    assert m1["gradvit_shuffled_psnr_mean"] == m2["gradvit_shuffled_psnr_mean"] and m1["num_images"] == 3
+    assert m2["attack_jobs"] == 2 and m2["num_images"] == 3 and "job" not in m2
+
+
+def test_merge_refuses_missing_jobs_and_mismatched_settings(setup, tmp_path, capsys):
+    from vitpe.attacks.outputs import merge_jobs
+    from vitpe.errors import DataError
+
+    tmp, params_file, _, weights = setup
+    parts = [_run_job(tmp, params_file, weights, "deit_s", tmp_path / f"job_{k}", "--jobs", "2", "--job", str(k))
+             for k in (0, 1)]
+    names = ("attacks.json", "images.csv", "reconstructions.safetensors")
+    files = lambda ps: [[p / n for p in ps] for n in names]  # noqa: E731
+    out = [tmp_path / "out" / n for n in ("attacks.json", "images.csv", "r.safetensors")]
+    with pytest.raises(DataError, match=r"job indices \[0\].*every job 0..1 of attack_jobs 2"):
+        merge_jobs(*files(parts[:1]), *out)
+    metrics = json.loads((parts[1] / "attacks.json").read_text())
+    (parts[1] / "attacks.json").write_text(json.dumps({**metrics, "ig_iterations": 999}))
+    with pytest.raises(DataError, match="ig_iterations is 999, job 0 recorded 3"):
+        merge_jobs(*files(parts), *out)
+    assert not any(p.exists() for p in out)  # nothing a workflow could take for a result
+    # 4 jobs of 3 images: at most one job per image, so job 3 does not exist (one line, exit 2, no output)
+    with pytest.raises(AssertionError):
+        _run_job(tmp, params_file, weights, "deit_s", tmp_path / "bad", "--jobs", "4", "--job", "3")
+    assert "attack job 3 does not exist: deit_s (supervised) runs as 3 job(s)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_chunked_run_matches_the_one_by_one_run(setup, tmp_path):
+    """chunk 3: every optimisation attack optimises the 3 images in one objective; per image the
+    reconstructions match the chunk-1 run to float32 tolerance (3 iterations: < 1e-4 in [0, 1])."""
+    tmp, params_file, _, weights = setup
+    one = _outputs(_run_job(tmp, params_file, weights, "mjp", tmp_path / "one"))
+    chunked_dir = tmp_path / "chunked"
+    argv = ["attack", "run", "--params", str(params_file), *sum((["--set", o] for o in OVERRIDES), []),
+            "--set", 'scales={"tiny": {"attacks": {"chunk": 3}}}', "--experiment", "mjp", "--kind", "supervised",
+            "--weights", str(weights["mjp"]), "--out", str(chunked_dir / "attacks.json"),
+            "--table", str(chunked_dir / "images.csv"), "--recon", str(chunked_dir / "reconstructions.safetensors"),
+            "--images", "3", "--iterations", "3", "--device", "cpu"]
+    assert main(argv) == 0
+    chunked = _outputs(chunked_dir)
+    assert chunked[0]["attack_chunk"] == 3 and one[0]["attack_chunk"] == 1
+    table = chunked[1]
+    assert set(one[1]["info_batched"]) == {1} and (table[table["mode"] == "plain"]["info_batched"] == 3).all()
+    # shuffled: an image whose draw moved no patch has no unknown-PE mask, so it gets its own objective
+    shuffled = table[table["mode"] == "shuffled"]
+    masked = shuffled["n_detected"] > 0
+    assert ((shuffled["info_batched"] == masked.sum() / 2) | ~masked).all()
+    assert ((shuffled["info_batched"] == (~masked).sum() / 2) | masked).all()
+    for key in one[2]:
+        assert float((one[2][key] - chunked[2][key]).abs().max()) < 1e-4, key
+    assert (one[1]["psnr"] - chunked[1]["psnr"]).abs().max() < 0.01
+
+
 def test_finetuned_classifier_is_attacked_generically(setup):
     from vitpe.config import encoder_run
 
@@ -178,3 +276,37 @@ def test_workflow_attacks_every_model(workflow_copy):
     bad = run([str(BIN / "snakemake"), "-n", "--config", "attacks={\"april_models\": [\"deit_s\"]}"],
               workflow_copy, check=False)
     assert bad.returncode != 0 and "not APRIL-compatible" in bad.stderr + bad.stdout
+
+
+def test_workflow_splits_each_model_into_jobs_with_budgeted_runtimes(workflow_copy):
+    """jobs: 2 -> two attack jobs and one merge per optimisation-attacked model (the APRIL variants stay
+    one job); each job requests the runtime of its budget; a budget over the job limit stops the DAG."""
+    params_file = workflow_copy / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text())
+    raw["scales"]["tiny"]["attacks"].update(jobs=2)
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    proc = run([str(BIN / "snakemake"), "-n", "results/tables/main.tex"], workflow_copy)
+    counts = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    params = load_params(params_file)
+    cfg = params["attacks"]
+    optimised = len(cfg["models"]) + len([e for e in cfg["finetuned"] if e in params["experiments"]["pretrain"]])
+    assert counts["attack_job"] == 2 * optimised and counts["attack_merge"] == optimised
+    assert counts["attack_model"] == len(cfg["april_models"])
+    assert "results/attacks/tiny/deit_s/job_1/images.csv" in proc.stdout
+    # the requested runtime is the budget's (tiny: 10 min of overhead + seconds of iterations)
+    from vitpe.attacks.budget import attack_job_estimate, jobs_needed
+
+    minutes = attack_job_estimate(params, "deit_s", "supervised", "cpu").minutes
+    block = proc.stdout[proc.stdout.index("wildcards: exp=deit_s, job=0"):]
+    assert f"runtime={minutes}," in block.splitlines()[1] and minutes < 15
+
+    raw["scales"]["tiny"]["attacks"].update(jobs=1, iterations={"inverting_gradients": 1500, "gradvit": 1500})
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    over = load_params(params_file)
+    need = jobs_needed(over, "deit_s", "supervised", "cpu", 15)
+    assert need is not None and need > 1  # the 15-min tiny limit: fits only when split
+    bad = run([str(BIN / "snakemake"), "-n", "results/tables/main.tex"], workflow_copy, check=False)
+    assert bad.returncode != 0
+    assert re.search(r"one attack job of deit_s needs about \d+ min, over the 15-min job limit; "
+                     rf"set scales.tiny.attacks.jobs to {need} or more", bad.stderr + bad.stdout)

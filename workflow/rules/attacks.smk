@@ -1,6 +1,6 @@
-# Gradient-inversion attacks (issue 7; reference/ATTACKS_ROBUSTNESS.md): every trained model on the
-# attack images, per-image tables, paired per-image comparisons, the reconstruction grids and the PSNR
-# distributions. One job per model runs all of its attacks (start-up dominates at the tiny scale).
+# Gradient-inversion attacks (docs/FIDELITY.md rows 38-49): every trained model on the attack images,
+# per-image tables, paired per-image comparisons, the reconstruction grids and the PSNR distributions.
+# One job per model runs all of its attacks at the tiny scale (start-up dominates there).
 import json as _json
 
 ATTACK_CFG = config.get("attacks", {})
@@ -52,26 +52,129 @@ if ATTACK_APRIL:
     FIGURES.append("attack_grid_april")
 
 
-rule attack_model:
-    input:
-        unpack(attack_inputs),
-    output:
-        metrics=f"results/metrics/{SCALE}/{{exp}}/attacks.json",
-        table=attack_table("{exp}"),
-        recon=attack_recon("{exp}"),
-    params:
-        kind=lambda wc: attack_kind(wc.exp),
-        settings=ATTACK_SETTINGS,
-        launch=launcher("attack"),
-    log:
-        f"results/logs/{SCALE}/attacks/{{exp}}.log",
-    threads: max(1, JOBS[SCALE]["attack"]["cpus_per_task"], JOBS[SCALE]["attack"]["cpus_per_gpu"])
-    resources:
-        **job_resources("attack"),
-    shell:
-        "{params.launch} attack run {PARAMS} --experiment {wildcards.exp} --kind {params.kind}"
-        " --weights {input.weights} --out {output.metrics} --table {output.table} --recon {output.recon}"
-        " --threads {threads} > {log} 2>&1"
+# Each job attacks one share of a model's images (scales.<scale>.attacks.jobs, at most one per client
+# batch; whole client batches, vitpe.attacks.budget.job_ranges) on one device; a model split into
+# several jobs gets attack_merge, which joins the shares into the model's outputs (equal to one job's).
+# Closed-form-only models (the APRIL variants) always run as one job. A job's runtime follows its
+# budget, not a fixed limit:
+#   objective iterations = client modes x ceil(client batches in the job / chunk)
+#                          x (IG restarts x IG iterations + GradViT iterations)
+#   seconds per objective iteration = ops x op time + images per objective x FLOPs per image / FLOP rate
+#     (ops and FLOPs from the model's depth and size; op time and FLOP rate of the device kind:
+#     measured on CPU, assumed for a GPU; vitpe.attacks.budget.DEVICE_COSTS)
+#   runtime = 2 x iterations x seconds + 10 min (start-up, clean top-1, metrics); the factor 2 because
+#     the GPU figures are assumptions and a job killed at its runtime starts over
+# e.g. paper, ViT-S/16: 10 jobs, each 2 x 1 x (24k + 120k) = 288k iterations of 10 images x ~0.21 s
+# = ~17 h -> 2002 min; fine-tuned ViT-B/16: ~0.39 s, ~32 h -> 3794 min (README: the whole arithmetic).
+# The DAG stops here if a job would exceed the scale's job limit (JOBS' attack runtime, 72 h on the cluster).
+import re as _re
+
+from vitpe.attacks.budget import attack_job_estimate, jobs_for, jobs_needed
+
+ATTACK_DEVICE = "gpu" if JOBS[SCALE]["attack"]["gpu"] else "cpu"
+ATTACK_LIMIT = JOBS[SCALE]["attack"]["runtime"]
+_ATTACK_SCALE = config["scales"][SCALE].get("attacks", {})
+ATTACK_JOBS = {exp: jobs_for(attack_kind(exp), _ATTACK_SCALE.get("jobs", 1), _ATTACK_SCALE.get("images", 1),
+                             ATTACK_CFG.get("threat", {}).get("batch_size", 1))
+               for exp in ATTACKED}
+ATTACK_MINUTES = {}
+for _exp in ATTACKED:
+    _minutes = attack_job_estimate(config, _exp, attack_kind(_exp), ATTACK_DEVICE).minutes
+    if _minutes > ATTACK_LIMIT:
+        _need = jobs_needed(config, _exp, attack_kind(_exp), ATTACK_DEVICE, ATTACK_LIMIT)
+        sys.exit(f"error: params.yaml (with --config overrides): scales.{SCALE}.attacks: one attack job of {_exp} "
+                 f"needs about {_minutes} min, over the {ATTACK_LIMIT}-min job limit; "
+                 + (f"set scales.{SCALE}.attacks.jobs to {_need} or more" if _need else
+                    "reduce the images or iterations (even one client batch per job is over the limit)"))
+    ATTACK_MINUTES[_exp] = _minutes
+ATTACK_WHOLE = [exp for exp in ATTACKED if ATTACK_JOBS[exp] == 1]
+ATTACK_SPLIT = [exp for exp in ATTACKED if ATTACK_JOBS[exp] > 1]
+
+
+def attack_resources():
+    return {**job_resources("attack"), "runtime": lambda wc: ATTACK_MINUTES[wc.exp]}
+
+
+def attack_job_file(exp, job, name):
+    return f"results/attacks/{SCALE}/{exp}/job_{job}/{name}"
+
+
+def attack_job_files(name):
+    return lambda wc: [attack_job_file(wc.exp, k, name) for k in range(ATTACK_JOBS[wc.exp])]
+
+
+def one_of(names):
+    return "|".join(_re.escape(name) for name in names)
+
+
+ATTACK_RUN = ("{params.launch} attack run {PARAMS} --experiment {wildcards.exp} --kind {params.kind}"
+              " --weights {input.weights} --threads {threads}"
+              " --out {output.metrics} --table {output.table} --recon {output.recon}")
+
+if ATTACK_WHOLE:
+
+    rule attack_model:
+        input:
+            unpack(attack_inputs),
+        output:
+            metrics=f"results/metrics/{SCALE}/{{exp}}/attacks.json",
+            table=attack_table("{exp}"),
+            recon=attack_recon("{exp}"),
+        wildcard_constraints:
+            exp=one_of(ATTACK_WHOLE),
+        params:
+            kind=lambda wc: attack_kind(wc.exp),
+            settings=ATTACK_SETTINGS,
+            launch=launcher("attack"),
+        log:
+            f"results/logs/{SCALE}/attacks/{{exp}}.log",
+        threads: max(1, JOBS[SCALE]["attack"]["cpus_per_task"], JOBS[SCALE]["attack"]["cpus_per_gpu"])
+        resources:
+            **attack_resources(),
+        shell:
+            ATTACK_RUN + " > {log} 2>&1"
+
+if ATTACK_SPLIT:
+
+    rule attack_job:
+        input:
+            unpack(attack_inputs),
+        output:
+            metrics=attack_job_file("{exp}", "{job}", "attacks.json"),
+            table=attack_job_file("{exp}", "{job}", "images.csv"),
+            recon=attack_job_file("{exp}", "{job}", "reconstructions.safetensors"),
+        wildcard_constraints:
+            exp=one_of(ATTACK_SPLIT),
+            job=r"\d+",
+        params:
+            kind=lambda wc: attack_kind(wc.exp),
+            settings=ATTACK_SETTINGS,
+            launch=launcher("attack"),
+        log:
+            f"results/logs/{SCALE}/attacks/{{exp}}_job_{{job}}.log",
+        threads: max(1, JOBS[SCALE]["attack"]["cpus_per_task"], JOBS[SCALE]["attack"]["cpus_per_gpu"])
+        resources:
+            **attack_resources(),
+        shell:
+            ATTACK_RUN + " --job {wildcards.job} > {log} 2>&1"
+
+    rule attack_merge:
+        input:
+            metrics=attack_job_files("attacks.json"),
+            tables=attack_job_files("images.csv"),
+            recons=attack_job_files("reconstructions.safetensors"),
+        output:
+            metrics=f"results/metrics/{SCALE}/{{exp}}/attacks.json",
+            table=attack_table("{exp}"),
+            recon=attack_recon("{exp}"),
+        wildcard_constraints:
+            exp=one_of(ATTACK_SPLIT),
+        log:
+            f"results/logs/{SCALE}/attacks/{{exp}}_merge.log",
+        localrule: True
+        shell:
+            "vitpe attack merge --metrics {input.metrics} --tables {input.tables} --recons {input.recons}"
+            " --out {output.metrics} --table {output.table} --recon {output.recon} > {log} 2>&1"
 
 
 rule attack_compare:

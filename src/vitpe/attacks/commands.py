@@ -26,9 +26,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recon", required=True, type=Path, help="reconstructions (safetensors)")
     p.add_argument("--images", type=int, default=None, help="override scales.<scale>.attacks.images")
     p.add_argument("--iterations", type=int, default=None, help="override every optimisation attack's iterations")
+    p.add_argument("--jobs", type=int, default=None, help="override scales.<scale>.attacks.jobs")
+    p.add_argument("--job", type=int, default=0, help="which job's share of the images to attack (0-based)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=_run)
+
+    p = subparsers.add_parser(
+        "merge", help="merge one model's attack jobs into its metrics, table and reconstructions",
+        description="Concatenates the jobs' per-image tables and reconstructions in image order, checks that "
+                    "their settings agree and recomputes the aggregates: the outputs of a single run.")
+    p.add_argument("--metrics", nargs="+", required=True, type=Path, help="each job's metrics JSON")
+    p.add_argument("--tables", nargs="+", required=True, type=Path, help="each job's per-image CSV")
+    p.add_argument("--recons", nargs="+", required=True, type=Path, help="each job's reconstructions")
+    p.add_argument("--out", required=True, type=Path, help="metrics JSON")
+    p.add_argument("--table", required=True, type=Path, help="per-image CSV")
+    p.add_argument("--recon", required=True, type=Path, help="reconstructions (safetensors)")
+    p.set_defaults(func=_merge)
 
     p = subparsers.add_parser(
         "compare", help="paired per-image differences between models (attacks.compare)",
@@ -58,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     from vitpe.config import params_from_args
 
     params = params_from_args(args)
-    settings = attack_settings(params, args.images, args.iterations)
+    settings = attack_settings(params, args.images, args.iterations, args.jobs)
     if args.threads:
         import torch
 
@@ -70,8 +84,18 @@ def _run(args: argparse.Namespace) -> int:
     run = stage_run(params, "finetune" if args.kind == "finetuned" else "supervised", args.experiment)
     model, device = load_trained(run, args.weights, args.device)
     dal_weight = run.dal["weight"] if run.dal else 0.0
-    summary = run_attacks(model, run, args.kind, settings, device, args.out, args.table, args.recon, dal_weight)
+    summary = run_attacks(model, run, args.kind, settings, device, args.out, args.table, args.recon, dal_weight,
+                          job=args.job)
     print(f"{args.experiment}: {summary['num_images']} images, {summary['seconds']:.1f} s; wrote {args.out}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from vitpe.attacks.outputs import merge_jobs
+
+    summary = merge_jobs(args.metrics, args.tables, args.recons, args.out, args.table, args.recon)
+    print(f"{summary['experiment']}: merged {summary['attack_jobs']} jobs, {summary['num_images']} images; "
+          f"wrote {args.out}")
     return 0
 
 

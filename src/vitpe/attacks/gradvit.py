@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vitpe.attacks.inverting_gradients import OptimisationResult, cosine_distance, initial_images, match_target
-from vitpe.attacks.threat import client_loss, parameter_gradients
+from vitpe.attacks.inverting_gradients import OptimisationResult, cosine_distance, initial_candidates
+from vitpe.attacks.matching import InversionTask, matching_step
 from vitpe.errors import CheckpointError
 
 NO_PRIOR = "GradViT w/o image prior"
@@ -131,27 +131,35 @@ def gradvit(model: nn.Module, gradients: dict[str, torch.Tensor], labels: torch.
             box: tuple[torch.Tensor, torch.Tensor], settings: GradViTSettings, seed: int, patch_size: int,
             prior: BNStatisticsPrior | None = None, unk: torch.Tensor | None = None,
             dal_weight: float = 0.0) -> OptimisationResult:
-    device = labels.device
-    names, target = match_target(gradients, model)
-    gen = torch.Generator().manual_seed(seed)
-    x = initial_images(shape, settings.init, gen, device).requires_grad_(True)
+    task = InversionTask(gradients, labels, tuple(shape), seed, unk, dal_weight)
+    return gradvit_batch(model, [task], box, settings, patch_size, prior)[0]
+
+
+def gradvit_batch(model: nn.Module, tasks: Sequence[InversionTask], box: tuple[torch.Tensor, torch.Tensor],
+                 settings: GradViTSettings, patch_size: int,
+                 prior: BNStatisticsPrior | None = None) -> list[OptimisationResult]:
+    """GradViT on independent ``tasks`` in one objective (matching.py); per task, the result of running it
+    alone (every prior is computed on the task's own candidate)."""
+    device = tasks[0].labels.device
+    step = matching_step(model, tasks)
+    x = initial_candidates(tasks, settings.init, 0, device).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=settings.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=settings.iterations, eta_min=0.0)
     switch = int(settings.switch * settings.iterations)
     start = time.perf_counter()
-    match_value = float("nan")
+    match_values = torch.full((len(tasks),), float("nan"))
     for it in range(settings.iterations):
         late = it > switch
-        loss = client_loss(model, x, labels, unk, dal_weight)
-        found = parameter_gradients(model, loss, names, create_graph=True)
-        grads = [found.get(n, torch.zeros_like(t)) for n, t in zip(names, target)]
-        match = gradient_term(grads, target, settings.match)
-        objective = settings.alpha_grad[late] * match + settings.alpha_patch * patch_prior(x, patch_size) \
-            + settings.alpha_extra * extra_prior(x)
-        if prior is not None and settings.alpha_image[late]:
-            objective = objective + settings.alpha_image[late] * prior(x)
-        x_grad, = torch.autograd.grad(objective, [x])
-        match_value = float(match.detach())
+
+        def objective(candidate, grads, target):
+            match = gradient_term(grads, target, settings.match)
+            value = settings.alpha_grad[late] * match + settings.alpha_patch * patch_prior(candidate, patch_size) \
+                + settings.alpha_extra * extra_prior(candidate)
+            if prior is not None and settings.alpha_image[late]:
+                value = value + settings.alpha_image[late] * prior(candidate)
+            return value, match
+
+        _, match_values, x_grad = step(x, objective)
         opt.zero_grad(set_to_none=True)
         x.grad = x_grad
         opt.step()
@@ -159,5 +167,8 @@ def gradvit(model: nn.Module, gradients: dict[str, torch.Tensor], labels: torch.
         if settings.boxed:
             with torch.no_grad():
                 x.copy_(torch.maximum(torch.minimum(x, box[1]), box[0]))
-    return OptimisationResult(x.detach().clone(), match_value,
-                              {"seconds": time.perf_counter() - start, "iterations": settings.iterations})
+    seconds = time.perf_counter() - start
+    final = x.detach().clone()
+    return [OptimisationResult(final[i], float(match_values[i]),  # the script keeps the last iterate
+                               {"seconds": seconds, "iterations": settings.iterations, "batched": len(tasks)})
+            for i in range(len(tasks))]

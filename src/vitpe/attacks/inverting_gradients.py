@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitpe.attacks.threat import client_loss, parameter_gradients
+from vitpe.attacks.matching import InversionTask, match_target, matching_step  # noqa: F401 (re-export)
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,13 @@ def initial_images(shape: Sequence[int], init: str, generator: torch.Generator, 
     return x.to(device)
 
 
+def initial_candidates(tasks: Sequence[InversionTask], init: str, seed_offset: int,
+                       device: torch.device) -> torch.Tensor:
+    """[J, *shape]: each task's own seeded initialisation (seed + ``seed_offset``), in its gradients' dtype."""
+    return torch.stack([initial_images(task.shape, init, torch.Generator().manual_seed(task.seed + seed_offset), device)
+                        .to(next(iter(task.gradients.values())).dtype) for task in tasks])
+
+
 def step_milestones(iterations: int) -> list[int]:
     """breaching's step-lr: ×0.1 at max_it/2.667, max_it/1.6, max_it/1.142 (integer part)."""
     return [int(iterations / 2.667), int(iterations / 1.6), int(iterations / 1.142)]
@@ -93,36 +100,42 @@ def shape_gradient(grad: torch.Tensor, signed: str, it: int, iterations: int) ->
     return grad
 
 
-def match_target(update_gradients: dict[str, torch.Tensor], model: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
-    """The shared gradients, in parameter order (the parameters the client's loss actually used)."""
-    names = [n for n, _ in model.named_parameters() if n in update_gradients]
-    return names, [update_gradients[n] for n in names]
-
-
 def inverting_gradients(model: nn.Module, gradients: dict[str, torch.Tensor], labels: torch.Tensor,
                         shape: Sequence[int], box: tuple[torch.Tensor, torch.Tensor], settings: IGSettings,
                         seed: int, unk: torch.Tensor | None = None, dal_weight: float = 0.0,
                         progress: Callable[[int, float], None] | None = None) -> OptimisationResult:
     """Reconstruct the client's (normalised) batch from its shared gradient; returns the best iterate."""
-    device = labels.device
-    names, target = match_target(gradients, model)
+    task = InversionTask(gradients, labels, tuple(shape), seed, unk, dal_weight)
+    report = None if progress is None else (lambda it, values: progress(it, float(values[0])))
+    return inverting_gradients_batch(model, [task], box, settings, report)[0]
+
+
+def inverting_gradients_batch(model: nn.Module, tasks: Sequence[InversionTask], box: tuple[torch.Tensor, torch.Tensor],
+                             settings: IGSettings,
+                             progress: Callable[[int, torch.Tensor], None] | None = None) -> list[OptimisationResult]:
+    """Inverting Gradients on independent ``tasks`` in one objective (matching.py); per task, the result
+    of running it alone. The best iterate and the restart are chosen per task, by its own objective."""
+    device = tasks[0].labels.device
+    step = matching_step(model, tasks)
     start = time.perf_counter()
-    best_overall: OptimisationResult | None = None
+
+    def objective(x, grads, target):
+        value = cosine_distance(grads, target) + settings.tv * total_variation(x)
+        return value, value
+
+    overall = overall_x = overall_trial = None
     for trial in range(settings.restarts):
-        gen = torch.Generator().manual_seed(seed + trial)
-        x = initial_images(shape, settings.init, gen, device).requires_grad_(True)
+        x = initial_candidates(tasks, settings.init, trial, device).requires_grad_(True)
         opt = torch.optim.Adam([x], lr=settings.lr)
         sched = make_scheduler(opt, settings.schedule, settings.iterations)
-        best, best_x = float("inf"), x.detach().clone()
+        best = torch.full((len(tasks),), float("inf"), dtype=torch.float64, device=device)
+        best_x = x.detach().clone()
         for it in range(settings.iterations):
-            loss = client_loss(model, x, labels, unk, dal_weight)
-            found = parameter_gradients(model, loss, names, create_graph=True)
-            grads = [found.get(n, torch.zeros_like(t)) for n, t in zip(names, target)]
-            objective = cosine_distance(grads, target) + settings.tv * total_variation(x)
-            x_grad, = torch.autograd.grad(objective, [x])
-            value = float(objective.detach())
-            if value < best:
-                best, best_x = value, x.detach().clone()
+            values, _, x_grad = step(x, objective)
+            values = values.double()  # exact for float32 objectives, as the one-task path's Python floats
+            improved = values < best  # NaN never improves
+            best = torch.where(improved, values, best)
+            best_x = torch.where(per_task(improved, x), x.detach(), best_x)
             opt.zero_grad(set_to_none=True)
             x.grad = shape_gradient(x_grad, settings.signed, it, settings.iterations)
             opt.step()
@@ -132,9 +145,21 @@ def inverting_gradients(model: nn.Module, gradients: dict[str, torch.Tensor], la
                 with torch.no_grad():
                     x.copy_(torch.maximum(torch.minimum(x, box[1]), box[0]))
             if progress is not None:
-                progress(it, value)
-        if best_overall is None or best < best_overall.objective:
-            best_overall = OptimisationResult(best_x, best, {"restart": trial})
-    best_overall.info.update(seconds=time.perf_counter() - start, iterations=settings.iterations,
-                             restarts=settings.restarts)
-    return best_overall
+                progress(it, values)
+        if overall is None:
+            overall, overall_x, overall_trial = best, best_x, torch.zeros(len(tasks), dtype=torch.long)
+        else:  # restarts are chosen by the objective, never by ground truth
+            better = best < overall
+            overall, overall_x = torch.where(better, best, overall), torch.where(per_task(better, x), best_x, overall_x)
+            overall_trial = torch.where(better.cpu(), trial, overall_trial)
+    seconds = time.perf_counter() - start
+    values = overall.tolist()
+    return [OptimisationResult(overall_x[i], values[i],
+                               {"restart": int(overall_trial[i]), "seconds": seconds, "iterations": settings.iterations,
+                                "restarts": settings.restarts, "batched": len(tasks)})
+            for i in range(len(tasks))]
+
+
+def per_task(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[J] flags shaped to broadcast over [J, ...] tensors like ``like``."""
+    return flags.view(-1, *([1] * (like.dim() - 1)))
