@@ -65,15 +65,20 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.Compl
     return proc
 
 
+def copy_workflow(dest: Path, params: dict) -> Path:
+    """The Snakefile, rules, profile, DVC pipeline and ``params`` as params.yaml in ``dest``."""
+    for name in ("Snakefile", "dvc.yaml"):
+        shutil.copy(ROOT / name, dest / name)
+    for name in ("workflow", "slurm", "src"):
+        shutil.copytree(ROOT / name, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest
+
+
 @pytest.fixture
 def workflow_copy(tmp_path: Path) -> Path:
-    """The Snakefile, rules, profile, DVC pipeline and a micro params.yaml in a temporary directory."""
-    for name in ("Snakefile", "dvc.yaml"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    for name in ("workflow", "slurm", "src"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(micro_params(), sort_keys=False))
-    return tmp_path
+    """The workflow with a micro params.yaml in a temporary directory."""
+    return copy_workflow(tmp_path, micro_params())
 
 
 # --- micro supervised runs on a tiny synthetic ImageFolder (train/eval tests) -----------------------
