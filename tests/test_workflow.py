@@ -98,6 +98,24 @@ def test_smoke_scale_launches_supervised_training_as_two_processes(workflow_copy
     assert "exec vitpe train pretrain" in pretrain and "torchrun" not in pretrain
 
 
+def test_smoke_scale_on_the_cluster_runs_on_gpus(workflow_copy, monkeypatch):
+    """Under the slurm profile the smoke check exercises CUDA, NCCL and torchrun, one hour per job."""
+    for key, value in SLURM_ENV.items():
+        monkeypatch.setenv(key, value)
+    dry = run(["snakemake", "-n", "-p", "--cores", "all", "--profile", "slurm", "--config", "scale=smoke", "--",
+               "results/metrics/smoke/deit_s/classify.json",
+               "results/checkpoints/smoke/pretrain/mae/model.safetensors"], workflow_copy).stdout
+    supervised = _job_block(dry, "train_supervised", "results/checkpoints/smoke/supervised/deit_s/model.safetensors")
+    assert _resources(supervised)["gpu"] == "2" and _resources(supervised)["runtime"] == "60"
+    assert "exec python -m vitpe.launch torchrun --standalone --nproc-per-node=2 -m vitpe train supervised" \
+        in supervised and "--set 'scale=\"smoke\"'" in supervised
+    for rule, output in (("train_pretrain", "results/checkpoints/smoke/pretrain/mae/model.safetensors"),
+                         ("eval_classify", "results/metrics/smoke/deit_s/classify.json")):
+        block = _job_block(dry, rule, output)
+        assert _resources(block)["gpu"] == "1" and _resources(block)["nodes"] == "1", block
+        assert "exec vitpe" in block and "torchrun" not in block
+
+
 @pytest.mark.parametrize("missing", ["VITPE_SLURM_ACCOUNT", "VITPE_SLURM_PARTITION"])
 def test_slurm_profile_without_account_or_partition_stops_before_submitting(workflow_copy, tmp_path, monkeypatch,
                                                                             missing):

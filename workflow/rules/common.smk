@@ -101,6 +101,20 @@ JOBS = {
     },
 }
 
+
+def _slurm_profile():
+    """True under the slurm profile (its default resources name the account), in dry runs too."""
+    defaults = workflow.resource_settings.default_resources
+    return any(arg.startswith("slurm_account=") for arg in (defaults.args if defaults is not None else []))
+
+
+# On the cluster the smoke scale checks the GPU path before a real run: CUDA, bf16 autocast, NCCL and the
+# torchrun launch. The supervised training runs on 2 GPUs (the smoke batch of 8 gives 4 per GPU, even,
+# as Mixup needs), every other job on one, within an hour.
+if _slurm_profile():
+    _SMOKE_GPU = {**_GPU, "gpu": 1, "mem_mb": 64000, "runtime": 60}
+    JOBS["smoke"] = {**{kind: _SMOKE_GPU for kind in JOBS["smoke"]}, "train_supervised": {**_SMOKE_GPU, "gpu": 2}}
+
 # --- Runtime of a GPU job from its own recipe ---------------------------------------------------------
 #   runtime = START_MIN + SAFETY x images / (images/s per GPU x GPUs) / 60 min, at least FLOOR_MIN and
 #   at most MAX_RUNTIME_MIN: a longer run is stopped by the profile's early SIGTERM, saves its state,
