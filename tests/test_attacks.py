@@ -1,5 +1,5 @@
 """Gradient-inversion attacks and privacy metrics: closed forms on micro models, objectives, metrics
-against hand-computed values (reference/ATTACKS_ROBUSTNESS.md §4, §8)."""
+against hand-computed values (docs/FIDELITY.md rows 38-49)."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ from vitpe.attacks import metrics as M
 from vitpe.attacks.april import april_closed_form
 from vitpe.attacks.april_adaptive import april_adaptive
 from vitpe.attacks.gradvit import NO_PRIOR, load_image_prior, patch_prior
-from vitpe.attacks.inverting_gradients import cosine_distance, step_milestones, total_variation
+from vitpe.attacks.inverting_gradients import cosine_distance, make_scheduler, step_milestones, total_variation
 from vitpe.attacks.threat import (ThreatModel, client_update, detect_unknown_rows, prepare_model,
                                   recover_labels)
 from vitpe.mjp.jigsaw import Jigsaw
@@ -24,7 +24,7 @@ def _model(embed_dim: int, pos_embed: str = "learnable", first_block: str = "apr
     torch.manual_seed(0)
     cfg = dict(img_size=img, patch_size=4, embed_dim=embed_dim, depth=2, num_heads=2, mlp_ratio=2.0)
     model = build_vit(cfg, 10, pos_embed, 0.0, first_block=first_block, dal_head="nonlinear" if dal else None)
-    return prepare_model(model).double()  # float64 end to end, as the reference measurement (§4.3)
+    return prepare_model(model).double()  # float64 end to end, as breaching's closed-form solve
 
 
 def _image(img: int = 16) -> torch.Tensor:
@@ -99,7 +99,25 @@ def test_cosine_objective_and_tv():
     assert float(cosine_distance([torch.tensor([1.0, 0.0])], [torch.tensor([0.0, 2.0])])) == pytest.approx(1.0)
     x = torch.tensor([[[[0.0, 1.0], [3.0, 3.0]]]])  # |dx| = 1, 0; |dy| = 3, 2
     assert float(total_variation(x)) == pytest.approx(0.5 + 2.5)
-    assert step_milestones(24000) == [8998, 15000, 21015]  # breaching: ≈ 8 998 / 14 999 / 21 015
+
+
+def test_step_lr_milestones_floor_as_breaching():
+    """breaching's MultiStepLR milestones are max_iterations // 2.667, // 1.6, // 1.142 (float floor)."""
+    assert step_milestones(24000) == [8998, 14999, 21015]  # int(24000 / 1.6) would give 15000
+    assert step_milestones(16) == [5, 9, 14] and step_milestones(50) == [18, 31, 43]
+    for iterations in range(1, 5001):
+        assert step_milestones(iterations) == [iterations // 2.667, iterations // 1.6, iterations // 1.142]
+    # the learning rates step for step, against breaching's scheduler built with its float milestones
+    ours = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.1)
+    theirs = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.1)
+    sched = make_scheduler(ours, "step-lr", 16)
+    ref = torch.optim.lr_scheduler.MultiStepLR(theirs, milestones=[16 // 2.667, 16 // 1.6, 16 // 1.142], gamma=0.1)
+    lrs = []
+    for _ in range(16):
+        lrs.append((ours.param_groups[0]["lr"], theirs.param_groups[0]["lr"]))
+        ours.step(), theirs.step(), sched.step(), ref.step()
+    assert [a for a, _ in lrs] == [b for _, b in lrs]
+    assert lrs[8][0] == pytest.approx(0.01) and lrs[9][0] == pytest.approx(0.001)  # the drop at 9, not 10
 
 
 def test_label_recovery_from_the_bias_gradient():

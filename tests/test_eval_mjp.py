@@ -30,7 +30,8 @@ from vitpe.models import build_vit
 from vitpe.models.pos_embed import sincos_2d_table
 from vitpe.train.checkpoint import save_weights
 
-# canonical AlexNet mean errors, order gaussian ... jpeg (reference/MJP.md §4.3), typed independently
+# canonical AlexNet mean errors, order gaussian ... jpeg (google-research/augmix imagenet.py, ALEXNET_ERR),
+# typed independently
 ALEXNET = [0.886428, 0.894468, 0.922640, 0.819880, 0.826268, 0.785948, 0.798360, 0.866816, 0.826572,
            0.819324, 0.564592, 0.853204, 0.646056, 0.717840, 0.606500]
 GRID = MICRO_MODEL["img_size"] // MICRO_MODEL["patch_size"]
@@ -182,7 +183,8 @@ def test_mce_arithmetic_on_a_hand_built_error_matrix():
 
 
 def _hendrycks_fpr(labels: np.ndarray, scores: np.ndarray, level: float = 0.95) -> float:
-    """Hendrycks' fpr_and_fdr_at_recall, re-derived from its definition, without the appended point."""
+    """Hendrycks' calibration_tools.fpr_and_fdr_at_recall, transcribed with its appended (recall 1,
+    FPR 0) point."""
     order = np.argsort(scores, kind="mergesort")[::-1]
     s, y = scores[order], labels[order].astype(bool)
     idx = np.r_[np.where(np.diff(s))[0], len(y) - 1]
@@ -190,7 +192,7 @@ def _hendrycks_fpr(labels: np.ndarray, scores: np.ndarray, level: float = 0.95) 
     fps = 1 + idx - tps
     recall = tps / tps[-1]
     last = tps.searchsorted(tps[-1])
-    recall, fps = recall[last::-1], fps[last::-1]
+    recall, fps = np.r_[recall[last::-1], 1], np.r_[fps[last::-1], 0]
     return fps[np.argmin(np.abs(recall - level))] / np.sum(~y)
 
 
@@ -206,19 +208,41 @@ def test_ood_measures_match_hand_values_and_sklearn():
     tied = ood_measures(np.zeros(3), np.zeros(5))
     assert tied == {"auroc": 0.5, "aupr": 3 / 8, "fpr95": 1.0}
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        labels = rng.integers(0, 2, 60)
-        scores = rng.integers(0, 12, 60).astype(float)  # many ties
-        if 0 < labels.sum() < 60:
+    for size in [60] * 20 + [3, 4, 5, 8] * 25:  # tiny sets too: no real point near 95 % recall
+        labels = rng.integers(0, 2, size)
+        scores = rng.integers(0, 12, size).astype(float)  # many ties
+        if 0 < labels.sum() < size:
+            # the appended point ties with the first full-recall point, which precedes it: never chosen
             assert fpr_at_recall(labels, scores) == pytest.approx(_hendrycks_fpr(labels, scores))
+
+
+def _hendrycks_calib_err(confidence: np.ndarray, correct: np.ndarray, beta: int = 100) -> float:
+    """Hendrycks' calibration_tools.calib_err(p='2'), transcribed (the loop skips the last bin)."""
+    idxs = np.argsort(confidence, kind="stable")
+    confidence, correct = confidence[idxs], correct[idxs]
+    bins = [[i * beta, (i + 1) * beta] for i in range(len(confidence) // beta)]
+    bins[-1] = [bins[-1][0], len(confidence)]
+    cerr = 0.0
+    for i in range(len(bins) - 1):
+        lo, hi = bins[i]
+        difference = np.abs(np.nanmean(confidence[lo:hi]) - np.nanmean(correct[lo:hi]))
+        cerr += (hi - lo) / len(confidence) * np.square(difference)
+    return float(np.sqrt(cerr))
 
 
 def test_calibration_error_and_aurra_match_hand_values():
     conf = np.r_[np.full(100, 0.9), np.full(100, 0.6)]
     correct = np.r_[np.arange(100) < 80, np.arange(100) < 50].astype(float)
-    assert rms_calibration_error(conf, correct) == pytest.approx(0.1)  # both bins off by 0.1
-    assert rms_calibration_error(conf, correct, drop_last_bin=True) == pytest.approx(np.sqrt(0.005))
+    # both bins off by 0.1; the reference counts only the first (least confident) one
+    assert rms_calibration_error(conf, correct) == pytest.approx(np.sqrt(0.005))
+    assert rms_calibration_error(conf, correct, drop_last_bin=False) == pytest.approx(0.1)
+    # fewer than beta samples (the reference raises IndexError): one bin, counted
     assert rms_calibration_error(np.array([0.7, 0.7]), np.array([1.0, 0.0])) == pytest.approx(0.2)
+    rng = np.random.default_rng(0)
+    for n in (100, 199, 250, 1000, 7500):
+        confidence = rng.uniform(0.2, 1.0, n)
+        hits = (rng.uniform(size=n) < confidence ** 2).astype(float)
+        assert rms_calibration_error(confidence, hits) == pytest.approx(_hendrycks_calib_err(confidence, hits))
     assert aurra(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1])) == pytest.approx((1 + 1 / 2 + 2 / 3) / 3)
 
 
@@ -263,7 +287,7 @@ def test_evaluation_transforms_follow_the_protocols():
 def test_official_200_class_lists_and_the_paper_scale_mask_check(tmp_path):
     assert len(set(IMAGENET_A_INDICES)) == len(set(IMAGENET_O_INDICES)) == 200
     assert list(IMAGENET_A_INDICES) == sorted(IMAGENET_A_INDICES) and max(IMAGENET_O_INDICES) < 1000
-    assert len(set(IMAGENET_A_INDICES) & set(IMAGENET_O_INDICES)) == 59  # ATTACKS_ROBUSTNESS.md appendix
+    assert len(set(IMAGENET_A_INDICES) & set(IMAGENET_O_INDICES)) == 59  # natural-adv-examples' lists
     info = Path(__import__("timm").__file__).parent / "data" / "_info"  # timm ships ImageNet-A's lists
     assert [int(v) for v in (info / "imagenet_a_indices.txt").read_text().split()] == list(IMAGENET_A_INDICES)
     assert official_wnids("imagenet_a") == (info / "imagenet_a_synsets.txt").read_text().split()

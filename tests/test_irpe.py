@@ -74,7 +74,7 @@ def _delta_to_table_gradient_ratio(config: RPEConfig) -> float:
 
 
 def test_rpe_embedding_adversary_is_a_no_op_but_per_bucket_is_not():
-    """ADPE.md §7.2 / D1: one delta for all buckets shifts each softmax row by a constant."""
+    """docs/FIDELITY.md row 56: one delta for all buckets shifts each softmax row by a constant."""
     assert _delta_to_table_gradient_ratio(RPEConfig(adversary="embedding")) < 1e-5
     assert _delta_to_table_gradient_ratio(RPEConfig(adversary="embedding_per_bucket")) > 0.1
 
@@ -92,7 +92,7 @@ def test_interpolated_rpe_corrected_equals_discrete_on_integer_offsets_within_al
     q = torch.randn(1, 1, 5, 4)
     ctx = RPEContext((2, 2))
     assert torch.allclose(interp(q, ctx), discrete(q, ctx), atol=1e-5)
-    # the official parametrisation (divide by 3.8, swapped axes, corners not aligned) differs (§7.3)
+    # the official parametrisation (÷ 3.8, swapped axes, unaligned corners) differs (docs/FIDELITY.md row 57)
     assert not torch.allclose(faithful(q, ctx), discrete(q, ctx), atol=1e-3)
 
 

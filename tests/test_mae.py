@@ -16,6 +16,7 @@ from vitpe.mae.pretrain import build_autoencoder, build_pretrain_optimizer
 from vitpe.models.irpe import RPEConfig
 from vitpe.models.pos_embed import sincos_2d_table
 from vitpe.train.distributed import init_distributed
+from vitpe.train.optim import build_scheduler
 
 ENCODER = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
 DECODER = DecoderConfig(embed_dim=16, depth=1, num_heads=2)
@@ -120,6 +121,33 @@ def test_adversarial_step_raises_the_loss_for_a_fixed_mask_and_stays_in_the_ball
         assert float(delta.abs().max()) <= eps + 1e-6
 
 
+def test_projection_waits_for_a_nonzero_adversarial_lr_as_the_official_optimizer():
+    """Official adv_optimizer.py projects only groups with lr < 0: at the first warm-up step (lr 0) a δ
+    that starts outside the ball stays there, unprojected; the next step ascends from it, then projects."""
+    torch.manual_seed(0)
+    model = MaskedAutoencoder(ENCODER, DECODER, method="mae_plus", adversary="embedding")
+    run = pretrain_run(load_params(ROOT / "params.yaml"), "adpe_abs_embedding")
+    run = type(run)(**{**run.__dict__, "adversary": {**run.adversary, "norm": "l2", "eps": 0.05}})
+    optimizer = build_pretrain_optimizer(model, run, lr=1e-3)
+    scheduler = build_scheduler(optimizer, 10, 5, warmup_lr=0.0, min_lr=0.0, warmup_prefix=True)
+    (_, delta), = adversarial_parameters(model)
+    adversarial = next(g for g in optimizer.param_groups if g.get("adversarial"))
+    start = delta.detach().clone()
+    assert float(start.norm()) > 0.09  # N(0, 0.02²) over 32 entries: outside the 0.05 ball
+    images, noise = torch.randn(2, 3, 16, 16), torch.rand(2, 16)
+    after = []
+    for step in range(2):
+        scheduler.step_update(step)
+        optimizer.zero_grad()
+        model(images, noise)[0].backward()
+        optimizer.step()
+        after.append((adversarial["lr"], delta.detach().clone()))
+    (lr0, delta0), (lr1, delta1) = after
+    assert lr0 == 0.0 and lr1 > 0
+    assert torch.equal(delta0, start)  # not projected at lr 0
+    assert float(delta1.norm()) == pytest.approx(0.05, rel=1e-6)  # projected once the lr is non-zero
+
+
 def test_projection_l2_whole_tensor_and_linf_clamp():
     d = torch.tensor([3.0, 4.0])
     project_(d, "l2", 1.0)
@@ -132,7 +160,7 @@ def test_projection_l2_whole_tensor_and_linf_clamp():
     assert d.tolist() == pytest.approx([0.1, 0.2])
 
 
-def test_adpe_variants_place_delta_as_the_reference_says():
+def test_adpe_variants_place_delta_as_the_official_code_does():
     params = load_params(ROOT / "params.yaml")
     shapes = {}
     for exp in params["experiments"]["pretrain"]:

@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from conftest import ROOT
+from test_citations import DEAD_CITATION
 from vitpe.config import apply_overrides, load_params
 from vitpe.errors import DataError
 from vitpe.report.tables import build_main_tex
@@ -24,7 +25,7 @@ OTHER = {  # what the MJP evaluations write (a subset of their keys)
 
 
 PRETRAIN = load_params(ROOT / "params.yaml")["experiments"]["pretrain"]
-TRANSFER = load_params(ROOT / "params.yaml")["experiments"]["transfer"]  # issue 6 (test_transfer.py has its own)
+TRANSFER = load_params(ROOT / "params.yaml")["experiments"]["transfer"]  # test_transfer.py has its own
 
 
 def _metrics(root, scale, top1, top5):
@@ -108,3 +109,12 @@ def test_table_compiles_with_pdflatex(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert (tmp_path / "main.pdf").stat().st_size > 1000
+
+
+def test_footnotes_name_the_public_sources_and_no_unshipped_document(tmp_path):
+    _metrics(tmp_path, "paper", 80.0, 90.0)
+    tex = build_main_tex(apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"]), tmp_path, PAPER)
+    notes = "\n".join(line for line in tex.splitlines() if line.startswith("{\\footnotesize"))
+    assert "facebookresearch/deit README" in notes and "MAE paper (arXiv 2111.06377)" in notes
+    assert "AdPE abstract (arXiv 2303.07598)" in notes and "docs/FIDELITY.md row 35" in notes
+    assert not DEAD_CITATION.search(notes.replace("\\_", "_"))  # LaTeX-escaped underscores

@@ -47,7 +47,7 @@ def test_no_weight_decay_on_pos_embed_cls_token_and_1d_params():
 def test_lr_scaling_warmup_and_cosine_values():
     recipe = {"batch_size": 1024, "lr_batch_divisor": 512, "base_lr": 5e-4, "warmup_lr": 5e-7, "min_lr": 5e-6}
     lr, warmup_lr, min_lr = scaled_lrs(recipe)
-    assert (lr, warmup_lr, min_lr) == pytest.approx((1e-3, 1e-6, 1e-5))  # MJP.md §3.3
+    assert (lr, warmup_lr, min_lr) == pytest.approx((1e-3, 1e-6, 1e-5))  # docs/FIDELITY.md row 3
     model = build_vit(MICRO_MODEL, NUM_CLASSES, "learnable", drop_path=0.0)
     optimizer = build_optimizer(model, lr, 0.05)
     scheduler = build_scheduler(optimizer, total_steps=1000, warmup_steps=100, warmup_lr=warmup_lr, min_lr=min_lr)

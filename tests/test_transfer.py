@@ -1,4 +1,4 @@
-"""Downstream transfer (issue 6): key conversion with asserted counts, PE interpolation, the ViTDet
+"""Downstream transfer: key conversion with asserted counts, PE interpolation, the ViTDet
 layout, layer decay, one CPU training + evaluation of each task on the micro embedded data, the
 checkpoints the runner writes (weights_only), the SLURM resources and the table block."""
 from __future__ import annotations
@@ -30,7 +30,7 @@ MICRO_TRANSFER = {
 
 
 def make_encoder(path: Path, rpe: str | None = None, seed: int = 0, scale: str = "tiny", **model: object) -> Path:
-    """A pretraining-format encoder (what issue 5's pretrain rule writes): sin-cos PE, no head."""
+    """A pretraining-format encoder (what the train_pretrain rule writes): sin-cos PE, no head."""
     from vitpe.models.irpe import rpe_config
 
     arch = {**ENCODER, **model}

@@ -184,7 +184,7 @@ class SupervisedRun:
         return dict(self.unk or {})
 
 
-# Faithful defaults of the official MJP code (reference/MJP.md §1-2, docs/FIDELITY.md).
+# Faithful defaults of the official MJP code (docs/FIDELITY.md rows 9, 13-16).
 JIGSAW_DEFAULTS = {"ratio": 0.1, "apply_prob": 0.5, "start_epoch": None, "per_sample": False}
 DAL_DEFAULTS = {"head": "nonlinear", "weight": 0.01, "final_ratio": 0.5}
 UNK_DEFAULTS = {"init": "normal", "weight_decay": True}
@@ -259,7 +259,7 @@ def supervised_run(params: dict, name: str) -> SupervisedRun:
 
 # --- pretraining (MAE, MAE+, AdPE) and the runs built on its encoders -------------------------------
 
-# Faithful defaults (reference/ADPE.md D1, D3, D6): the whole-tensor L2 ball of radius 1.0, the RPE
+# Faithful defaults (docs/FIDELITY.md rows 54, 56-58): the whole-tensor L2 ball of radius 1.0, the RPE
 # embedding δ shared by all buckets (a no-op), the official interpolation, unscaled-q RPE at fine-tuning.
 ADVERSARY_DEFAULTS = {"norm": "l2", "eps": 1.0, "per_bucket": False}
 RPE_DEFAULTS = {"interp_variant": "faithful", "finetune_scale_rpe_query": False}
@@ -348,7 +348,7 @@ def encoder_run(params: dict, name: str, protocol: str, pretrained: str | None =
 
     A supervised run on the scale's ``finetune`` / ``linprobe`` recipe with the pretraining
     encoder's architecture at the full input size, its PE learnable (MAE: pos_embed is loaded and
-    stays learnable), the matching iRPE (§7.4) and, for fine-tuning, global pooling.
+    stays learnable), the matching iRPE (docs/FIDELITY.md row 57) and, for fine-tuning, global pooling.
     """
     if protocol not in ("finetune", "linprobe"):
         raise ConfigError(f"unknown protocol {protocol!r} (finetune or linprobe)")
@@ -357,8 +357,8 @@ def encoder_run(params: dict, name: str, protocol: str, pretrained: str | None =
     recipe = _recipe(scale[protocol], exp.get(f"{protocol}_recipe", {}), f"pretrain.{name}.{protocol}_recipe")
     rpe, options = _rpe_settings(name, exp)
     if rpe is not None:
-        # D2: the official fine-tune attention adds the RPE term with unscaled q; linear probing has
-        # no official code and keeps the pretraining attention.
+        # docs/FIDELITY.md row 58: the official fine-tune attention adds the RPE term with unscaled q;
+        # linear probing has no official code and keeps the pretraining attention.
         rpe = {**rpe, "scale_rpe_query": options["finetune_scale_rpe_query"] if protocol == "finetune" else True}
     paths = dataset_paths(params)
     return SupervisedRun(

@@ -1,5 +1,5 @@
 # MAE / MAE+ / AdPE pretraining, then fine-tuning and linear probing of every pretrained encoder
-# (reference/ADPE.md), their evaluations and the AdPE figures.
+# (docs/FIDELITY.md rows 50-66), their evaluations and the AdPE figures.
 
 PRETRAIN = config["experiments"].get("pretrain", [])
 RUN_CONFIGS.extend((stage, exp) for exp in PRETRAIN for stage in ("pretrain", "finetune", "linprobe"))

@@ -1,4 +1,5 @@
-# Supervised training (DeiT-S baseline; MJP and naive shuffle later) and its evaluations.
+# Supervised training of every experiments.supervised model (DeiT-S baseline, naive shuffle, MJP) and its
+# clean classification; the MJP evaluations are in mjp.smk.
 
 
 rule train_supervised:

@@ -1,4 +1,4 @@
-# Downstream transfer of pretrained encoders (reference/ADPE.md §9): ADE20K semantic segmentation
+# Downstream transfer of pretrained encoders (docs/FIDELITY.md rows 24-37): ADE20K semantic segmentation
 # (UperNet, mmseg) and COCO instance segmentation (Mask R-CNN with a ViTDet backbone, mmdet).
 
 TRANSFER = config["experiments"].get("transfer", [])

@@ -1,16 +1,16 @@
-"""APRIL's closed-form attack on an APRIL-compatible ViT (Lu et al., CVPR 2022; reference §4.2).
+"""APRIL's closed-form attack on an APRIL-compatible ViT (Lu et al., CVPR 2022).
 
 Written by hand (breaching's ``AprilAttacker`` takes gradients by position index and its model breaks
-on timm 1.x, §3.7); every tensor is looked up by parameter name. Batch size 1, float64 on the CPU,
-least squares with LAPACK's ``gelsd`` (breaching's solver), singular values below the
-gradient's precision dropped (``rcond``, :func:`resolve_rcond`):
+on timm 1.x, docs/FIDELITY.md row 38); every tensor is looked up by parameter name. Batch size 1,
+float64 on the CPU, least squares with LAPACK's ``gelsd`` (breaching's solver), singular values below
+the gradient's precision dropped (``rcond``, :func:`resolve_rcond`):
 
 1. the PE-table gradient A ([1 + N, d]) equals dL/dz, the gradient of the tokens entering block 0
    (the PE is added to them);
 2. with block 0 free of norm1 and residuals, all of dL/dz flows through its qkv projection W
    ([3d, d], gradient G): Wᵀ G = Aᵀ Z, a linear system for the tokens Z, solved by least squares;
 3. subtract the PE, drop CLS, and invert the patch embedding e = W_p vec(patch) + b_p (least squares
-   again; minimum norm when d < 3P², e.g. ViT-S/16, decision 10), then re-tile the patches.
+   again; minimum norm when d < 3P², e.g. ViT-S/16), then re-tile the patches.
 
 ``known_cls`` (default) uses the white-box fact that the CLS token entering block 0 is
 ``cls_token + PE[0]``: its term is moved to the right-hand side, so only the N patch tokens are

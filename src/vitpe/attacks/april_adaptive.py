@@ -1,4 +1,4 @@
-"""The MJP-aware ("adaptive") closed form (reference §4.5, decision 7): detect, exclude, solve the rest.
+"""The MJP-aware ("adaptive") closed form (docs/FIDELITY.md row 42): detect, exclude, solve the rest.
 
 Written by hand (no published implementation). Under MJP every shuffled position reads the one shared
 unknown PE row, so its row of the PE-table gradient is exactly zero and its token gradient is summed

@@ -1,4 +1,4 @@
-"""GradViT-style attack (Hatamizadeh et al., CVPR 2022; reference §5, MJP.md §5.2), written from the paper.
+"""GradViT-style attack (Hatamizadeh et al., CVPR 2022; docs/FIDELITY.md row 47), written from the paper.
 
 No official code exists (MJP's ``gradvit/`` is unfinished scaffolding). The candidate, initialised
 U[0, 1) in normalised space (MJP's script), minimises under a loss schedule
@@ -11,15 +11,16 @@ U[0, 1) in normalised space (MJP's script), minimises under a loss schedule
 - L_image: DeepInversion/GradInversion BN-statistics prior: MSE between the batch mean/variance at
   every BatchNorm input (downsample BNs excluded, as MJP) of a separate pretrained CNN and its running
   statistics. The CNN is read from a configured checkpoint (``image_prior``); without one the attack
-  runs as "GradViT w/o image prior" and says so in the metrics (decision 15);
+  runs as "GradViT w/o image prior" and says so in the metrics;
 - L_patch: GradViT's patch prior, squared differences across the borders of adjacent P×P patches, in
   pixel (normalised) space; MJP's script applies it to a freshly random-initialised PatchEmbed output
-  instead (a defect, MJP.md §8);
+  instead (a defect);
 - TV² and the L2 norm: MJP's "extra" term.
 
-Schedule (MJP's values, decision 15): α_grad 4e-3 → 2e-3 and α_image 0 → 0.2 at half the run;
-α_patch = α_extra = 1e-4; Adam lr 0.1 with cosine annealing to 0; the last iterate is returned
-(the script keeps no best iterate). The registration term is left out (MJP's script sets it to 0).
+Schedule (the values of MJP's ``gradvit/`` scripts): α_grad 4e-3 → 2e-3 and α_image 0 → 0.2 at half
+the run; α_patch = α_extra = 1e-4; Adam lr 0.1 with cosine annealing to 0; the last iterate is
+returned (the script keeps no best iterate). The registration term is left out (MJP's script sets it
+to 0).
 """
 from __future__ import annotations
 

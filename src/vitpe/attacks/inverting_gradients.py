@@ -1,6 +1,6 @@
 """Inverting Gradients (Geiping et al., NeurIPS 2020) with breaching's ``invertinggradients`` defaults.
 
-Written by hand after breaching's optimisation attacker (reference §3.2-3.3; breaching itself is
+Written by hand after breaching's optimisation attacker (docs/FIDELITY.md row 46; breaching itself is
 unmaintained and incompatible with timm 1.x): a candidate batch, initialised randn in normalised
 space, minimises
 
@@ -78,8 +78,10 @@ def initial_candidates(tasks: Sequence[InversionTask], init: str, seed_offset: i
 
 
 def step_milestones(iterations: int) -> list[int]:
-    """breaching's step-lr: ×0.1 at max_it/2.667, max_it/1.6, max_it/1.142 (integer part)."""
-    return [int(iterations / 2.667), int(iterations / 1.6), int(iterations / 1.142)]
+    """breaching's step-lr (``common.optimizer_lookup``): ×0.1 at ``max_iterations // 2.667``, ``// 1.6``
+    and ``// 1.142``. Python's float floor division, not int(it / d): 1.6 is stored slightly above 1.6,
+    so 24000 // 1.6 is 14999 where the rounded quotient 24000 / 1.6 is 15000."""
+    return [int(iterations // divisor) for divisor in (2.667, 1.6, 1.142)]
 
 
 def make_scheduler(opt: torch.optim.Optimizer, kind: str, iterations: int):

@@ -1,18 +1,18 @@
-"""Privacy metrics per reconstructed image (reference §8-9), aggregates and paired comparisons.
+"""Privacy metrics per reconstructed image, aggregates and paired comparisons (docs/FIDELITY.md row 48).
 
 Every image metric is computed on [0, 1] images (de-normalised, clamped), one value per image:
 
 - MSE: mean over C·H·W of (x̂ - x)².
 - PSNR: torchmetrics, data_range 1: 10·log10(1 / MSE); capped at ``PSNR_CAP`` dB so a perfect
-  reconstruction (MSE 0, PSNR inf) still aggregates (decision: recorded in docs/FIDELITY.md).
+  reconstruction (MSE 0, PSNR inf) still aggregates (docs/FIDELITY.md row 48).
 - SSIM: torchmetrics, Gaussian 11×11, σ 1.5, K1 0.01, K2 0.03, data_range 1. torchmetrics
-  reflect-pads and crops the border of the SSIM map back off; MJP's pytorch-ssim zero-pads (decision 16).
+  reflect-pads and crops the border of the SSIM map back off; MJP's pytorch-ssim zero-pads.
 - FFT2D: 1 - |⟨F(a), F(b)⟩| / (‖F(a)‖·‖F(b)‖), F the per-channel 2-D FFT flattened over C·H·W and
   ⟨u, v⟩ = Σ conj(u)·v the Hermitian inner product. MJP's script used SciPy's non-conjugated form,
-  which current SciPy rejects for complex input (decision 17); the values are not interchangeable.
+  which current SciPy rejects for complex input; the values are not interchangeable.
 - LPIPS (AlexNet, torchmetrics' LPIPS with its bundled linear layers): only when torchvision's
   ImageNet AlexNet weights are at the configured path; otherwise skipped with a recorded reason.
-- Patch level (MJP targets position information, §9): per-patch PSNR averaged over kept and over
+- Patch level (MJP targets position information): per-patch PSNR averaged over kept and over
   shuffled positions (against the image the client fed); patch-position recovery: a Hungarian
   assignment of reconstructed to ground-truth patches on patch MSE, the fraction assigned to their
   own grid index, the mean grid displacement, and the PSNR after that re-ordering.

@@ -196,7 +196,7 @@ def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: Attac
     model = prepare_model(model)
     attacks = settings.attacks_for(kind)
     skipped = {}
-    if settings.threat.batch_size > 1:  # APRIL reads dL/dz off the PE gradient: one image only (§4.2)
+    if settings.threat.batch_size > 1:  # APRIL reads dL/dz off the PE gradient: one image only
         skipped = {a: f"needs batch size 1, threat.batch_size is {settings.threat.batch_size}"
                    for a in attacks if a in CLOSED_FORM}
         attacks = tuple(a for a in attacks if a not in skipped)

@@ -1,9 +1,9 @@
-"""The threat model: what the honest-but-curious server sees (reference/ATTACKS_ROBUSTNESS.md §9).
+"""The threat model: what the honest-but-curious server sees (docs/FIDELITY.md rows 43-45).
 
 FedSGD, one local step: the client computes the gradient of its training loss on one batch (batch 1
 by default) with the model in eval mode (no dropout or drop-path, breaching's default) and shares it;
 the server knows every weight (white box) and either the labels or recovers them from the classifier
-bias gradient. Two client settings (decision 5):
+bias gradient. Two client settings (docs/FIDELITY.md row 44):
 
 - ``plain``: the original image, plain forward ("MJP-trained weights, plain forward");
 - ``shuffled``: the image MJP-jigsaw-shuffled (block mask at ``shuffle_ratio``, one seeded draw per

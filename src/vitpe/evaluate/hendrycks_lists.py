@@ -1,10 +1,10 @@
 """The 200-class subsets of ImageNet-A and ImageNet-O as indices into the sorted 1000 ImageNet wnids.
 
-Transcribed from hendrycks/natural-adv-examples ``eval_many_models.py`` (reference/
-ATTACKS_ROBUSTNESS.md, appendix). The ImageNet-A list equals timm's ``imagenet_a_indices.txt``; the
-two lists share 59 indices. The evaluation derives its masks from the dataset folders
-(``vitpe.data.subsets.class_index_mask``); with the 1000 ImageNet training classes it checks that they
-equal these lists, so an incomplete or renamed download fails instead of scoring the wrong logits.
+Transcribed from hendrycks/natural-adv-examples ``eval_many_models.py``. The ImageNet-A list equals
+timm's ``imagenet_a_indices.txt``; the two lists share 59 indices. The evaluation derives its masks
+from the dataset folders (``vitpe.data.subsets.class_index_mask``); with the 1000 ImageNet training
+classes it checks that they equal these lists, so an incomplete or renamed download fails instead of
+scoring the wrong logits.
 """
 from __future__ import annotations
 

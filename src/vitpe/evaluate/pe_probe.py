@@ -1,6 +1,6 @@
 """Do the learned position embeddings encode position? Linear probes and the PE spectrum.
 
-Official ``pestudy/absolute.py`` and ``relative.py`` (reference/MJP.md §6): take the PE table's patch
+Official MJP code, ``pestudy/absolute.py`` and ``relative.py``: take the PE table's patch
 rows (no CLS row; MJP's shared unknown row is not a position and is left out), regress with ordinary
 least squares under 5-fold cross-validation (KFold without shuffling over rows permuted once), and
 report the mean absolute error averaged over folds (and over outputs in 2D):
@@ -13,8 +13,8 @@ Fixed defect: the official 2D relative targets are uint8, so negative difference
 (|d| becomes 256 - |d|) before the absolute value; here differences are taken in signed integers.
 The official permutations are unseeded; here they come from ``seed``.
 
-Also: the singular values of the patch-row table (the unreleased ``scripts/eigenvalues.py`` of the
-official repository is inferred to plot them, MJP.md §9) and their effective rank.
+Also: the singular values of the patch-row table (the official repository's ``.gitignore`` lists an
+unreleased ``scripts/eigenvalues.py`` and ``eigenvalues.pdf``) and their effective rank.
 """
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
 """ImageNet-C, ImageNet-A and ImageNet-O evaluation of a trained model.
 
-Protocols (reference/MJP.md §4.3-4.4, ATTACKS_ROBUSTNESS.md §6, §10):
+Protocols of the official MJP scripts ``eval/cal_imagenet_c.py`` and ``eval/cal_imagenet_ao.py``, of
+hendrycks/robustness ``ImageNet-C/test.py`` and of hendrycks/natural-adv-examples (docs/FIDELITY.md
+rows 7, 20, 21):
 - ImageNet-C: every corruption x severity folder (<corruption>/<severity>/<class>/*), CenterCrop only
   (the sets are already Resize+CenterCrop'ed), top-1 error over all training logits; metrics from
   ``robustness_metrics.corruption_summary``. By default the 15 benchmark corruptions (required: mCE)
-  and the 4 extras that are present (decision 15's alternative; many copies hold only the 15, and the
+  and the 4 extras that are present (docs/FIDELITY.md row 20; many copies hold only the 15, and the
   missing extras are named in the metrics); the released MJP script's 5-corruption mean as well.
 - ImageNet-A: Resize + CenterCrop, logits restricted to the subset's class-index mask, top-1 (%),
   RMS calibration error and AURRA of the max softmax over the masked logits.

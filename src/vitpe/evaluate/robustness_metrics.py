@@ -1,4 +1,4 @@
-"""Robustness metrics of Hendrycks et al. as used by MJP (reference/ATTACKS_ROBUSTNESS.md §6.2, §10).
+"""Robustness metrics of Hendrycks et al. as used by MJP (hendrycks/robustness, natural-adv-examples).
 
 - ImageNet-C: corruption errors from the full corruption x severity error matrix; mCE normalised by
   AlexNet's errors over the 15 benchmark corruptions, plus the unnormalised means (over 15, over all
@@ -20,14 +20,14 @@ from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 from vitpe.data.subsets import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 
 # AlexNet's mean top-1 error over severities per benchmark corruption (google-research/augmix
-# ALEXNET_ERR, "raw AlexNet errors taken from hendrycks/robustness"; MJP.md §4.3).
+# ALEXNET_ERR, "raw AlexNet errors taken from hendrycks/robustness").
 ALEXNET_ERR: dict[str, float] = {
     "gaussian_noise": 0.886428, "shot_noise": 0.894468, "impulse_noise": 0.922640,
     "defocus_blur": 0.819880, "glass_blur": 0.826268, "motion_blur": 0.785948, "zoom_blur": 0.798360,
     "snow": 0.866816, "frost": 0.826572, "fog": 0.819324, "brightness": 0.564592,
     "contrast": 0.853204, "elastic_transform": 0.646056, "pixelate": 0.717840, "jpeg_compression": 0.606500,
 }
-# The corruptions left active in MJP's released cal_imagenet_c.py (MJP.md §4.3, decision 15).
+# The corruptions left active in MJP's released eval/cal_imagenet_c.py (docs/FIDELITY.md row 20).
 MJP_RELEASED_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur")
 
@@ -73,9 +73,10 @@ def fpr_at_recall(labels: np.ndarray, scores: np.ndarray, recall_level: float = 
     """False-positive rate at the ROC point whose recall is closest to ``recall_level``.
 
     Hendrycks' ``fpr_and_fdr_at_recall``: the curve over distinct score thresholds, cut at the first
-    point of full recall; among equally close points the lowest threshold (highest FPR) wins.
-    Deviation: his copy of sklearn's curve code appends a spurious (recall 1, FPR 0) point, which can
-    win when no real point is within 0.05 of the level (tiny sets); it is left out here.
+    point of full recall; among equally close points the lowest threshold (highest FPR) wins. His
+    copy of sklearn's curve code also appends a (recall 1, FPR 0) point; it ties with the first
+    full-recall point, which precedes it, and ``np.argmin`` keeps the first, so it is never chosen
+    and is left out here with no effect on the result (docs/FIDELITY.md row 21).
     """
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     fpr, tpr = fpr[1:], tpr[1:]  # drop roc_curve's (0, 0) start point (threshold +inf)
@@ -101,13 +102,14 @@ def ood_measures(ood_scores: np.ndarray, id_scores: np.ndarray, recall_level: fl
 
 
 def rms_calibration_error(confidence: np.ndarray, correct: np.ndarray, beta: int = 100,
-                          drop_last_bin: bool = False) -> float:
+                          drop_last_bin: bool = True) -> float:
     """Hendrycks' ``calib_err(p='2')``: samples sorted by confidence in bins of ``beta`` (the last bin
     takes the remainder), sqrt of the bin-size-weighted mean squared |mean confidence - accuracy|.
 
-    Deviations (documented): fewer than ``beta`` samples form one bin (the original fails), and the
-    last (most confident) bin is counted; common copies of the original loop skip it, which
-    ``drop_last_bin=True`` reproduces.
+    As the reference, the last (most confident) bin is left out of the sum (its loop runs over
+    ``range(len(bins) - 1)``), so fewer than 2 ``beta`` samples give 0; ``drop_last_bin=False``
+    counts it. Deviation (docs/FIDELITY.md row 70): fewer than ``beta`` samples, where the reference
+    raises an IndexError, form one bin that is counted.
     """
     order = np.argsort(confidence, kind="stable")
     confidence = np.asarray(confidence, dtype=np.float64)[order]
@@ -115,7 +117,7 @@ def rms_calibration_error(confidence: np.ndarray, correct: np.ndarray, beta: int
     n = len(confidence)
     edges = [i * beta for i in range(max(1, n // beta))] + [n]
     bins = list(zip(edges[:-1], edges[1:]))
-    if drop_last_bin:
+    if drop_last_bin and n >= beta:
         bins = bins[:-1]
     total = sum((hi - lo) / n * (confidence[lo:hi].mean() - correct[lo:hi].mean()) ** 2 for lo, hi in bins)
     return float(np.sqrt(total))

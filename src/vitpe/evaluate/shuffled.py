@@ -1,7 +1,7 @@
-"""MJP's shuffled-input evaluations (reference/MJP.md §4.1-4.2).
+"""MJP's shuffled-input evaluations (official MJP code, ``eval.py`` and ``consistency.py``).
 
 - Accuracy under MJP-shuffled validation images across a sweep of shuffle ratios (official
-  ``eval.py``, which hard-codes 0.9; decision 17 makes the ratio a parameter): per batch one new block
+  ``eval.py``, which hard-codes 0.9; here a parameter, docs/FIDELITY.md row 18): per batch one new block
   mask and permutation shared by the whole batch, the unknown PE at shuffled positions for an MJP
   model, and for a plain model the PE of the slot a patch moved into (the ViT decides, see
   ``VisionTransformer.embed``). Test transform: Resize + CenterCrop, as for clean accuracy.

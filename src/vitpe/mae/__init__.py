@@ -1,1 +1,1 @@
-"""MAE, MAE+ and AdPE pretraining, fine-tuning and linear probing (reference/ADPE.md)."""
+"""MAE, MAE+ and AdPE pretraining, fine-tuning and linear probing (docs/FIDELITY.md rows 50-66)."""

@@ -1,4 +1,4 @@
-"""AdPE: adversarial position embeddings for MAE+ pretraining (reference/ADPE.md §6-§7, decisions D1-D7).
+"""AdPE: adversarial position embeddings for MAE+ pretraining (docs/FIDELITY.md rows 52-58).
 
 One adversarial parameter δ (every parameter named ``adv_delta``), shared by all samples, crops and
 processes, persistent and never reset, is updated by simultaneous gradient descent–ascent: the single
@@ -11,8 +11,8 @@ optimizer step that descends on the weights ascends on δ, then δ is projected 
 - relative PE: one δ per iRPE module in every encoder and decoder block (vitpe.models.irpe).
 
 Ascent is written as a gradient sign flip inside an ordinary AdamW group (exactly equivalent to the
-official negative learning rate with Adam moments, D5), with the same warm-up + cosine schedule
-scaled by adv_lr / lr. Hand-written: the paper's contribution.
+official negative learning rate with Adam moments, docs/FIDELITY.md row 52), with the same warm-up +
+cosine schedule scaled by adv_lr / lr. Hand-written: the paper's contribution.
 """
 from __future__ import annotations
 
@@ -77,8 +77,9 @@ def attach_ascent(optimizer: torch.optim.Optimizer, norm: str, eps: float) -> No
     """Make the optimizer's ``adversarial`` groups ascend and stay in their ε-ball.
 
     A pre-step hook negates their gradients (after DDP averaging, unscaling and clipping), so the
-    Adam update climbs the loss; a post-step hook projects each δ. The official code skips the
-    projection at iteration 0, where the adversarial lr is 0 and δ cannot move: identical here.
+    Adam update climbs the loss; a post-step hook projects each δ of a group whose lr is non-zero.
+    As the official optimizer (it projects only groups with lr < 0), a step at lr 0 (the first
+    warm-up step) leaves δ where it is, even outside the ball (docs/FIDELITY.md row 53).
     """
     groups = [g for g in optimizer.param_groups if g.get("adversarial")]
 
@@ -90,8 +91,9 @@ def attach_ascent(optimizer: torch.optim.Optimizer, norm: str, eps: float) -> No
 
     def project(opt: torch.optim.Optimizer, args: object, kwargs: object) -> None:
         for group in groups:
-            for p in group["params"]:
-                project_(p, norm, eps)
+            if group["lr"] > 0:  # the ascent lr (official: the negative lr of the group is below 0)
+                for p in group["params"]:
+                    project_(p, norm, eps)
 
     optimizer.register_step_pre_hook(flip)
     optimizer.register_step_post_hook(project)

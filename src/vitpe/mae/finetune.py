@@ -1,11 +1,12 @@
-"""Fine-tuning and linear probing of pretrained encoders (MAE recipe; reference/ADPE.md §4.3-§4.4, §8).
+"""Fine-tuning and linear probing of pretrained encoders (MAE recipe; docs/FIDELITY.md rows 61-64).
 
 Both are supervised runs of the shared engine (vitpe.train.supervised) on a ``protocol`` run made by
 ``vitpe.config.encoder_run``; this module holds what differs from training from scratch:
 
 - loading the encoder: every encoder key must match (the official code loads non-strictly and only
   tolerates a missing head / fc_norm); the sin-cos pos_embed of the pretraining grid is resized
-  bicubically to the fine-tune grid and stays learnable (D9; ``pe_resize: sincos`` recomputes it);
+  bicubically to the fine-tune grid and stays learnable (docs/FIDELITY.md row 61; ``pe_resize: sincos``
+  recomputes it);
 - fine-tuning: global pooling (mean patch token + fc_norm, the final norm dropped), head
   trunc-normal(2e-5), AdamW with MAE's layer-wise lr decay (timm's ``layer_decay`` with the
   backbone's ``group_matcher``);
@@ -54,7 +55,8 @@ def load_encoder(model: VisionTransformer, path: Path, pe_resize: str = "bicubic
     want_rpe = RPE_KINDS[model.rpe.lookup] if model.rpe is not None else None
     if "rpe" in meta and meta["rpe"] != want_rpe:
         raise CheckpointError(f"{path}: pretrained with rpe {meta['rpe']!r}, but this model uses {want_rpe!r} "
-                              "(fine-tune with the iRPE variant that matches pretraining, ADPE.md §7.4)")
+                              "(fine-tune with the iRPE variant that matches pretraining, "
+                              "docs/FIDELITY.md row 57)")
     if "pos_embed" in state:
         state["pos_embed"] = _resized_pos_embed(state["pos_embed"], model.grid_size, pe_resize)
     own = to_timm_state_dict(model)

@@ -1,11 +1,11 @@
 """MAE and MAE+ (with the AdPE adversaries) around the project's ViT encoder.
 
-- ``mae`` (reference/ADPE.md §4.1): the asymmetric design. The encoder sees the visible tokens only
+- ``mae`` (MAE code, models_mae.py): the asymmetric design. The encoder sees the visible tokens only
   (int(L·0.25) of L plus CLS); the decoder appends its own mask tokens, unshuffles and adds its PE.
-- ``mae_plus`` (§5.2, decision D4): the full-sequence encoder. Masked positions hold an encoder-width
+- ``mae_plus`` (docs/FIDELITY.md row 50): the full-sequence encoder. Masked positions hold an encoder-width
   mask token (or AdPE's δ), the fixed sin-cos PE is added everywhere, all 1 + L tokens pass the
   encoder, and the decoder inserts no mask tokens. The RPE variants use iRPE in every encoder and
-  decoder block on top of the sin-cos PE (D12).
+  decoder block on top of the sin-cos PE (docs/FIDELITY.md row 60).
 
 Both: fixed 2D sin-cos PEs (MAE's channel layout, CLS row zero) in encoder and decoder, a
 Linear(D → Dd) decoder embedding, decoder blocks, LayerNorm, Linear(Dd → p²·3), and the per-patch
@@ -64,7 +64,7 @@ class MaskedAutoencoder(nn.Module):
         dim, grid = model_cfg["embed_dim"], self.encoder.grid_size
         self.num_patches = grid * grid
         self.adversary = AbsoluteAdversary(adversary, dim, grid) if adversary else None
-        # MAE+'s encoder-width mask token; in APE embedding mode δ takes its place (§6.2)
+        # MAE+'s encoder-width mask token; in APE embedding mode δ takes its place (AdPE model/ad_ape.py)
         needs_token = method == "mae_plus" and adversary != "embedding"
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim)) if needs_token else None
 

@@ -1,4 +1,4 @@
-"""MAE / MAE+ / AdPE pretraining on the shared engine (reference/ADPE.md §4.2, §5, §6, checklist §13).
+"""MAE / MAE+ / AdPE pretraining on the shared engine (MAE main_pretrain.py, AdPE training/main_worker.py).
 
 Data: K independent RandomResizedCrop (bicubic) + flip + ImageNet normalisation views per image
 (MAE: one 224 view, crop scale 0.2–1; MAE+/AdPE: 4 × 112, scale 0.08–1), stacked so each optimizer

@@ -1,6 +1,6 @@
 """Which patches MJP shuffles: the BEiT block-mask sampler with the official MJP settings.
 
-Semantics follow reference/MJP.md §1.1 exactly (official ``data/masking_generator.py``):
+Semantics follow the official MJP ``data/masking_generator.py`` exactly (docs/FIDELITY.md row 10):
 
 - target count ``N = int(num_patches * ratio)`` (a ratio <= 0 falls back to 0.1);
 - blocks are drawn until the target is reached or one block fails 10 times; each block has

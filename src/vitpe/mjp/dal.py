@@ -1,9 +1,11 @@
-"""Dense Absolute Localization (DAL): regress each kept position's grid coordinates from its PE row.
+"""Dense Absolute Localization (DAL): regress each position's grid coordinates from its PE row.
 
-Official ``ssl_mjp/dlocr.py`` + ``losses.py`` (reference/MJP.md §2): the input is the PE table itself
-(not image tokens), the targets are raw (row, col) in [0, grid - 1] (not normalised), the loss is the
-L1 error averaged over the kept positions and both coordinates, and its weight λ follows a per-epoch
+Official MJP ``ssl_mjp/dlocr.py`` + ``losses.py`` (docs/FIDELITY.md row 16): the input is the PE table
+itself (not image tokens), the targets are raw (row, col) in [0, grid - 1] (not normalised), the loss is
+the L1 error averaged over the kept positions and both coordinates, and its weight λ follows a per-epoch
 schedule: linear 0 -> λ over the warm-up epochs, then cosine down to ``final_ratio`` · λ at the end.
+Kept means every position except those served by MJP's unknown row (``models/vit_timm.py`` passes
+``1 - unk_mask``; without an unknown row, all ones, shuffled or not).
 """
 from __future__ import annotations
 
@@ -35,7 +37,8 @@ class DenseLocalization(nn.Module):
         self.register_buffer("coords", torch.stack([index // grid, index % grid], 1).float(), persistent=False)
 
     def forward(self, patch_pe: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Mean L1 error over kept positions; ``patch_pe`` [N, D] (no CLS row), ``keep`` [rows, N] bool."""
+        """Mean L1 error over kept positions; ``patch_pe`` [N, D] (no CLS row), ``keep`` [rows, N] bool
+        (None: every position)."""
         error = (self.mlp(patch_pe) - self.coords).abs().mean(-1)  # [N], image independent
         if keep is None:
             return error.mean()

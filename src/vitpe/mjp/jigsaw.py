@@ -4,10 +4,10 @@ A draw is a :class:`Jigsaw`: a token order per row (one row shared by the batch,
 or one per sample), the positions that take MJP's shared "unknown" PE, and for the pixel-in-patch
 baseline a permutation of the pixels inside a patch. The ViT applies it (vitpe.models.vit): pixels are
 permuted before the patch embedding, tokens right after it. Permuting tokens after a stride-P patch
-convolution equals permuting the P x P pixel patches before it (reference/MJP.md decision 4), and is
+convolution equals permuting the P x P pixel patches before it (docs/FIDELITY.md row 12), and is
 cheaper than Unfold/Fold; :func:`shuffle_pixels` gives the pixel-space picture (figures, checks).
 
-Modes (reference/MJP.md §1.2):
+Modes (official MJP code, data/masking_generator.py):
 - ``mjp``: a block mask (block_mask.py) selects positions; the selected patches are randomly permuted
   among themselves (fixed points allowed); with an MJP PE the selected positions get the unknown row;
 - ``patches``: all patches randomly permuted, PEs kept (naive shuffle);

@@ -1,4 +1,5 @@
-"""ViT backbone with pluggable position embeddings (learnable, sin-cos, none; MJP and iRPE later)."""
+"""ViT backbone with pluggable position embeddings (learnable, sin-cos, none, MJP's table with a shared
+unknown row) and iRPE relative position encoding in every block."""
 from vitpe.models.pos_embed import (
     PE_KINDS,
     LearnablePosEmbed,

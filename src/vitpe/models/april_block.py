@@ -1,11 +1,11 @@
 """The "APRIL-compatible" first transformer block: attention, then norm2 + MLP, no norm1, no residuals.
 
-APRIL's closed form (reference/ATTACKS_ROBUSTNESS.md §4.2) is exact only when every bit of the
-gradient reaching the tokens of block 0 flows through its qkv projection: breaching's
-``ModifiedBlock`` (analytic_attack.py) therefore computes ``mlp(norm2(attn(x)))`` with neither the
-pre-attention LayerNorm nor the two residual connections. breaching's own class reads
-``block.drop_path``, which timm 1.x no longer has (§3.7), so the project builds its own here from a
-timm ``Block``: it keeps the block's ``attn``, ``norm2`` and ``mlp`` modules (same timm key names,
+APRIL's closed form (Lu et al., CVPR 2022) is exact only when every bit of the gradient reaching the
+tokens of block 0 flows through its qkv projection: breaching's ``ModifiedBlock``
+(analytic_attack.py) therefore computes ``mlp(norm2(attn(x)))`` with neither the pre-attention
+LayerNorm nor the two residual connections. breaching's own class reads ``block.drop_path``, which
+timm 1.x no longer has (docs/FIDELITY.md row 38), so the project builds its own here from a timm
+``Block``: it keeps the block's ``attn``, ``norm2`` and ``mlp`` modules (same timm key names,
 minus ``norm1``) and drops the rest. Written by hand: no library ships this variant.
 """
 from __future__ import annotations

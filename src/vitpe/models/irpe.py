@@ -1,4 +1,4 @@
-"""iRPE relative position encoding as the official AdPE code configures it (reference/ADPE.md §7).
+"""iRPE relative position encoding as the official AdPE code configures it (position_embed/irpe*.py).
 
 iRPE (Wu et al., ICCV 2021): product method, contextual on keys, one table shared by all heads,
 piecewise bucketing with ratio 1.9 (α = 1.9, β = 3.8, γ = 15.2), so row and column offsets each map
@@ -10,16 +10,18 @@ biases, not contextual product tables).
 Two lookups:
 - ``discrete``: the table gathered at integer bucket ids (iRPE proper; MAE+ RPE and the RPE
   embedding adversary).
-- ``interp``: AdPE's "interpolated RPE" (coordinate adversary, §7.3): the 49 product columns as a 7×7
-  image sampled bilinearly at the unrounded piecewise index, so offsets may be fractional and a
-  per-block 2-vector δ can shift them differentiably. ``interp_variant="faithful"`` copies the
-  official parametrisation (÷β = 3.8, align_corners=False, zero padding, row offset fed as the
-  sampler's x); ``"corrected"`` lands integer offsets on bucket centres (decision D3).
+- ``interp``: AdPE's "interpolated RPE" (coordinate adversary, AdPE code position_embed/irpe_adv_coord.py):
+  the 49 product columns as a 7×7 image sampled bilinearly at the unrounded piecewise index, so offsets
+  may be fractional and a per-block 2-vector δ can shift them differentiably.
+  ``interp_variant="faithful"`` copies the official parametrisation (÷β = 3.8, align_corners=False,
+  zero padding, row offset fed as the sampler's x); ``"corrected"`` lands integer offsets on bucket
+  centres (docs/FIDELITY.md row 57).
 
 Adversaries (``adversary``) act on the query rows given by the context's ``query_mask`` (AdPE's
 masked tokens): ``embedding`` adds one δ of shape (1, head_dim, 1) to every bucket — a constant
-shift of each softmax row, i.e. a no-op, as in the official code (D1); ``embedding_per_bucket`` gives
-δ one column per bucket (the alternative); ``coordinate`` shifts the (row, col) offsets by δ (2,).
+shift of each softmax row, i.e. a no-op, as in the official code (docs/FIDELITY.md row 56);
+``embedding_per_bucket`` gives δ one column per bucket (the alternative); ``coordinate`` shifts the
+(row, col) offsets by δ (2,).
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ class RPEConfig:
     adversary: str | None = None
     interp_variant: str = "faithful"
     # Pretraining scales q before both q·kᵀ and the RPE term; the official fine-tune attention uses
-    # the unscaled q for the RPE term (√head_dim larger, decision D2): False reproduces that.
+    # the unscaled q for the RPE term (√head_dim larger, docs/FIDELITY.md row 58): False reproduces that.
     scale_rpe_query: bool = True
 
     def __post_init__(self) -> None:
@@ -136,7 +138,7 @@ class ContextualProductRPE(nn.Module):
         self.lookup_table_weight = nn.Parameter(torch.zeros(1, head_dim, NUM_BUCKETS))
         shapes = {"embedding": (1, head_dim, 1), "embedding_per_bucket": (1, head_dim, NUM_BUCKETS),
                   "coordinate": (2,)}
-        if config.adversary is not None:  # zero-initialised in the official code (§7.2, §7.3)
+        if config.adversary is not None:  # zero-initialised, as in the official AdPE code
             self.adv_delta = nn.Parameter(torch.zeros(shapes[config.adversary]))
 
     def forward(self, q: torch.Tensor, ctx: RPEContext) -> torch.Tensor:

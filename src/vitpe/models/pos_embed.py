@@ -127,12 +127,12 @@ class NoPosEmbed(PositionEmbedding):
 class UnknownPosEmbed(PositionEmbedding):
     """MJP's PE: a learnable absolute table plus one shared "unknown" row for shuffled positions.
 
-    Official ``vit_timm.py`` (reference/MJP.md §1.3): a 198-row ``nn.Embedding`` whose last row (197)
+    Official MJP code, ``models/vit_timm.py``: a 198-row ``nn.Embedding`` whose last row (197)
     replaces the PE of every masked (shuffled) patch position; CLS and kept positions keep their own
     rows. Here the 197 regular rows are ``table`` (timm's ``pos_embed``) and the unknown row is ``unk``
     (saved as ``pos_embed_unk``). Faithful defaults: PyTorch's N(0, 1) init of every row (the official
     code skips the trunc-normal init once unk is on) and weight decay on the table (its parameter name
-    ``pos_embed.weight`` escapes the skip list). Both are options (docs/FIDELITY.md).
+    ``pos_embed.weight`` escapes the skip list). Both are options (docs/FIDELITY.md rows 14, 15).
     """
 
     takes_mask = True

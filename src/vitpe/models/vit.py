@@ -1,7 +1,7 @@
 """The shared ViT backbone: timm's patch embedding and transformer blocks around a pluggable PE.
 
 Matches timm's ``VisionTransformer`` with ``class_token=True, global_pool='token'`` (DeiT/ViT-S as in
-the official MJP code, reference/MJP.md §3.1): pre-norm blocks, LayerNorm eps 1e-6, GELU, qkv bias,
+the official MJP code, models/vit_timm.py): pre-norm blocks, LayerNorm eps 1e-6, GELU, qkv bias,
 head = Linear on the final-norm CLS token. It is composed here rather than subclassed so the PE is a
 separate module (``self.pe``) that methods swap or drive with a per-token mask.
 
@@ -67,7 +67,7 @@ class VisionTransformer(nn.Module):
         else:  # iRPE in every block (AdPE's RPE variants)
             blocks = [RPEBlock(embed_dim, num_heads, mlp_ratio, rpe, drop_path=rate) for rate in rates]
         self.blocks = nn.ModuleList(blocks)
-        apply_first_block(self.blocks, first_block)  # "april": no norm1/residual (attacks, issue 7)
+        apply_first_block(self.blocks, first_block)  # "april": no norm1/residual (docs/FIDELITY.md row 39)
         # MAE fine-tuning pools the patch tokens and normalises them (fc_norm) instead of the last norm
         self.norm = nn.Identity() if global_pool else LayerNorm(embed_dim)
         self.fc_norm = LayerNorm(embed_dim) if global_pool else None
@@ -77,9 +77,9 @@ class VisionTransformer(nn.Module):
         self.dal = DenseLocalization(embed_dim, grid, dal_head) if dal_head else None
 
     def _init_weights(self) -> None:
-        # Official MJP/DeiT init (MJP.md §3.1): trunc-normal 0.02 on every Linear, head included (not
-        # zero-initialised), zero biases, CLS trunc-normal 0.02; the patch conv keeps PyTorch's default
-        # and the PE component initialises itself.
+        # Official MJP/DeiT init (MJP code, models/vit_timm.py): trunc-normal 0.02 on every Linear, head
+        # included (not zero-initialised), zero biases, CLS trunc-normal 0.02; the patch conv keeps
+        # PyTorch's default and the PE component initialises itself.
         trunc_normal_(self.cls_token, std=0.02)
         for module in self.modules():
             if isinstance(module, nn.Linear):
@@ -125,8 +125,12 @@ class VisionTransformer(nn.Module):
         if jigsaw is not None:
             x = permute_tokens(x, jigsaw.order)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        mask = jigsaw.unk if jigsaw is not None and self.pe.takes_mask else None
-        return self.pe(x, mask)
+        return self.pe(x, self.unknown_positions(jigsaw))
+
+    def unknown_positions(self, jigsaw: Jigsaw | None) -> torch.Tensor | None:
+        """[rows, N] bool: the positions served by the PE's unknown row under ``jigsaw``; None when
+        this PE has no such row (official: ``unk_mask`` exists only with ``--use-unk-pos``)."""
+        return jigsaw.unk if jigsaw is not None and self.pe.takes_mask else None
 
     def forward_features(self, x: torch.Tensor, jigsaw: Jigsaw | None = None) -> torch.Tensor:
         return self.norm(self.run_blocks(self.embed(x, jigsaw)))
@@ -144,15 +148,17 @@ class VisionTransformer(nn.Module):
                 with_dal: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits [B, num_classes]; with ``with_dal`` also the DAL loss (inside forward, so DDP sees it).
 
-        DAL regresses the kept positions only: those not taking the unknown row in this jigsaw.
+        DAL regresses the positions that keep their own PE row: with MJP's unknown row all but the
+        shuffled ones, with any other PE every position, shuffled or not (official keep-mask
+        ``1 - unk_mask``, all ones without it; docs/FIDELITY.md row 16).
         """
         logits = self.forward_head(self.forward_features(x, jigsaw))
         if not with_dal:
             return logits
         if self.dal is None:
             raise ValueError("this model has no DAL head (build it with dal_head=...)")
-        keep = None if jigsaw is None or jigsaw.unk is None else ~jigsaw.unk
-        return logits, self.dal(self.pe.table[0, 1:], keep)
+        unknown = self.unknown_positions(jigsaw)
+        return logits, self.dal(self.pe.table[0, 1:], None if unknown is None else ~unknown)
 
 
 def forward_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, ctx: RPEContext | None = None,

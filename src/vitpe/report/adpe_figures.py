@@ -1,4 +1,4 @@
-"""AdPE figures (reference/ADPE.md §12): ‖δ‖ over pretraining per mode and norm, and fine-tune /
+"""AdPE figures: ‖δ‖ over pretraining per mode and norm, and fine-tune /
 linear-probe accuracy per pretraining variant. The loss curves reuse ``figures.training_curves``.
 """
 from __future__ import annotations

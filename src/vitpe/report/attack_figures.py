@@ -1,5 +1,5 @@
 """Gradient-attack figures: the reconstruction grid of the MJP paper's attack figure (ground truth,
-then each model's reconstruction, for original and shuffled client inputs; MJP.md §9.2) and the
+then each model's reconstruction, for original and shuffled client inputs) and the
 per-model PSNR distributions. Inputs: ``vitpe attack run``'s reconstructions and per-image tables."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""MJP figures (reference/MJP.md §9): accuracy vs shuffle ratio, PE singular-value spectra, PE
-cosine-similarity maps, and the method illustration from a real validation image.
+"""MJP figures: accuracy vs shuffle ratio, PE singular-value spectra, PE cosine-similarity maps, and
+the method illustration (the MJP paper's overview figure) from a real validation image.
 
 Inputs are files the DAG declares: the ``vitpe eval shuffle`` / ``pe-probe`` JSONs, the trained
 weights (safetensors, timm keys: the PE table is ``pos_embed``) and one image of the dataset.

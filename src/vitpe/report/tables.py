@@ -1,7 +1,8 @@
 """results/tables/main.tex: one booktabs table per study, run value next to the sourced paper value.
 
 Principle: print only what the run computed (with the scale it was computed at) and paper values
-only from the versioned reference file; a delta only where both exist at the same (paper) scale.
+only from the versioned paper-number file (workflow/resources/paper_numbers.yaml); a delta only where
+both exist at the same (paper) scale.
 """
 from __future__ import annotations
 
@@ -164,7 +165,7 @@ def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str]
     return latex.replace("\\end{table}", "{\\footnotesize " + note + "\\par}\n\\end{table}")
 
 
-# --- transfer (issue 6): ADE20K and COCO, with the paper's stated AdPE-over-MAE gains ---------------
+# --- transfer: ADE20K and COCO, with the paper's stated AdPE-over-MAE gains -------------------------
 
 TRANSFER_BASELINE = "mae"
 
@@ -183,7 +184,7 @@ def transfer_studies(params: dict) -> tuple[Study, ...]:
 
 def transfer_paper_row(exp: str) -> str:
     """The paper-number row of a transfer experiment: MAE, or "adpe" for every AdPE variant (the paper
-    does not say which AdPE checkpoint it transferred, reference/ADPE.md D13)."""
+    does not say which AdPE checkpoint it transferred, docs/FIDELITY.md row 35)."""
     return "adpe" if exp.startswith("adpe") else exp
 
 
@@ -219,12 +220,13 @@ def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) ->
                 frame[f"{col.label} vs MAE (paper)"] = paper_gain
         sources = list(dict.fromkeys(sources))
         if any(row.startswith("adpe") for row in rows) and sources:
-            sources.append("AdPE rows use the paper's AdPE values; the transferred checkpoint is not stated (ADPE.md D13)")
+            sources.append("AdPE rows use the paper's AdPE values; the transferred checkpoint is not stated "
+                           "(docs/FIDELITY.md row 35)")
         tables.append(render_table(frame, study.title, study.label, sources, scale))
     return tables
 
 
-# --- privacy (issue 7): gradient-inversion attacks, per model and paired --------------------------
+# --- privacy: gradient-inversion attacks, per model and paired ------------------------------------
 
 ATTACK_SHORT = {"inverting_gradients": "IG", "gradvit": "GradViT", "april": "APRIL", "april_adaptive": "APRIL adapt."}
 
@@ -239,7 +241,7 @@ def privacy_rows(params: dict) -> tuple[list[str], list[str]]:
 
 def privacy_studies(params: dict) -> tuple[Study, Study]:
     """Per-model means over the attack images (PSNR/SSIM vs the original image; shuffled: the client
-    fed the MJP-shuffled image), clean top-1 next to them (reference section 9)."""
+    fed the MJP-shuffled image), clean top-1 next to them (docs/FIDELITY.md row 49)."""
     opt = params.get("attacks", {}).get("optimisation", [])
     cols = [Column("clean_top1", "Top-1", "attacks")]
     for attack in opt:

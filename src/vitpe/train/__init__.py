@@ -1,1 +1,2 @@
-"""Training: one engine (engine.py) and the methods that drive it (supervised.py; SSL later)."""
+"""Training: one engine (engine.py) and the methods that drive it (supervised.py here; MAE, MAE+ and
+AdPE pretraining, fine-tuning and linear probing in vitpe.mae)."""

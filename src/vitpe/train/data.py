@@ -1,7 +1,7 @@
 """Input pipelines (timm transforms, Mixup/CutMix) and a sampler that can resume mid-epoch.
 
 Train: RandomResizedCrop (bicubic) -> flip -> RandAugment -> ToTensor/Normalize -> RandomErasing,
-then Mixup/CutMix with label smoothing on the device (official MJP data/build.py, MJP.md §3.4).
+then Mixup/CutMix with label smoothing on the device (official MJP code, data/build.py).
 Eval: Resize(floor(img / test_crop_ratio), bicubic) -> CenterCrop(img) -> Normalize.
 A sample that cannot be decoded or transformed fails with one line naming the file and the step.
 """

@@ -1,4 +1,4 @@
-"""Supervised ViT training (the DeiT-S recipe of the official MJP code, reference/MJP.md §3)."""
+"""Supervised ViT training (the DeiT-S recipe of the official MJP code: train.sh, config.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,7 +77,7 @@ def architecture_metadata(run: SupervisedRun) -> dict:
 
 @dataclass(frozen=True)
 class JigsawSchedule:
-    """When and how training inputs are shuffled (official main.py, reference/MJP.md §1.4).
+    """When and how training inputs are shuffled (official MJP code, main.py).
 
     From ``start_epoch`` (the end of LR warm-up by default), an iteration is shuffled when
     ``torch.rand(1) > 1 - apply_prob`` (official: ``> 0.5``); draws use the global RNGs, which the

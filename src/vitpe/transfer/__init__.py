@@ -1,4 +1,4 @@
-"""Downstream transfer of pretrained encoders (AdPE §9, reference/ADPE.md): ADE20K semantic
+"""Downstream transfer of pretrained encoders (AdPE paper, arXiv 2303.07598): ADE20K semantic
 segmentation with mmsegmentation (UperNet) and COCO instance segmentation with mmdetection
 (Mask R-CNN, ViTDet layout).
 

@@ -7,7 +7,7 @@
   ``Feature2Pyramid`` (x4, x2, x1, x0.5). MAE uses blocks 4/6/8/12 of 12; other depths take the same
   fractions (1/3, 1/2, 2/3, 1) of the depth, rounded, so depth 24 gives 8/12/16/24 (BEiT/MAE-L) and
   depth 3 gives 1/2/2/3 (a block may feed two pyramid levels).
-- ``ViTDetBackbone`` (COCO): ViTDet's plain backbone (Li et al. 2022; reference/ECOSYSTEM.md §3.5),
+- ``ViTDetBackbone`` (COCO): ViTDet's plain backbone (Li et al. 2022; detectron2 projects/ViTDet),
   not shipped in the mmdet wheel: patch embedding + absolute PE (no CLS token), then timm's SAM/ViTDet
   blocks (``vision_transformer_sam.Block``: windowed attention with padding, optional decomposed
   relative position) with ViTDet's layout, global attention in blocks 2, 5, 8, 11 of 12 (the last

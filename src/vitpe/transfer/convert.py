@@ -1,8 +1,8 @@
 """Encoder checkpoints -> transfer backbones, with every key accounted for.
 
 The upstream backbones (mmseg ``MAE``, mmdet's ViTDet ``ViT``) load with ``strict=False``: an
-unconverted timm state dict loads 1 of 196 tensors there and nothing complains (reference/ECOSYSTEM.md
-§0.9). Here every checkpoint key is either loaded into the backbone or listed by the backbone as
+unconverted timm state dict loads 1 of 196 tensors there and nothing complains (docs/FIDELITY.md
+row 24). Here every checkpoint key is either loaded into the backbone or listed by the backbone as
 unused by design (e.g. the pretraining's final ``norm``, which MAE/BEiT segmentation and ViTDet do
 not apply), and every backbone tensor is either loaded or listed as new (trained from scratch, e.g.
 ViTDet's relative-position tables). Anything else raises CheckpointError naming the keys, and the
@@ -76,11 +76,12 @@ def check_transferable(encoder: Encoder, task: str, rpe_supported: bool = False)
     """Refuse encoders whose PE the task backbone cannot carry (clear message, no silent drop)."""
     if encoder.rpe and not rpe_supported:
         # ViTDet's windowed attention has no counterpart of the iRPE tables (blocks.<i>.attn.rpe_k.*),
-        # and dropping them would transfer a different model than the one pretrained (ADPE.md D13).
+        # and dropping them would transfer a different model than the one pretrained (docs/FIDELITY.md
+        # row 34).
         raise CheckpointError(
             f"{encoder.path}: RPE encoders (rpe={encoder.rpe!r}) cannot transfer to {TASKS.get(task, task)}: "
             "its windowed/global ViTDet attention has no iRPE term, and dropping the RPE tables would "
-            "silently change the model (reference/ADPE.md D13); use an absolute-PE encoder")
+            "silently change the model (docs/FIDELITY.md row 34); use an absolute-PE encoder")
     if encoder.metadata.get("pos_embed", "sincos") not in ("sincos", "learnable"):
         raise CheckpointError(f"{encoder.path}: pos_embed {encoder.metadata['pos_embed']!r} cannot transfer "
                               "(expected sincos or learnable)")

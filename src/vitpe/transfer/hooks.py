@@ -1,8 +1,8 @@
 """A checkpoint hook whose files load with ``torch.load(weights_only=True)``, and pre-emption.
 
 mmengine 0.10.7's ``CheckpointHook`` saves the message hub (``HistoryBuffer`` objects holding numpy
-arrays) and other objects torch >= 2.6 refuses to unpickle by default (mmengine#1655; reference/
-ECOSYSTEM.md §3.2). This hook writes the same layout ``Runner.resume`` reads (meta, state_dict,
+arrays) and other objects torch >= 2.6 refuses to unpickle by default (mmengine#1655;
+docs/FIDELITY.md row 36). This hook writes the same layout ``Runner.resume`` reads (meta, state_dict,
 optimizer, param_schedulers, message_hub) with tensors and plain types only: the smoothed log windows
 (``log_scalars``) are left out, so logged averages restart after a resume. The file is written
 atomically. SIGTERM/SIGUSR1 (SLURM pre-emption) save at the next iteration and raise ``Preempted``

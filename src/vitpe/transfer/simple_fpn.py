@@ -1,5 +1,5 @@
 """ViTDet's simple feature pyramid (Li et al. 2022, detectron2 ``SimpleFeaturePyramid``; the mmdet
-wheel does not ship ``projects/ViTDet``, reference/ECOSYSTEM.md §3.5), written here for that reason.
+wheel does not ship ``projects/ViTDet``), written here for that reason.
 
 From the last ViT map (stride p) alone: x4 = deconv(D -> D/2), LN, GELU, deconv(D/2 -> D/4); x2 =
 deconv(D -> D/2); x1 = identity; x0.5 = max-pool 2. Each level: 1x1 conv + LN, 3x3 conv + LN (convs

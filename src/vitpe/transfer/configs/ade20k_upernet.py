@@ -1,4 +1,4 @@
-# ADE20K semantic segmentation: UperNet on the project's ViT (reference/ADPE.md §9.2).
+# ADE20K semantic segmentation: UperNet on the project's ViT (AdPE README; docs/FIDELITY.md rows 26, 27, 29-31).
 # Inherits mmseg's MAE-B UperNet config from the installed wheel (mmseg/.mim/configs): data pipeline,
 # UPerHead + FCN auxiliary head, sliding-window test, AdamW + warm-up + poly schedule. vitpe.transfer.runner
 # fills in the per-scale recipe of params.yaml (scales.<scale>.transfer.ade20k), the encoder's

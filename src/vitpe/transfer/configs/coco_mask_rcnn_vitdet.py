@@ -1,8 +1,9 @@
 # COCO instance segmentation: Mask R-CNN on a ViTDet-layout ViT with the simple feature pyramid
-# (reference/ADPE.md §9.1, reference/ECOSYSTEM.md §3.5). Inherits mmdet's Mask R-CNN model and its LSJ
-# 100-epoch COCO instance base from the installed wheel (mmdet/.mim/configs); the changes are those of
-# ViTDet (projects/ViTDet, not in the wheel): backbone, pyramid, 2-conv RPN, 4conv1fc box head and LN
-# in the heads, LSJ with a fixed-size pad, AdamW with layer decay, iteration-based 100-epoch schedule.
+# (detectron2 projects/ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py; docs/FIDELITY.md rows 32, 33).
+# Inherits mmdet's Mask R-CNN model and its LSJ 100-epoch COCO instance base from the installed wheel
+# (mmdet/.mim/configs); the changes are those of ViTDet (projects/ViTDet, not in the wheel): backbone,
+# pyramid, 2-conv RPN, 4conv1fc box head and LN in the heads, LSJ with a fixed-size pad, AdamW with
+# layer decay, iteration-based 100-epoch schedule.
 # vitpe.transfer.runner fills in params.yaml (scales.<scale>.transfer.coco), the encoder and the paths.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
