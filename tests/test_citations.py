@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-SCANNED = ("src", "workflow", "benchmarks", "scripts", "tests", "slurm",
+SCANNED = ("src", "workflow", "benchmarks", "scripts", "tests", "slurm", "docs",
            "params.yaml", "Snakefile", "dvc.yaml", "Makefile", "README.md")
 TEXT_SUFFIXES = {".py", ".smk", ".yaml", ".yml", ".sh", ".md", ".txt", ".toml", ""}
 DEAD_CITATION = re.compile(
