@@ -114,18 +114,20 @@ def test_closed_form_run_compare_figures_and_table(setup):
     assert privacy_tables(view, tmp / "nothing", "tiny", {}) == []
 
 
-def test_small_batches_match_reconstructions_and_skip_the_closed_form(setup, tmp_path):
+def test_small_batches_match_reconstructions_and_refuse_the_closed_form(setup, tmp_path, capsys):
     tmp, params_file, _, weights = setup
-    batch = ['attacks={"threat": {"batch_size": 2}}']
-    common = ["--params", str(params_file), "--set", batch[0], "--images", "2", "--iterations", "2"]
-    for exp, kind in (("deit_s", "supervised"), ("mjp_april", "april")):
-        out = tmp_path / f"{exp}.json"
-        assert main(["attack", "run", *common, "--experiment", exp, "--kind", kind, "--weights", str(weights[exp]),
-                     "--out", str(out), "--table", str(tmp_path / f"{exp}.csv"),
-                     "--recon", str(tmp_path / f"{exp}.safetensors")]) == 0
-        metrics = json.loads(out.read_text())
-        assert metrics["threat_batch_size"] == 2
-    assert metrics["april_skipped"].startswith("needs batch size 1")  # the APRIL model: nothing to run
+    no_april = 'attacks={"threat": {"batch_size": 2}, "april_models": [], "closed_form": []}'
+    outputs = ["--out", str(tmp_path / "deit_s.json"), "--table", str(tmp_path / "deit_s.csv"),
+               "--recon", str(tmp_path / "deit_s.safetensors")]
+    argv = ["attack", "run", "--params", str(params_file), "--images", "2", "--iterations", "2",
+            "--experiment", "deit_s", "--kind", "supervised", "--weights", str(weights["deit_s"]), *outputs]
+    # APRIL inverts one image's gradient: batches of 2 with APRIL configured are refused up front
+    assert main([*argv, "--set", 'attacks={"threat": {"batch_size": 2}}']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "attacks.threat.batch_size is 2, but APRIL's closed form needs 1" in err
+    assert not any(tmp_path.iterdir())
+    assert main([*argv, "--set", no_april]) == 0
+    assert json.loads((tmp_path / "deit_s.json").read_text())["threat_batch_size"] == 2
     table = pd.read_csv(tmp_path / "deit_s.csv")
     assert len(table) == 8 and table["label_ok"].isin([0.0, 1.0]).all()
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -123,3 +124,59 @@ def test_inherited_scale_errors_name_the_key(override, expected):
     params["scales"]["smoke"].update(override)
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         validate_params(params)
+
+
+# --- configuration the DAG cannot carry: refused before any job starts ------------------------------
+
+def _rename_supervised(params: dict, old: str, new: str) -> None:
+    params["supervised"][new] = params["supervised"].pop(old)
+    params["experiments"]["supervised"] = [new if n == old else n for n in params["experiments"]["supervised"]]
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        # experiment names become the {exp} wildcard, file names and shell words
+        (lambda p: _rename_supervised(p, "mjp", "mjp-v2"),
+         "supervised: 'mjp-v2': expected an experiment name of letters, digits and _"),
+        (lambda p: p["experiments"].update(transfer=["mae", "adpe abs"]),
+         "experiments.transfer.1: 'adpe abs': expected an experiment name"),
+        (lambda p: p["pretrain"].update({"mae;rm": p["pretrain"]["mae"]}),
+         "pretrain: 'mae;rm': expected an experiment name"),
+        (lambda p: p["attacks"].update(compare=[["deit_s", "mjp/2"]]),
+         "attacks.compare.0.1: 'mjp/2': expected an experiment name"),
+        # the MJP tables and figures need a supervised model
+        (lambda p: p["experiments"].update(supervised=[]), "experiments.supervised: [] should be non-empty"),
+        (lambda p: p["experiments"].update(supervised=["deit_s"]),
+         "attacks.models names 'naive_shuffle', which experiments.supervised does not train"),
+        # paths go unquoted on shell lines
+        (lambda p: p["data"]["real"].update(imagenet="/data/my imagenet"),
+         "data.real.imagenet: '/data/my imagenet': expected a path of letters, digits and _ . / + @ : , = -"),
+        (lambda p: p["data"]["mini"].update(root="data/mini$(id)"), "data.mini.root: 'data/mini$(id)': expected a path"),
+        (lambda p: p["data"]["embedded"].update(root="~/embedded"), "data.embedded.root: '~/embedded': expected a path"),
+        (lambda p: p["attacks"].update(images_dir="val 2"), "attacks.images_dir: 'val 2': expected null, or a path"),
+        (lambda p: p["attacks"]["metrics"].update(lpips_alexnet="w*.pth"), "attacks.metrics.lpips_alexnet: 'w*.pth'"),
+        # APRIL inverts one image's gradient
+        (lambda p: p["attacks"]["threat"].update(batch_size=4),
+         "attacks.threat.batch_size is 4, but APRIL's closed form needs 1"),
+        (lambda p: (p["attacks"]["threat"].update(batch_size=2), p["attacks"].update(closed_form=[])),
+         "attacks.threat.batch_size is 2, but APRIL's closed form needs 1"),
+    ],
+)
+def test_configuration_the_dag_cannot_carry_is_refused(mutate, expected):
+    params = copy.deepcopy(PARAMS)
+    mutate(params)
+    with pytest.raises(ConfigError, match=re.escape(expected)) as err:
+        validate_params(params)
+    assert "\n" not in str(err.value)
+
+
+def test_configuration_the_dag_can_carry_is_accepted():
+    params = copy.deepcopy(PARAMS)
+    params["experiments"].update(pretrain=[], transfer=[])  # the DAG then builds the supervised half only
+    params["attacks"].update(finetuned=[], compare=[["deit_s", "mjp"]])
+    params["data"]["real"]["imagenet"] = "/scratch/user-1/ILSVRC2012_v1.0/imagenet"
+    validate_params(params)
+    params["attacks"].update(april_models=[], closed_form=[], compare=[])
+    params["attacks"]["threat"]["batch_size"] = 8  # optimisation attacks on batches, no APRIL
+    validate_params(params)

@@ -131,6 +131,56 @@ def test_coco_json_referencing_a_missing_image(embedded, tmp_path, capsys):
     assert str(gone) in msg and "missing image" in msg
 
 
+def _first_image_and_box(doc: dict) -> tuple[dict, dict]:
+    """The first annotation that is not a crowd region, and its image."""
+    ann = next(a for a in doc["annotations"] if not a.get("iscrowd"))
+    return next(i for i in doc["images"] if i["id"] == ann["image_id"]), ann
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda image, ann: image.pop("width"), "image {image}: field 'width' is missing (expected an integer >= 1)"),
+    (lambda image, ann: image.pop("file_name"), "image {image}: field 'file_name' is missing (expected a file name)"),
+    (lambda image, ann: image.update(height=0), "image {image}: field 'height' is 0 (expected an integer >= 1)"),
+    (lambda image, ann: image.pop("id"), "images[0]: field 'id' is missing"),
+    (lambda image, ann: ann.pop("bbox"), "annotation {ann}: field 'bbox' is missing (expected [x, y, width, height])"),
+    (lambda image, ann: ann.update(bbox=[1, 2, 3]), "annotation {ann} (image {image}): field 'bbox' is [1, 2, 3]"),
+    (lambda image, ann: ann.update(bbox=[1, 2, -3, 4]), "field 'bbox' is [1, 2, -3, 4]: negative width or height"),
+    (lambda image, ann: ann.update(bbox=[1, 2, 4, float("nan")]), "(expected [x, y, width, height], 4 finite numbers)"),
+    (lambda image, ann: ann.update(bbox=[image["width"] - 2, 0, 10, 5]), "outside the {width} x {height} image"),
+    (lambda image, ann: ann.update(bbox=[-5, 0, 3, 3]), "outside the {width} x {height} image"),
+])
+def test_bad_coco_entries_name_the_id_and_field(embedded, tmp_path, capsys, damage, expected):
+    _, root = embedded
+    shutil.copytree(root / "coco", tmp_path / "coco")
+    ann_file = tmp_path / "coco" / "annotations" / "instances_val2017.json"
+    doc = json.loads(ann_file.read_text())
+    image, ann = _first_image_and_box(doc)
+    doc["images"].remove(image)
+    doc["images"].insert(0, image)  # images[0]: named by position when its id is gone
+    names = {"image": image["id"], "ann": ann["id"], "width": image["width"], "height": image["height"]}
+    damage(image, ann)
+    ann_file.write_text(json.dumps(doc))
+    msg = fails(capsys, "--kind", "coco", "--path", tmp_path / "coco")
+    assert msg.startswith(f"error: {ann_file}: ") and expected.format(**names) in msg
+
+
+def test_coco_zero_size_boxes_are_counted_not_refused(embedded, tmp_path):
+    """Official train2017 holds two (cocoapi#355); mmdet drops boxes under 1 px, as the upstream recipes do."""
+    _, root = embedded
+    shutil.copytree(root / "coco", tmp_path / "coco")
+    ann_file = tmp_path / "coco" / "annotations" / "instances_train2017.json"
+    doc = json.loads(ann_file.read_text())
+    image, ann = _first_image_and_box(doc)
+    ann["bbox"] = [1.5, 2.0, 3.0, 0.0]
+    # a box from float polygon coordinates may pass the border by a fraction of a pixel
+    other = next(a for a in doc["annotations"] if a is not ann and not a.get("iscrowd"))
+    width = next(i["width"] for i in doc["images"] if i["id"] == other["image_id"])
+    other["bbox"] = [width - 4.0, 0.0, 4.5, 2.0]
+    ann_file.write_text(json.dumps(doc))
+    report = check_dataset("coco", tmp_path / "coco")
+    assert report["train2017"]["degenerate_boxes"] == 1 and report["val2017"]["degenerate_boxes"] == 0
+
+
 def test_ade20k_image_without_annotation(embedded, tmp_path, capsys):
     _, root = embedded
     shutil.copytree(root / "ade20k", tmp_path / "ade")

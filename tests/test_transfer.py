@@ -252,7 +252,7 @@ def test_train_and_evaluate_on_the_embedded_data(task, embedded, tmp_path, monke
     final = read_weights(weights)
     prefix = "backbone.vit." if task == "ade20k" else "backbone."
     assert torch.equal(final[prefix + "blocks.0.attn.qkv.weight"], state["state_dict"][prefix + "blocks.0.attn.qkv.weight"])
-    # a rerun resumes from that state (mmengine's own resume, torch's default weights_only load)
+    # a rerun resumes from that state (mmengine's resume, through hooks.load_training_state)
     evaluated.clear()
     again = run_transfer(params, task, "mae", encoder, work, tmp_path / "again.json")
     assert again == metrics and not (work / "state").exists()
@@ -282,6 +282,40 @@ def test_preemption_saves_state_then_the_rerun_resumes(embedded, tmp_path, monke
     metrics = run_transfer(params, "ade20k", "mae", encoder, work, out)
     log = "".join(p.read_text() for p in work.glob("*/*.log"))
     assert "resumed epoch: 0, iter: 1" in log and json.loads(out.read_text()) == metrics
+
+
+class _RunsCode:
+    """A pickle that creates a folder when unpickled: what a planted state file could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (str(self.marker),)
+
+
+@pytest.mark.parametrize("planted", ["pickle", "truncated"])
+def test_resume_loads_the_state_weights_only_whatever_the_environment(planted, embedded, tmp_path, monkeypatch,
+                                                                      encoder):
+    from vitpe.config import validate_params
+    from vitpe.transfer.runner import run_transfer
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # makes a bare torch.load unpickle anything
+    params = validate_params(micro_transfer_params(embedded[0]))
+    work, out, marker = tmp_path / "work", tmp_path / "ade20k.json", tmp_path / "code-ran"
+    state = work / "state" / "last.pth"
+    state.parent.mkdir(parents=True)
+    torch.save({"meta": {"epoch": 0, "iter": 1}, "state_dict": {}, "payload": _RunsCode(marker)}, state)
+    if planted == "truncated":  # a state cut short by a full disk
+        state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"{re.escape(str(state))}: not a readable transfer training state") as err:
+        run_transfer(params, "ade20k", "mae", encoder, work, out)
+    assert "\n" not in str(err.value)
+    if planted == "pickle":
+        assert "pickles objects other than tensors and plain types" in str(err.value)
+    assert not marker.exists() and not out.exists() and state.exists()
 
 
 def test_config_inherits_the_upstream_recipes(embedded, tmp_path, encoder):

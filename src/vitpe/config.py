@@ -46,6 +46,9 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
         if err.validator == "additionalProperties":
             # jsonschema says "Additional properties are not allowed ('x' was unexpected)"
             msg = f"unknown key {err.message.split(chr(39))[1]!r} under {_key_path(err)}"
+        elif err.validator == "pattern" and "description" in err.schema:
+            # the regular expression alone does not say why; a bad key (propertyNames) is named under its parent
+            msg = f"{_key_path(err)}: {err.instance!r}: expected {err.schema['description']}"
         else:
             msg = f"{_key_path(err)}: {err.message}"
         raise ConfigError(f"{source}: {msg}")
@@ -58,7 +61,25 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
                     f"{source}: experiments.{group} names unknown experiment {name!r} "
                     f"(defined under {section}: {known})"
                 )
+    _check_attacks(params, source)
     return params
+
+
+def _check_attacks(params: dict, source: str) -> None:
+    """Attack settings the DAG cannot carry, refused before any job starts."""
+    attacks = params.get("attacks")
+    if attacks is None:
+        return
+    built = params["experiments"]["supervised"]
+    for name in attacks["models"]:  # their checkpoints and run configs come from experiments.supervised
+        if name not in built:
+            raise ConfigError(f"{source}: attacks.models names {name!r}, which experiments.supervised does not "
+                              f"train (it lists: {', '.join(built)})")
+    batch = attacks["threat"]["batch_size"]
+    if batch > 1 and (attacks["april_models"] or attacks["closed_form"]):
+        # APRIL solves one image's embeddings from the PE gradient (docs/FIDELITY.md rows 39, 43)
+        raise ConfigError(f"{source}: attacks.threat.batch_size is {batch}, but APRIL's closed form needs 1: "
+                          "set it to 1, or empty attacks.april_models and attacks.closed_form")
 
 
 def apply_overrides(params: dict, overrides: list[str] | tuple[str, ...]) -> dict:

@@ -1,11 +1,16 @@
 """Atomic file writes: a crash or a kill never leaves a half-written file at the final path.
 
 Snakemake and DVC treat an existing output as finished, so every result is written to a temporary
-file in the same directory and renamed into place (rename is atomic on POSIX filesystems).
+file in the same directory and renamed into place (rename is atomic on POSIX filesystems). The
+published file gets the mode a plain ``open`` would give (0666 less the umask), not mkstemp's 0600,
+so teammates on a shared filesystem can read results. A temporary file a killed writer left behind
+is removed by the next write of the same target (one writer per target: Snakemake runs one job per
+output, and only the main process of a distributed run writes).
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -13,16 +18,48 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else set and restore."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_RANDOM = "?" * 8  # the random part of tempfile.mkstemp's names
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files earlier (killed) writes of ``path`` left next to it; return them."""
+    path = Path(path)
+    prefix = glob.escape(f".{path.name}.") + _RANDOM + ".tmp"
+    stale = [tmp for extension in {"", path.suffix}
+             for tmp in path.parent.glob(prefix + glob.escape(extension))]
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it to ``path`` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, keep_extension: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it to ``path`` only if the block succeeds.
+
+    ``keep_extension`` ends the temporary name with ``path``'s extension, for writers that pick the
+    format from it (matplotlib's savefig).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + (path.suffix if keep_extension else ""),
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

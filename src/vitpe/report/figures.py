@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from vitpe.io import write_text  # noqa: E402
+from vitpe.io import atomic_path, write_text  # noqa: E402
 from vitpe.train.progress import read_log  # noqa: E402
 
 
@@ -35,8 +35,6 @@ def training_curves(logs: list[Path], outputs: list[Path]) -> None:
     for out in [o for o in outputs if Path(o).suffix == ".csv"]:
         write_text(out, pd.DataFrame(losses).to_csv())
     for out in [o for o in outputs if Path(o).suffix != ".csv"]:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(out).with_name(f".{Path(out).stem}.tmp{Path(out).suffix}")  # keep the extension for savefig
-        fig.savefig(tmp, dpi=150)
-        tmp.replace(out)
+        with atomic_path(out, keep_extension=True) as tmp:  # savefig picks the format from the extension
+            fig.savefig(tmp, dpi=150)
     plt.close(fig)

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vitpe.errors import DataError  # noqa: E402
+from vitpe.io import atomic_path  # noqa: E402
 
 _SWEEP_KEY = re.compile(r"^shuffled_top1_r(\d+\.\d+)$")
 _SV_KEY = re.compile(r"^sv_(\d{3,})$")
@@ -29,11 +30,8 @@ _SV_KEY = re.compile(r"^sv_(\d{3,})$")
 def save_figure(fig: plt.Figure, outputs: Sequence[Path]) -> None:
     """Save ``fig`` to every path (format from the extension) via a temporary file, then close it."""
     for out in outputs:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")  # keep the extension for savefig
-        fig.savefig(tmp, dpi=150)
-        tmp.replace(out)
+        with atomic_path(out, keep_extension=True) as tmp:  # savefig picks the format from the extension
+            fig.savefig(tmp, dpi=150)
     plt.close(fig)
 
 

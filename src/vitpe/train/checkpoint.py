@@ -10,6 +10,7 @@ Both are written to a temporary file and renamed into place, so a kill never lea
 from __future__ import annotations
 
 import json
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -122,13 +123,25 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
         torch.save({"format": STATE_FORMAT, **state}, tmp)
 
 
+def load_weights_only(path: str | Path, what: str, map_location: Any = "cpu") -> Any:
+    """``torch.load(weights_only=True)``, CheckpointError naming ``path`` if it fails.
+
+    Passed explicitly, weights_only=True holds even under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (that
+    variable only changes the default), so no file the workflow loads can run code.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: not a readable {what} (it pickles objects other than tensors and "
+                              "plain types; refused without running them)") from None
+    except Exception as exc:  # a truncated zip (RuntimeError), EOFError, OSError, ...
+        raise CheckpointError(f"{path}: not a readable {what} ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
 def load_state(path: Path) -> dict[str, Any]:
     """Read a training state with ``weights_only=True``; CheckpointError if unreadable or foreign."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        raise CheckpointError(f"{path}: not a readable training state ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    state = load_weights_only(path, "training state")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path}: not a {STATE_FORMAT} file")
     return state

@@ -7,6 +7,11 @@ optimizer, param_schedulers, message_hub) with tensors and plain types only: the
 (``log_scalars``) are left out, so logged averages restart after a resume. The file is written
 atomically. SIGTERM/SIGUSR1 (SLURM pre-emption) save at the next iteration and raise ``Preempted``
 (the CLI exits 124 for a requeue), as the project's own training loop does.
+
+``Runner.resume`` reads the state through mmengine's ``CheckpointLoader``, whose local loader calls a
+bare ``torch.load``: with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in the environment that unpickles
+arbitrary objects. The runner resumes through ``resume_uri(path)`` instead, a scheme registered here
+that always loads with ``weights_only=True`` (an explicit argument that variable cannot override).
 """
 from __future__ import annotations
 
@@ -19,13 +24,32 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from mmengine.runner import CheckpointLoader
 
-from vitpe.errors import Preempted
+from vitpe.errors import CheckpointError, Preempted
 from vitpe.io import atomic_path
+from vitpe.train.checkpoint import load_weights_only
 from vitpe.train.signals import PreemptionGuard
 
 STATE_NAME = "last.pth"
+RESUME_SCHEME = "vitpe-state://"
 _DROP = object()
+
+
+def resume_uri(path: str | Path) -> str:
+    """What ``cfg.load_from`` names to resume from ``path`` through ``load_training_state``."""
+    return RESUME_SCHEME + str(path)
+
+
+@CheckpointLoader.register_scheme(prefixes=RESUME_SCHEME)
+def load_training_state(uri: str, map_location: Any = None) -> dict[str, Any]:
+    """A training state written by this hook, loaded with weights_only=True whatever the environment."""
+    path = uri[len(RESUME_SCHEME):] if uri.startswith(RESUME_SCHEME) else uri
+    state = load_weights_only(path, "transfer training state", map_location)
+    if not isinstance(state, dict) or not {"meta", "state_dict"} <= set(state):
+        raise CheckpointError(f"{path}: not a transfer training state (expected a dict with meta and state_dict); "
+                              "delete it to restart this run")
+    return state
 
 
 def plain(obj: Any) -> Any:

@@ -256,8 +256,8 @@ def run_transfer(params: Mapping, task: str, experiment: str, encoder_path: str 
                  threads: int = 0) -> dict[str, Any]:
     """Fine-tune the encoder on ``task``, evaluate on the validation split, write the metrics JSON.
 
-    Resumes from ``<work_dir>/state/last.pth`` when present (written by VitpeCheckpointHook, which
-    loads with weights_only=True); the state is removed after a successful run unless ``keep_state``.
+    Resumes from ``<work_dir>/state/last.pth`` when present (written by VitpeCheckpointHook, loaded
+    with weights_only=True through hooks.load_training_state); the state is removed after a successful run unless ``keep_state``.
     ``threads`` > 0 caps torch's CPU threads (the tiny jobs run side by side on few cores, where
     oversubscribed OpenMP threads cost far more than they give).
     """
@@ -270,13 +270,13 @@ def run_transfer(params: Mapping, task: str, experiment: str, encoder_path: str 
     from safetensors.torch import save_file
 
     from vitpe.io import atomic_path, write_json
-    from vitpe.transfer.hooks import STATE_NAME
+    from vitpe.transfer.hooks import STATE_NAME, resume_uri
 
     work_dir = Path(work_dir)
     cfg = build_config(params, task, encoder_path, work_dir)
     state = work_dir / "state" / STATE_NAME
     if state.is_file():
-        cfg.load_from, cfg.resume = str(state), True
+        cfg.load_from, cfg.resume = resume_uri(state), True  # weights_only=True whatever the environment
     runner = Runner.from_cfg(cfg)
     runner.train()
     evaluated = runner.test()
