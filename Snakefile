@@ -8,6 +8,11 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# `snakemake --lint` asks for a conda environment or container on each rule: every rule runs the
+# project's virtual environment (`make setup`: mmcv is compiled there against the installed torch,
+# which no conda package or public image matches), put first on PATH by workflow/rules/common.smk.
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/supervised.smk"

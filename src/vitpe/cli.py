@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 from vitpe.errors import Preempted, VitpeError
 from vitpe.train.signals import mark_preempted
+
+DESCRIPTION = (
+    "Reproduce the MJP (masked jigsaw puzzle) and AdPE (adversarial position embedding) studies of "
+    "position embeddings in vision transformers: generate and check data, train and fine-tune models, "
+    "run gradient-inversion attacks, evaluate robustness and transfer, and write the tables and "
+    "figures. The Snakemake workflow runs these commands for you; run one yourself to redo or inspect "
+    "a single step. Every command that reads params.yaml takes --set KEY=VALUE overrides."
+)
 
 GROUPS = {
     "data": ("vitpe.data.commands", "generate and check datasets"),
@@ -23,8 +32,17 @@ GROUPS = {
 }
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("vitpe")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree (PYTHONPATH=src), not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vitpe", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vitpe", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"vitpe {_version()}",
+                        help="print the installed vitpe version and exit")
     groups = parser.add_subparsers(dest="group", required=True, metavar="GROUP")
     for name, (module, help_text) in GROUPS.items():
         sub = groups.add_parser(name, help=help_text)

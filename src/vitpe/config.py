@@ -83,22 +83,42 @@ def _check_attacks(params: dict, source: str) -> None:
 
 
 def apply_overrides(params: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """Apply ``KEY=VALUE`` overrides (VALUE parsed as YAML, dicts merged) like Snakemake's ``--config``.
+    """Apply ``KEY=VALUE`` overrides: VALUE is parsed as YAML, a dict VALUE is merged into a dict.
 
-    Snakemake passes its own ``--config``/``--configfile`` overrides to every job this way, so a job
+    KEY is a top-level key (``scale=smoke``, ``scales={...}``) or a dotted path to a nested one
+    (``supervised.mjp.jigsaw.ratio=0.3``), the syntax and typing of ``dvc exp run -S``. Every key but
+    the last must exist; the last may be new (the schema then checks it). Snakemake passes its own
+    ``--config``/``--configfile`` overrides to every job as top-level ``--set KEY=JSON``, so a job
     sees exactly the configuration the DAG was built from.
     """
     out = copy.deepcopy(params)
     for item in overrides:
         key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected KEY=VALUE")
+        if not sep or not key or "" in key.split("."):
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, KEY a params key or a dotted path to one")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise ConfigError(f"override {item!r}: value is not valid YAML")
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        node, leaf = _override_target(out, key, item)
+        merge = isinstance(value, dict) and isinstance(node.get(leaf), dict)
+        node[leaf] = _merge(node[leaf], value) if merge else value
     return out
+
+
+def _override_target(params: dict, dotted: str, item: str) -> tuple[dict, str]:
+    """The dict that holds the last key of ``dotted``, and that key. A key that itself contains dots
+    (an inherited scale's overrides: ``scales.smoke.supervised.epochs``) is matched whole."""
+    node, keys = params, dotted.split(".")
+    for i, key in enumerate(keys[:-1]):
+        rest = ".".join(keys[i:])
+        if rest in node:
+            return node, rest
+        if not isinstance(node.get(key), dict):
+            found = f"holds {node[key]!r}, not a mapping" if key in node else "does not exist"
+            raise ConfigError(f"override {item!r}: params key {'.'.join(keys[: i + 1])!r} {found}")
+        node = node[key]
+    return node, keys[-1]
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> dict:
@@ -162,7 +182,8 @@ def add_params_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="override a top-level params key (YAML value); repeatable",
+        help="override a params key, top-level or dotted (supervised.mjp.jigsaw.ratio=0.3); "
+             "VALUE is YAML; repeatable",
     )
 
 

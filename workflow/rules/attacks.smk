@@ -1,6 +1,8 @@
 # Gradient-inversion attacks (docs/FIDELITY.md rows 38-49): every trained model on the attack images,
 # per-image tables, paired per-image comparisons, the reconstruction grids and the PSNR distributions.
 # One job per model runs all of its attacks at the tiny scale (start-up dominates there).
+# `snakemake --lint` flags "mixed rules and functions" here: the helpers below read the attack settings
+# this file derives (ATTACK_*), so they stay next to the only rules that use them.
 import json as _json
 
 ATTACK_CFG = config.get("attacks", {})
@@ -14,13 +16,14 @@ for _exp in ATTACK_SUPERVISED + ATTACK_APRIL:  # one clear line before any job s
         sys.exit(f"error: params.yaml (with --config overrides): attacks lists {_exp!r}, not defined under supervised:")
 for _exp in ATTACK_APRIL:
     if not config["supervised"][_exp].get("april"):
-        sys.exit(f"error: params.yaml (with --config overrides): attacks.april_models: supervised.{_exp} "
-                 "is not APRIL-compatible (set april: true)")
+        sys.exit(
+            f"error: params.yaml (with --config overrides): attacks.april_models: supervised.{_exp} "
+            "is not APRIL-compatible (set april: true)"
+        )
 # the APRIL variants train through rule train_supervised; it needs their run configs
 RUN_CONFIGS.extend(("supervised", exp) for exp in ATTACK_APRIL if exp not in SUPERVISED)
 # rerun the attacks when any attack setting changes (a plain string: Snakemake compares it)
-ATTACK_SETTINGS = _json.dumps({"attacks": ATTACK_CFG, "scale": config["scales"][SCALE].get("attacks")},
-                              sort_keys=True)
+ATTACK_SETTINGS = _json.dumps({"attacks": ATTACK_CFG, "scale": config["scales"][SCALE].get("attacks")}, sort_keys=True)
 
 
 def attack_kind(exp):
@@ -29,8 +32,7 @@ def attack_kind(exp):
 
 def attack_inputs(wc):
     if attack_kind(wc.exp) == "finetuned":
-        return {"weights": ckpt("finetune", wc.exp), "data": data_ready(),
-                "run_config": run_config(wc.exp, "finetune")}
+        return {"weights": ckpt("finetune", wc.exp), "data": data_ready(), "run_config": run_config(wc.exp, "finetune")}
     return {"weights": ckpt("supervised", wc.exp), "data": data_ready(), "run_config": run_config(wc.exp)}
 
 
@@ -74,18 +76,29 @@ from vitpe.attacks.budget import attack_job_estimate, jobs_for, jobs_needed
 ATTACK_DEVICE = "gpu" if JOBS[SCALE]["attack"]["gpu"] else "cpu"
 ATTACK_LIMIT = JOBS[SCALE]["attack"]["runtime"]
 _ATTACK_SCALE = config["scales"][SCALE].get("attacks", {})
-ATTACK_JOBS = {exp: jobs_for(attack_kind(exp), _ATTACK_SCALE.get("jobs", 1), _ATTACK_SCALE.get("images", 1),
-                             ATTACK_CFG.get("threat", {}).get("batch_size", 1))
-               for exp in ATTACKED}
+ATTACK_JOBS = {
+    exp: jobs_for(
+        attack_kind(exp),
+        _ATTACK_SCALE.get("jobs", 1),
+        _ATTACK_SCALE.get("images", 1),
+        ATTACK_CFG.get("threat", {}).get("batch_size", 1),
+    )
+    for exp in ATTACKED
+}
 ATTACK_MINUTES = {}
 for _exp in ATTACKED:
     _minutes = attack_job_estimate(config, _exp, attack_kind(_exp), ATTACK_DEVICE).minutes
     if _minutes > ATTACK_LIMIT:
         _need = jobs_needed(config, _exp, attack_kind(_exp), ATTACK_DEVICE, ATTACK_LIMIT)
-        sys.exit(f"error: params.yaml (with --config overrides): scales.{SCALE}.attacks: one attack job of {_exp} "
-                 f"needs about {_minutes} min, over the {ATTACK_LIMIT}-min job limit; "
-                 + (f"set scales.{SCALE}.attacks.jobs to {_need} or more" if _need else
-                    "reduce the images or iterations (even one client batch per job is over the limit)"))
+        sys.exit(
+            f"error: params.yaml (with --config overrides): scales.{SCALE}.attacks: one attack job of {_exp} "
+            f"needs about {_minutes} min, over the {ATTACK_LIMIT}-min job limit; "
+            + (
+                f"set scales.{SCALE}.attacks.jobs to {_need} or more"
+                if _need
+                else "reduce the images or iterations (even one client batch per job is over the limit)"
+            )
+        )
     ATTACK_MINUTES[_exp] = _minutes
 ATTACK_WHOLE = [exp for exp in ATTACKED if ATTACK_JOBS[exp] == 1]
 ATTACK_SPLIT = [exp for exp in ATTACKED if ATTACK_JOBS[exp] > 1]
@@ -107,9 +120,13 @@ def one_of(names):
     return "|".join(_re.escape(name) for name in names)
 
 
-ATTACK_RUN = ("{params.launch} attack run {PARAMS} --experiment {wildcards.exp} --kind {params.kind}"
-              " --weights {input.weights} --threads {threads}"
-              " --out {output.metrics} --table {output.table} --recon {output.recon}")
+# The two rules below append to ATTACK_RUN, a shell command, not a path: the lint on path composition
+# with a plus sign flags them only because its pattern runs on to the next quoted path.
+ATTACK_RUN = (
+    "{params.launch} attack run {PARAMS} --experiment {wildcards.exp} --kind {params.kind}"
+    " --weights {input.weights} --threads {threads}"
+    " --out {output.metrics} --table {output.table} --recon {output.recon}"
+)
 
 if ATTACK_WHOLE:
 
@@ -120,19 +137,20 @@ if ATTACK_WHOLE:
             metrics=f"results/metrics/{SCALE}/{{exp}}/attacks.json",
             table=attack_table("{exp}"),
             recon=attack_recon("{exp}"),
+        log:
+            f"results/logs/{SCALE}/attacks/{{exp}}.log",
         wildcard_constraints:
             exp=one_of(ATTACK_WHOLE),
+        threads: max(1, JOBS[SCALE]["attack"]["cpus_per_task"], JOBS[SCALE]["attack"]["cpus_per_gpu"])
+        resources:
+            **attack_resources(),
         params:
             kind=lambda wc: attack_kind(wc.exp),
             settings=ATTACK_SETTINGS,
             launch=launcher("attack"),
-        log:
-            f"results/logs/{SCALE}/attacks/{{exp}}.log",
-        threads: max(1, JOBS[SCALE]["attack"]["cpus_per_task"], JOBS[SCALE]["attack"]["cpus_per_gpu"])
-        resources:
-            **attack_resources(),
         shell:
             ATTACK_RUN + " > {log} 2>&1"
+
 
 if ATTACK_SPLIT:
 
@@ -143,18 +161,18 @@ if ATTACK_SPLIT:
             metrics=attack_job_file("{exp}", "{job}", "attacks.json"),
             table=attack_job_file("{exp}", "{job}", "images.csv"),
             recon=attack_job_file("{exp}", "{job}", "reconstructions.safetensors"),
+        log:
+            f"results/logs/{SCALE}/attacks/{{exp}}_job_{{job}}.log",
         wildcard_constraints:
             exp=one_of(ATTACK_SPLIT),
             job=r"\d+",
+        threads: max(1, JOBS[SCALE]["attack"]["cpus_per_task"], JOBS[SCALE]["attack"]["cpus_per_gpu"])
+        resources:
+            **attack_resources(),
         params:
             kind=lambda wc: attack_kind(wc.exp),
             settings=ATTACK_SETTINGS,
             launch=launcher("attack"),
-        log:
-            f"results/logs/{SCALE}/attacks/{{exp}}_job_{{job}}.log",
-        threads: max(1, JOBS[SCALE]["attack"]["cpus_per_task"], JOBS[SCALE]["attack"]["cpus_per_gpu"])
-        resources:
-            **attack_resources(),
         shell:
             ATTACK_RUN + " --job {wildcards.job} > {log} 2>&1"
 
@@ -167,10 +185,10 @@ if ATTACK_SPLIT:
             metrics=f"results/metrics/{SCALE}/{{exp}}/attacks.json",
             table=attack_table("{exp}"),
             recon=attack_recon("{exp}"),
-        wildcard_constraints:
-            exp=one_of(ATTACK_SPLIT),
         log:
             f"results/logs/{SCALE}/attacks/{{exp}}_merge.log",
+        wildcard_constraints:
+            exp=one_of(ATTACK_SPLIT),
         localrule: True
         shell:
             "vitpe attack merge --metrics {input.metrics} --tables {input.tables} --recons {input.recons}"
@@ -182,29 +200,25 @@ rule attack_compare:
         [attack_table(exp) for exp in ATTACKED],
     output:
         PAIRED,
-    params:
-        settings=ATTACK_SETTINGS,
     log:
         f"results/logs/{SCALE}/attacks/compare.log",
     localrule: True
+    params:
+        settings=ATTACK_SETTINGS,
     shell:
         "vitpe attack compare {PARAMS} --tables {input} --out {output} > {log} 2>&1"
-
-
-def attack_figure(name):
-    return multiext(f"results/figures/{SCALE}/{name}", ".png", ".pdf")
 
 
 rule figure_attack_grid:
     input:
         [attack_recon(exp) for exp in ATTACK_SUPERVISED + ATTACK_FINETUNED],
     output:
-        attack_figure("attack_grid"),
-    params:
-        attacks=" ".join(ATTACK_CFG.get("optimisation", [])[:1]),
+        figure_files("attack_grid"),
     log:
         f"results/logs/report/attack_grid_{SCALE}.log",
     localrule: True
+    params:
+        attacks=" ".join(ATTACK_CFG.get("optimisation", [])[:1]),
     shell:
         "vitpe attack grid-figure --recon {input} --attacks {params.attacks} --out {output} > {log} 2>&1"
 
@@ -213,12 +227,12 @@ rule figure_attack_grid_april:
     input:
         [attack_recon(exp) for exp in ATTACK_APRIL],
     output:
-        attack_figure("attack_grid_april"),
-    params:
-        attacks=" ".join(ATTACK_CFG.get("closed_form", [])),
+        figure_files("attack_grid_april"),
     log:
         f"results/logs/report/attack_grid_april_{SCALE}.log",
     localrule: True
+    params:
+        attacks=" ".join(ATTACK_CFG.get("closed_form", [])),
     shell:
         "vitpe attack grid-figure --recon {input} --attacks {params.attacks} --out {output} > {log} 2>&1"
 
@@ -227,7 +241,7 @@ rule figure_attack_psnr:
     input:
         [attack_table(exp) for exp in ATTACKED],
     output:
-        attack_figure("attack_psnr"),
+        figure_files("attack_psnr"),
     log:
         f"results/logs/report/attack_psnr_{SCALE}.log",
     localrule: True

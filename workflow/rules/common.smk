@@ -13,23 +13,32 @@ except ConfigError as exc:
     sys.exit(f"error: {exc}")
 
 # Jobs use the interpreter that runs Snakemake (the project's .venv), even when it is not activated.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+# (`snakemake --lint` asks for `envvars: "PATH"`: not declared, as every shell has PATH and this only
+# prepends to it; declaring it would also ship the submit host's PATH to remote jobs.)
+os.environ["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", "")))
 
 SCALE = config["scale"]
 SUPERVISED = config["experiments"]["supervised"]
 # Every job gets the configuration the DAG was built from: params.yaml plus Snakemake's own
 # --config/--configfile overrides (the slurm profile sets scale=paper), passed as --set KEY=JSON.
-PARAMS = " ".join(
-    ["--params params.yaml"]
+# Rule shell commands use it directly, which `snakemake --lint` flags ("uses variable PARAMS from
+# outside of the rule"): as a `params:` entry it would join Snakemake's params rerun trigger, so any
+# override, even one a job does not read, would rerun every job; each training rule instead takes
+# its run config (results/configs/) as an input, which changes only with what that model depends on.
+PARAMS = shlex.join(
+    ["--params", "params.yaml"]
     + [
-        "--set " + shlex.quote(f"{key}={json.dumps(value, separators=(',', ':'))}")
+        arg
         for key, value in sorted(workflow.config_settings.overwrite_config.items())
+        for arg in ("--set", f"{key}={json.dumps(value, separators=(',', ':'))}")
     ]
 )
+
 
 wildcard_constraints:
     scale="tiny|smoke|paper",
     exp="[A-Za-z0-9_]+",
+
 
 # --- Job sizes and launch commands ----------------------------------------------------------------
 import functools
@@ -52,8 +61,10 @@ def _unset_profile_variables():
 
 # Stop before anything is submitted: SLURM would otherwise receive a literal "$VITPE_SLURM_ACCOUNT".
 for _resource, _variable in _unset_profile_variables():
-    sys.exit(f"error: default resource {_resource} (slurm/config.yaml) reads ${_variable}, which is not set: "
-             f"export {_variable}=<value> before `snakemake --profile slurm`")
+    sys.exit(
+        f"error: default resource {_resource} (slurm/config.yaml) reads ${_variable}, which is not set: "
+        f"export {_variable}=<value> before `snakemake --profile slurm`"
+    )
 
 # Per-scale job sizes, in the SLURM plugin's vocabulary. Runtime settings live here and in the
 # profiles, not in params.yaml. Every rule states gpu, nodes, cpus_per_gpu, cpus_per_task, mem_mb,
@@ -172,7 +183,7 @@ WORKLOADS = {
 def training_images(stage, exp):
     """(images seen, model dims, workload name) of one run at the active scale."""
     if stage.startswith("transfer_"):
-        recipe = config["scales"][SCALE]["transfer"][stage[len("transfer_"):]]
+        recipe = config["scales"][SCALE]["transfer"][stage[len("transfer_") :]]
         return recipe["iters"] * recipe["batch_size"], encoder_run(config, exp, "finetune").model, stage
     if stage == "pretrain":
         run = pretrain_run(config, exp)
@@ -225,8 +236,11 @@ def job_resources(kind, stage=None):
         res.update({key: _sized(kind, stage, key) for key in ("gpu", "mem_mb", "runtime")})
     if res["nodes"] > 1:  # multi-node: per-node GPUs as gres, one launcher task per node, we call srun
         gpu = res.pop("gpu")
-        res.update(tasks=res["nodes"], mpi="srun",
-                   gres=(lambda wildcards: f"gpu:{gpu(wildcards)}") if callable(gpu) else f"gpu:{gpu}")
+        res.update(
+            tasks=res["nodes"],
+            mpi="srun",
+            gres=(lambda wildcards: f"gpu:{gpu(wildcards)}") if callable(gpu) else f"gpu:{gpu}",
+        )
     return res
 
 
@@ -258,6 +272,7 @@ def launcher(kind):
 
     `kind`'s JOBS entry stands in for a resource the job does not have.
     """
+
     def launch(wildcards, resources):
         return launch_command({**JOBS[SCALE][kind], **dict(resources.items())})
 
@@ -279,6 +294,21 @@ def ckpt(stage, exp):
     return f"results/checkpoints/{SCALE}/{stage}/{exp}/model.safetensors"
 
 
+def encoder_ckpt(exp):
+    """The pretrained encoder alone (timm keys): input of fine-tuning, linear probing and transfer."""
+    return f"results/checkpoints/{SCALE}/pretrain/{exp}/encoder.safetensors"
+
+
+def eval_rule_inputs(wc):
+    """Inputs of an evaluation of a supervised model: its weights, the data check, its run config."""
+    return {"weights": ckpt("supervised", wc.exp), "data": data_ready(), "run_config": run_config(wc.exp)}
+
+
+def figure_files(name):
+    """A figure's .png and .pdf under results/figures/<scale>/."""
+    return multiext(f"results/figures/{SCALE}/{name}", ".png", ".pdf")
+
+
 def dataset_image_dir():
     """Where figures take a real image from: the embedded photographs, or the ImageNet validation set."""
     paths = dataset_paths(config)
@@ -292,15 +322,13 @@ def trained_with(exp, stage="supervised"):
     """
     scale = config["scales"][SCALE]
     if stage == "supervised":
-        settings = {"experiment": config["supervised"][exp], "model": scale["model"],
-                    "recipe": scale["supervised"]}
+        settings = {"experiment": config["supervised"][exp], "model": scale["model"], "recipe": scale["supervised"]}
     elif stage == "pretrain":
         settings = {"experiment": config["pretrain"][exp], "pretrain": scale["pretrain"]}
     elif stage.startswith("transfer_"):  # transfer_<task>: the encoder itself is a rule input
-        settings = {"recipe": scale.get("transfer", {}).get(stage[len("transfer_"):])}
+        settings = {"recipe": scale.get("transfer", {}).get(stage[len("transfer_") :])}
     else:  # finetune / linprobe of a pretraining experiment
-        settings = {"experiment": config["pretrain"][exp], "model": scale["pretrain"]["model"],
-                    "recipe": scale[stage]}
+        settings = {"experiment": config["pretrain"][exp], "model": scale["pretrain"]["model"], "recipe": scale[stage]}
     return {**settings, "seed": config["seed"], "data": scale["data"]}
 
 
@@ -329,5 +357,3 @@ def _write_run_configs():
             with open(path + ".tmp", "w") as f:
                 f.write(text)
             os.replace(path + ".tmp", path)
-
-

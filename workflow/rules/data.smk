@@ -10,12 +10,12 @@ if SCALE_DATA in SYNTH_LAYOUTS:
 
     rule synth_data:
         output:
-            config["data"][SCALE_DATA]["root"] + "/manifest.json",
+            os.path.join(config["data"][SCALE_DATA]["root"], "manifest.json"),
+        log:
+            f"results/logs/data/synth_{SCALE_DATA}.log",
         params:
             section=config["data"][SCALE_DATA],  # rerun when the generator's parameters change
             layout=SYNTH_LAYOUTS[SCALE_DATA],
-        log:
-            f"results/logs/data/synth_{SCALE_DATA}.log",
         shell:
             "vitpe data synth {PARAMS} --layout {params.layout} > {log} 2>&1"
 

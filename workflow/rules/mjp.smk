@@ -3,14 +3,13 @@
 
 
 TABLE_INPUTS.extend(
-    expand(f"results/metrics/{SCALE}/{{exp}}/{{kind}}.json", exp=SUPERVISED,
-           kind=["classify", "shuffle", "robustness", "pe_probe"])
+    expand(
+        f"results/metrics/{SCALE}/{{exp}}/{{kind}}.json",
+        exp=SUPERVISED,
+        kind=["classify", "shuffle", "robustness", "pe_probe"],
+    )
 )
 FIGURES.extend(["training_curves", "shuffle_accuracy", "pe_spectra", "pe_similarity", "mjp_illustration"])
-
-
-def eval_rule_inputs(wc):
-    return {"weights": ckpt("supervised", wc.exp), "data": data_ready(), "run_config": run_config(wc.exp)}
 
 
 rule eval_shuffle:
@@ -18,14 +17,14 @@ rule eval_shuffle:
         unpack(eval_rule_inputs),
     output:
         f"results/metrics/{SCALE}/{{exp}}/shuffle.json",
-    params:
-        ratios=" ".join(str(r) for r in config["evaluation"]["shuffle_ratios"]),
-        consistency=config["evaluation"]["consistency_ratio"],
-        launch=launcher("eval"),
     log:
         f"results/logs/{SCALE}/supervised/{{exp}}/eval_shuffle.log",
     resources:
         **job_resources("eval"),
+    params:
+        ratios=" ".join(str(r) for r in config["evaluation"]["shuffle_ratios"]),
+        consistency=config["evaluation"]["consistency_ratio"],
+        launch=launcher("eval"),
     shell:
         "{params.launch} eval shuffle {PARAMS} --experiment {wildcards.exp} --weights {input.weights}"
         " --ratios {params.ratios} --consistency-ratio {params.consistency} --out {output} > {log} 2>&1"
@@ -36,12 +35,12 @@ rule eval_robustness:
         unpack(eval_rule_inputs),
     output:
         f"results/metrics/{SCALE}/{{exp}}/robustness.json",
-    params:
-        launch=launcher("eval"),
     log:
         f"results/logs/{SCALE}/supervised/{{exp}}/eval_robustness.log",
     resources:
         **job_resources("eval"),
+    params:
+        launch=launcher("eval"),
     shell:
         "{params.launch} eval robustness {PARAMS} --experiment {wildcards.exp} --weights {input.weights}"
         " --out {output} > {log} 2>&1"
@@ -52,7 +51,6 @@ rule eval_pe_probe:
         unpack(eval_rule_inputs),
     output:
         f"results/metrics/{SCALE}/{{exp}}/pe_probe.json",
-    params:
     log:
         f"results/logs/{SCALE}/supervised/{{exp}}/eval_pe_probe.log",
     localrule: True  # a least-squares fit on a 197-row table: seconds on the submit host
@@ -61,15 +59,11 @@ rule eval_pe_probe:
         " --out {output} > {log} 2>&1"
 
 
-def mjp_figure(name):
-    return multiext(f"results/figures/{SCALE}/{name}", ".png", ".pdf")
-
-
 rule figure_shuffle_accuracy:
     input:
         expand(f"results/metrics/{SCALE}/{{exp}}/shuffle.json", exp=SUPERVISED),
     output:
-        mjp_figure("shuffle_accuracy"),
+        figure_files("shuffle_accuracy"),
     log:
         f"results/logs/report/shuffle_accuracy_{SCALE}.log",
     localrule: True
@@ -81,7 +75,7 @@ rule figure_pe_spectra:
     input:
         expand(f"results/metrics/{SCALE}/{{exp}}/pe_probe.json", exp=SUPERVISED),
     output:
-        mjp_figure("pe_spectra"),
+        figure_files("pe_spectra"),
     log:
         f"results/logs/report/pe_spectra_{SCALE}.log",
     localrule: True
@@ -93,7 +87,7 @@ rule figure_pe_similarity:
     input:
         weights=[ckpt("supervised", exp) for exp in SUPERVISED],
     output:
-        mjp_figure("pe_similarity"),
+        figure_files("pe_similarity"),
     log:
         f"results/logs/report/pe_similarity_{SCALE}.log",
     localrule: True
@@ -105,14 +99,14 @@ rule figure_mjp_illustration:
     input:
         data_ready(),
     output:
-        mjp_figure("mjp_illustration"),
+        figure_files("mjp_illustration"),
+    log:
+        f"results/logs/report/mjp_illustration_{SCALE}.log",
+    localrule: True
     params:
         # a photograph at the tiny scale (the embedded attack set), the first validation image otherwise
         images=lambda wc: dataset_image_dir(),
         ratio=config["evaluation"]["illustration_ratio"],
-    log:
-        f"results/logs/report/mjp_illustration_{SCALE}.log",
-    localrule: True
     shell:
         "vitpe report mjp-illustration {PARAMS} --image {params.images} --ratio {params.ratio}"
         " --out {output} > {log} 2>&1"

@@ -10,11 +10,6 @@ if PRETRAIN:
     FIGURES.extend(["pretrain_curves", "adpe_delta_norms", "adpe_accuracy"])
 
 
-def encoder_ckpt(exp):
-    """The pretrained encoder alone (timm keys): input of fine-tuning, linear probing and transfer."""
-    return f"results/checkpoints/{SCALE}/pretrain/{exp}/encoder.safetensors"
-
-
 rule train_pretrain:
     input:
         data=data_ready(),
@@ -23,16 +18,17 @@ rule train_pretrain:
         weights=ckpt("pretrain", "{exp}"),
         encoder=encoder_ckpt("{exp}"),
         curve=f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl",
+    log:
+        f"results/logs/{SCALE}/pretrain/{{exp}}/train.log",
+    benchmark:
+        f"results/benchmarks/{SCALE}/pretrain/{{exp}}.tsv"
+    resources:
+        **job_resources("train", "pretrain"),
     params:
         launch=launcher("train"),
         outdir=lambda wc, output: os.path.dirname(output.weights),
-    log:
-        f"results/logs/{SCALE}/pretrain/{{exp}}/train.log",
-    resources:
-        **job_resources("train", "pretrain"),
     shell:
-        "{params.launch} train pretrain {PARAMS} --experiment {wildcards.exp}"
-        " --out {params.outdir} > {log} 2>&1"
+        "{params.launch} train pretrain {PARAMS} --experiment {wildcards.exp}" " --out {params.outdir} > {log} 2>&1"
 
 
 rule train_encoder_protocol:
@@ -44,15 +40,17 @@ rule train_encoder_protocol:
     output:
         weights=f"results/checkpoints/{SCALE}/{{protocol}}/{{exp}}/model.safetensors",
         curve=f"results/checkpoints/{SCALE}/{{protocol}}/{{exp}}/log.jsonl",
+    log:
+        f"results/logs/{SCALE}/{{protocol}}/{{exp}}/train.log",
+    benchmark:
+        f"results/benchmarks/{SCALE}/{{protocol}}/{{exp}}.tsv"
     wildcard_constraints:
         protocol="finetune|linprobe",
+    resources:
+        **job_resources("train", lambda wc: wc.protocol),
     params:
         launch=launcher("train"),
         outdir=lambda wc, output: os.path.dirname(output.weights),
-    log:
-        f"results/logs/{SCALE}/{{protocol}}/{{exp}}/train.log",
-    resources:
-        **job_resources("train", lambda wc: wc.protocol),
     shell:
         "{params.launch} train {wildcards.protocol} {PARAMS} --experiment {wildcards.exp}"
         " --pretrained {input.encoder} --out {params.outdir} > {log} 2>&1"
@@ -64,14 +62,14 @@ rule eval_encoder_protocol:
         data=data_ready(),
     output:
         f"results/metrics/{SCALE}/{{exp}}/{{protocol}}.json",
-    wildcard_constraints:
-        protocol="finetune|linprobe",
-    params:
-        launch=launcher("eval"),
     log:
         f"results/logs/{SCALE}/{{protocol}}/{{exp}}/eval_classify.log",
+    wildcard_constraints:
+        protocol="finetune|linprobe",
     resources:
         **job_resources("eval"),
+    params:
+        launch=launcher("eval"),
     shell:
         "{params.launch} eval classify {PARAMS} --stage {wildcards.protocol} --experiment {wildcards.exp}"
         " --weights {input.weights} --out {output} > {log} 2>&1"
@@ -84,19 +82,15 @@ rule eval_pretext:
         data=data_ready(),
     output:
         f"results/metrics/{SCALE}/{{exp}}/pretext.json",
-    params:
-        launch=launcher("eval"),
     log:
         f"results/logs/{SCALE}/pretrain/{{exp}}/eval_pretext.log",
     resources:
         **job_resources("eval"),
+    params:
+        launch=launcher("eval"),
     shell:
         "{params.launch} eval pretext {PARAMS} --experiment {wildcards.exp} --weights {input.weights}"
         " --log {input.curve} --out {output} > {log} 2>&1"
-
-
-def adpe_figure(name):
-    return multiext(f"results/figures/{SCALE}/{name}", ".png", ".pdf")
 
 
 rule figure_pretrain_curves:
@@ -117,7 +111,7 @@ rule figure_adpe_delta_norms:
     input:
         expand(f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl", exp=PRETRAIN),
     output:
-        adpe_figure("adpe_delta_norms"),
+        figure_files("adpe_delta_norms"),
     log:
         f"results/logs/report/adpe_delta_norms_{SCALE}.log",
     localrule: True
@@ -130,7 +124,7 @@ rule figure_adpe_accuracy:
         finetune=expand(f"results/metrics/{SCALE}/{{exp}}/finetune.json", exp=PRETRAIN),
         linprobe=expand(f"results/metrics/{SCALE}/{{exp}}/linprobe.json", exp=PRETRAIN),
     output:
-        adpe_figure("adpe_accuracy"),
+        figure_files("adpe_accuracy"),
     log:
         f"results/logs/report/adpe_accuracy_{SCALE}.log",
     localrule: True

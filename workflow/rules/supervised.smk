@@ -10,16 +10,17 @@ rule train_supervised:
         weights=ckpt("supervised", "{exp}"),
         # the per-step log, published next to the weights when training completes (DVC plots, figures)
         curve=f"results/checkpoints/{SCALE}/supervised/{{exp}}/log.jsonl",
+    log:
+        f"results/logs/{SCALE}/supervised/{{exp}}/train.log",
+    benchmark:
+        f"results/benchmarks/{SCALE}/supervised/{{exp}}.tsv"
+    resources:
+        **job_resources("train_supervised", "supervised"),
     params:
         launch=launcher("train_supervised"),
         outdir=lambda wc, output: os.path.dirname(output.weights),
-    log:
-        f"results/logs/{SCALE}/supervised/{{exp}}/train.log",
-    resources:
-        **job_resources("train_supervised", "supervised"),
     shell:
-        "{params.launch} train supervised {PARAMS} --experiment {wildcards.exp}"
-        " --out {params.outdir} > {log} 2>&1"
+        "{params.launch} train supervised {PARAMS} --experiment {wildcards.exp}" " --out {params.outdir} > {log} 2>&1"
 
 
 rule eval_classify:
@@ -29,10 +30,10 @@ rule eval_classify:
         f"results/metrics/{SCALE}/{{exp}}/classify.json",
     log:
         f"results/logs/{SCALE}/supervised/{{exp}}/eval_classify.log",
-    params:
-        launch=launcher("eval"),
     resources:
         **job_resources("eval"),
+    params:
+        launch=launcher("eval"),
     shell:
         "{params.launch} eval classify {PARAMS} --experiment {wildcards.exp}"
         " --weights {input.weights} --out {output} > {log} 2>&1"

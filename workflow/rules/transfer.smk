@@ -18,13 +18,15 @@ rule transfer_ade20k:
     output:
         metrics=f"results/metrics/{SCALE}/{{exp}}/ade20k.json",
         weights=f"results/checkpoints/{SCALE}/transfer/{{exp}}/ade20k/model.safetensors",
+    log:
+        f"results/logs/{SCALE}/transfer/{{exp}}/ade20k.log",
+    benchmark:
+        f"results/benchmarks/{SCALE}/transfer_ade20k/{{exp}}.tsv"
+    resources:
+        **job_resources("transfer_ade20k"),
     params:
         launch=launcher("transfer_ade20k"),
         work_dir=lambda wc, output: os.path.dirname(output.weights),
-    log:
-        f"results/logs/{SCALE}/transfer/{{exp}}/ade20k.log",
-    resources:
-        **job_resources("transfer_ade20k"),
     shell:
         "{params.launch} transfer ade20k {PARAMS} --experiment {wildcards.exp} --encoder {input.encoder}"
         " --work-dir {params.work_dir} --weights-out {output.weights} --threads {resources.cpus_per_task}"
@@ -39,13 +41,15 @@ rule transfer_coco:
     output:
         metrics=f"results/metrics/{SCALE}/{{exp}}/coco.json",
         weights=f"results/checkpoints/{SCALE}/transfer/{{exp}}/coco/model.safetensors",
+    log:
+        f"results/logs/{SCALE}/transfer/{{exp}}/coco.log",
+    benchmark:
+        f"results/benchmarks/{SCALE}/transfer_coco/{{exp}}.tsv"
+    resources:
+        **job_resources("transfer_coco"),
     params:
         launch=launcher("transfer_coco"),
         work_dir=lambda wc, output: os.path.dirname(output.weights),
-    log:
-        f"results/logs/{SCALE}/transfer/{{exp}}/coco.log",
-    resources:
-        **job_resources("transfer_coco"),
     shell:
         "{params.launch} transfer coco {PARAMS} --experiment {wildcards.exp} --encoder {input.encoder}"
         " --work-dir {params.work_dir} --weights-out {output.weights} --threads {resources.cpus_per_task}"

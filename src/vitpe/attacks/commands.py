@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the per-image CSV and the reconstructions (safetensors).")
     add_params_arguments(p)
     p.add_argument("--experiment", required=True, help="a name under supervised: (or pretrain: for finetuned)")
-    p.add_argument("--kind", choices=("supervised", "april", "finetuned"), required=True)
+    p.add_argument("--kind", choices=("supervised", "april", "finetuned"), required=True,
+                   help="which attacks apply: supervised models, APRIL-compatible models (closed form) "
+                        "or fine-tuned pretrained encoders")
     p.add_argument("--weights", required=True, type=Path, help="model.safetensors")
     p.add_argument("--out", required=True, type=Path, help="metrics JSON")
     p.add_argument("--table", required=True, type=Path, help="per-image CSV")
@@ -47,22 +49,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "compare", help="paired per-image differences between models (attacks.compare)",
         description="For each pair A:B, A - B per image on the images both were attacked on: mean, median, "
-                    "std, bootstrap 95%% CI of the mean, Wilcoxon p; flat JSON.")
+                    "std, bootstrap 95% CI of the mean, Wilcoxon p; flat JSON.")
     add_params_arguments(p)
     p.add_argument("--tables", nargs="+", required=True, type=Path,
-                   help="per-image CSVs (results/metrics/<scale>/<exp>/attacks_images.csv)")
-    p.add_argument("--out", required=True, type=Path)
+                   help="per-image CSVs written by attack merge (results/attacks/<scale>/<exp>/images.csv)")
+    p.add_argument("--out", required=True, type=Path, help="the comparison JSON to write")
     p.set_defaults(func=_compare)
 
     p = subparsers.add_parser("grid-figure", help="reconstruction grid: ground truth, then each model")
     p.add_argument("--recon", nargs="+", required=True, type=Path, help="reconstruction files, one per model")
     p.add_argument("--attacks", nargs="+", required=True, help="which attacks' reconstructions to show")
-    p.add_argument("--max-images", type=int, default=3)
+    p.add_argument("--max-images", type=int, default=3, help="how many attacked images (columns) to show (default: 3)")
     p.add_argument("--out", nargs="+", required=True, type=Path, help=".png and/or .pdf")
     p.set_defaults(func=_grid)
 
     p = subparsers.add_parser("psnr-figure", help="per-model PSNR distributions, one panel per attack")
-    p.add_argument("--tables", nargs="+", required=True, type=Path)
+    p.add_argument("--tables", nargs="+", required=True, type=Path,
+                   help="per-image CSVs written by attack merge, one per model")
     p.add_argument("--out", nargs="+", required=True, type=Path, help=".png and/or .pdf")
     p.set_defaults(func=_psnr)
 
@@ -79,13 +82,14 @@ def _run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from vitpe.config import stage_run
     from vitpe.evaluate.common import load_trained
+    from vitpe.train.progress import print_stamped
 
     # fine-tuned MAE/MAE+/AdPE classifiers and supervised models load the same way (no DAL head there)
     run = stage_run(params, "finetune" if args.kind == "finetuned" else "supervised", args.experiment)
     model, device = load_trained(run, args.weights, args.device)
     dal_weight = run.dal["weight"] if run.dal else 0.0
     summary = run_attacks(model, run, args.kind, settings, device, args.out, args.table, args.recon, dal_weight,
-                          job=args.job)
+                          log=print_stamped, job=args.job)
     print(f"{args.experiment}: {summary['num_images']} images, {summary['seconds']:.1f} s; wrote {args.out}")
     return 0
 

@@ -49,11 +49,12 @@ def _synth(args: argparse.Namespace) -> int:
     from vitpe.config import params_from_args
     from vitpe.data.synth import synthesize
     from vitpe.data.synth_real import synthesize_real
+    from vitpe.train.progress import print_stamped
 
     params = params_from_args(args)
     generate = synthesize if args.layout == "embedded" else synthesize_real
     root = Path(params["data"][LAYOUT_SECTIONS[args.layout]]["root"])
-    generate(params, root, log=lambda msg: print(msg, flush=True))
+    generate(params, root, log=print_stamped)
     return 0
 
 
@@ -61,6 +62,7 @@ def _check(args: argparse.Namespace) -> int:
     from vitpe.data.check import check_all, check_dataset
     from vitpe.errors import ConfigError
     from vitpe.io import write_json
+    from vitpe.train.progress import print_stamped
 
     if args.kind is None and (args.path or args.num_classes is not None or args.train_classes):
         raise ConfigError("--path, --num-classes and --train-classes need --kind")
@@ -69,13 +71,12 @@ def _check(args: argparse.Namespace) -> int:
             raise ConfigError("--kind needs --path")
         result = check_dataset(args.kind, args.path, num_classes=args.num_classes, full=args.full,
                                train_classes=args.train_classes)
-        print(f"check: {args.kind} ({args.path}): ok, {result['images']} images, {result['checked']} decoded")
+        print_stamped(f"check: {args.kind} ({args.path}): ok, {result['images']} images, {result['checked']} decoded")
         report = {"full": args.full, "datasets": {args.kind: result}}
     else:
         from vitpe.config import params_from_args
 
-        report = check_all(params_from_args(args), args.dataset, log=lambda msg: print(msg, flush=True),
-                           full=args.full)
+        report = check_all(params_from_args(args), args.dataset, log=print_stamped, full=args.full)
     if args.out is not None:
         write_json(args.out, report)
     return 0

@@ -92,8 +92,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     table = commands.add_parser("table", help="write results/tables/main.tex")
     add_params_arguments(table)
     table.add_argument("--metrics", default="results/metrics", help="root of the metrics JSON tree")
-    table.add_argument("--paper", default="workflow/resources/paper_numbers.yaml")
-    table.add_argument("--out", default="results/tables/main.tex")
+    table.add_argument("--paper", default="workflow/resources/paper_numbers.yaml",
+                       help="the numbers the papers report, set beside ours (default: %(default)s)")
+    table.add_argument("--out", default="results/tables/main.tex",
+                       help="the LaTeX file to write (default: %(default)s)")
     table.set_defaults(func=_table)
 
     curves = commands.add_parser("curves", help="training curves (loss, lr) from log.jsonl files")

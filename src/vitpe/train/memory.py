@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from vitpe.errors import ConfigError, VitpeError
+from vitpe.train.progress import print_stamped
 
 GIB = 2**30
 USABLE_FRACTION = 0.85  # of gpu_memory_gb: CUDA context, NCCL buffers, fragmentation, the estimate's error
@@ -318,7 +319,7 @@ def plan_recipe(recipe: Mapping, world_size: int, workload: Callable[[], Workloa
 def log_plan(plan: BatchPlan, is_main: bool) -> None:
     """Say a plan that came from the memory estimate on stderr (main process only)."""
     if is_main and plan.gpu_memory_gb is not None:
-        print(f"memory plan: {plan.describe()}", file=sys.stderr, flush=True)
+        print_stamped(f"memory plan: {plan.describe()}", file=sys.stderr)
 
 
 def check_device_memory(plan: BatchPlan, device: torch.device, where: str = "recipe") -> None:

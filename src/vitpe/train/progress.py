@@ -2,19 +2,32 @@
 
 Every optimizer step appends one JSON object (step, epoch, loss, lr, grad_norm, imgs_per_s) and
 flushes it, so DVC plots and figures can read a run while it trains. People get a tqdm bar when
-stderr is a terminal and a plain line every few steps otherwise (SLURM/Snakemake log files).
+stderr is a terminal and a plain line every few steps otherwise (SLURM/Snakemake log files); every
+human line starts with the UTC time (``stamp``), the JSON records stay as they are.
 """
 from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from vitpe.errors import DataError
 from vitpe.io import write_text
+
+
+def stamp(text: str) -> str:
+    """``text`` behind the current UTC time as ``YYYY-MM-DD HH:MM:SS``: UTC so that the logs of jobs
+    on nodes in different time zones, and of a run resumed elsewhere, read in order."""
+    return f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} {text}"
+
+
+def print_stamped(text: str, file: TextIO | None = None) -> None:
+    """Print one timestamped progress line, flushed so a log file shows it at once (stdout by default)."""
+    print(stamp(text), file=file or sys.stdout, flush=True)
 
 
 def read_log(path: Path) -> list[dict]:
@@ -72,17 +85,17 @@ class StepLogger:
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
         elif record["step"] % self.print_every == 0 or record["step"] == self.total_steps:
-            print(f"step {record['step']}/{self.total_steps} epoch {record['epoch']} "
-                  f"loss {record['loss']:.4f} lr {record['lr']:.3e} grad_norm {record['grad_norm']:.3f} "
-                  f"{record['imgs_per_s']:.1f} img/s", file=sys.stderr, flush=True)
+            print_stamped(f"step {record['step']}/{self.total_steps} epoch {record['epoch']} "
+                          f"loss {record['loss']:.4f} lr {record['lr']:.3e} grad_norm {record['grad_norm']:.3f} "
+                          f"{record['imgs_per_s']:.1f} img/s", file=sys.stderr)
 
     def message(self, text: str) -> None:
         if not self.enabled:
             return
         if self._bar is not None:
-            self._bar.write(text, file=sys.stderr)
+            self._bar.write(stamp(text), file=sys.stderr)
         else:
-            print(text, file=sys.stderr, flush=True)
+            print_stamped(text, file=sys.stderr)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -1,0 +1,64 @@
+"""Progress output: every human line starts with the UTC time; the per-step JSONL log is unchanged."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from vitpe.train.progress import StepLogger, print_stamped, stamp
+
+STAMPED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) (.*)$")
+
+
+@pytest.fixture(autouse=True)
+def far_time_zone(monkeypatch):
+    """A local time zone 5 h 45 min from UTC, so a stamp in local time fails the checks below."""
+    monkeypatch.setenv("TZ", "Asia/Kathmandu")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _split(line: str) -> tuple[datetime, str]:
+    match = STAMPED.match(line)
+    assert match, f"not a timestamped line: {line!r}"
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc), match.group(2)
+
+
+def _assert_now_utc(when: datetime) -> None:
+    # UTC, not local time: within a few seconds of the UTC clock whatever the machine's time zone
+    assert abs(datetime.now(timezone.utc) - when) < timedelta(seconds=5)
+
+
+def test_stamp_prefixes_the_utc_time():
+    when, text = _split(stamp("synth: done"))
+    assert text == "synth: done"
+    _assert_now_utc(when)
+
+
+def test_step_logger_lines_are_timestamped_and_the_jsonl_is_not(tmp_path, capsys):
+    records = [{"step": step, "epoch": 0, "loss": 2.0 / step, "lr": 1e-3, "grad_norm": 0.5, "imgs_per_s": 10.0}
+               for step in (1, 2)]
+    logger = StepLogger(tmp_path / "log.jsonl", total_steps=2, start_step=0, print_every=1)
+    logger.message("training 2 steps")
+    for record in records:
+        logger.log(record)
+    logger.close()
+    lines = capsys.readouterr().err.splitlines()
+    texts = [_split(line)[1] for line in lines]
+    assert texts == ["training 2 steps",
+                     "step 1/2 epoch 0 loss 2.0000 lr 1.000e-03 grad_norm 0.500 10.0 img/s",
+                     "step 2/2 epoch 0 loss 1.0000 lr 1.000e-03 grad_norm 0.500 10.0 img/s"]
+    _assert_now_utc(_split(lines[0])[0])
+    # the records DVC plots and the figures read: exactly json.dumps of each record, no timestamp added
+    assert (tmp_path / "log.jsonl").read_text() == "".join(json.dumps(r) + "\n" for r in records)
+
+
+def test_print_stamped_goes_to_stdout_by_default(capsys):
+    print_stamped("check: coco (data/coco): ok")
+    out, err = capsys.readouterr()
+    assert err == "" and _split(out.rstrip("\n"))[1] == "check: coco (data/coco): ok"

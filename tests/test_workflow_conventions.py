@@ -1,0 +1,68 @@
+"""Snakemake conventions: `snakemake --lint` leaves only the warnings the rule files justify, every
+training rule records a benchmark file, and the rule files are snakefmt-formatted."""
+from __future__ import annotations
+
+import re
+
+from conftest import ROOT, run
+
+# lint title (pattern) -> the rule file whose comment justifies it ("" when it applies to every rule)
+JUSTIFIED = {
+    r"Specify a conda environment or container for each rule\.": "",
+    r"Shell command directly uses variable PARAMS from outside of the rule": "",
+    r"Environment variable PATH used but not asserted with envvars directive in line \d+\.": "common.smk",
+    r"Mixed rules and functions in same snakefile\.": "attacks.smk",
+    r"Path composition with '\+' in line \d+": "attacks.smk",
+}
+# where each justification is written, next to what the lint flags
+COMMENTS = {
+    "Snakefile": "asks for a conda environment or container on each rule",
+    "workflow/rules/common.smk": "uses variable PARAMS from",
+    "workflow/rules/attacks.smk": "flags \"mixed rules and functions\" here",
+}
+TRAINING = {"train_supervised": "supervised/deit_s", "train_pretrain": "pretrain/mae",
+            "train_encoder_protocol": "finetune/mae", "transfer_ade20k": "transfer_ade20k/mae",
+            "transfer_coco": "transfer_coco/mae"}
+
+
+def _lints(text: str) -> list[tuple[str, str]]:
+    """(where, title) for each lint of `snakemake --lint`: where is the rule file or 'rule NAME'."""
+    found, where = [], ""
+    for line in text.splitlines():
+        header = re.match(r"Lints for (?:snakefile \S*/(\S+):|rule (\S+) \()", line)
+        if header:
+            where = header.group(1) or f"rule {header.group(2)}"
+        item = re.match(r"    \* (.*?):?$", line)
+        if item:
+            found.append((where, item.group(1)))
+    return found
+
+
+def test_lint_leaves_only_justified_warnings(workflow_copy):
+    proc = run(["snakemake", "--lint"], workflow_copy, check=False)
+    lints = _lints(proc.stdout + proc.stderr)
+    assert len(lints) > 20  # the parser read the report (every rule gets the conda lint)
+    unexpected = [(where, title) for where, title in lints
+                  if not any(re.fullmatch(pattern, title) and where.endswith(file)
+                             for pattern, file in JUSTIFIED.items())]
+    assert unexpected == []
+    for path, comment in COMMENTS.items():
+        assert comment in " ".join((ROOT / path).read_text().split()), path
+
+
+def test_training_rules_write_benchmarks(workflow_copy):
+    dry = run(["snakemake", "-n", "--cores", "1", "--forceall", "results/tables/main.tex"], workflow_copy).stdout
+    scale = re.search(r"results/checkpoints/(\w+)/", dry).group(1)
+    for rule, stage_exp in TRAINING.items():
+        blocks = re.findall(rf"rule {rule}:\n(.*?)(?:\n\n|\Z)", dry, re.S)
+        assert blocks, f"no {rule} job in the dry run"
+        wanted = f"benchmark: results/benchmarks/{scale}/{stage_exp}.tsv"
+        assert any(wanted in block for block in blocks), (rule, blocks[0])
+    assert "results/benchmarks/\n" in (ROOT / ".gitignore").read_text()
+
+
+def test_rule_files_are_snakefmt_formatted():
+    """Every rule file parses and is formatted (pyproject.toml [tool.snakefmt]: the code's 120 columns)."""
+    proc = run(["snakefmt", "--check", "workflow", "Snakefile"], ROOT, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "would be left unchanged" in proc.stderr + proc.stdout
