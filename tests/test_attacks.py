@@ -202,3 +202,21 @@ def test_aggregates_and_paired_differences():
     other = table.assign(psnr=[9.0, 27.0, 20.0])
     pairs = M.paired_comparison({"x": table, "y": other}, [("x", "y")])
     assert pairs["x_vs_y_ig_plain_psnr_diff_mean"] == pytest.approx(4 / 3)
+
+
+class _Planted:
+    """Unpickling this would call print: what a planted weights file could run."""
+
+    def __reduce__(self):
+        return (print, ("ran",))
+
+
+@pytest.mark.parametrize("which", ["prior", "lpips"])
+def test_optional_weights_that_pickle_code_are_refused_in_one_line(tmp_path, which):
+    from vitpe.errors import CheckpointError
+
+    path = tmp_path / "weights.pth"
+    torch.save({"features.0.weight": _Planted()}, path)
+    with pytest.raises(CheckpointError, match="refused without running them") as err:
+        load_image_prior(str(path), "resnet18") if which == "prior" else M.Lpips(str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)

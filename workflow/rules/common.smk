@@ -49,10 +49,15 @@ from dataclasses import dataclass
 from vitpe.config import encoder_run, pretrain_run, supervised_run
 
 
-def _unset_profile_variables():
-    """Default resources (slurm/config.yaml) naming an environment variable that is not set."""
+def _profile_defaults():
+    """The profile's `default-resources` (slurm/config.yaml) as NAME=VALUE strings; none without one."""
     defaults = workflow.resource_settings.default_resources
-    for arg in defaults.args if defaults is not None else []:
+    return defaults.args if defaults is not None else []
+
+
+def _unset_profile_variables():
+    """Default resources naming an environment variable that is not set."""
+    for arg in _profile_defaults():
         name, _, raw = arg.partition("=")
         unset = re.search(r"\$\{?(\w+)", os.path.expandvars(raw))
         if unset:
@@ -115,8 +120,7 @@ JOBS = {
 
 def _slurm_profile():
     """True under the slurm profile (its default resources name the account), in dry runs too."""
-    defaults = workflow.resource_settings.default_resources
-    return any(arg.startswith("slurm_account=") for arg in (defaults.args if defaults is not None else []))
+    return any(arg.startswith("slurm_account=") for arg in _profile_defaults())
 
 
 # On the cluster the smoke scale checks the GPU path before a real run: CUDA, bf16 autocast, NCCL and the

@@ -98,7 +98,9 @@ def load_image_prior(path: str | None, arch: str = "resnet50") -> tuple[BNStatis
 
         state = load_file(str(file))
     else:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        from vitpe.train.checkpoint import load_weights_only
+
+        state = load_weights_only(file, f"{arch} state dict (attacks.gradvit.image_prior)")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     try:
         cnn.load_state_dict(state)

@@ -133,8 +133,10 @@ class Lpips:
             return
         from torchmetrics.functional.image.lpips import _LPIPS
 
+        from vitpe.train.checkpoint import load_weights_only
+
         net = _LPIPS(pretrained=True, net="alex", pnet_rand=True)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path, "AlexNet state dict (attacks.metrics.lpips_alexnet)")
         features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         own = net.net.state_dict()
         mapped = {}
