@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(abspath $(VENV)/bin):$(PATH)
 
-.PHONY: setup run test test-fast bench report dvc-init clean
+.PHONY: setup run test test-fast test-slow bench report dvc-init clean
 
 setup:  ## create .venv and install everything (idempotent; mmcv wheel cached in ~/.cache/vitpe)
 	bash scripts/setup.sh
@@ -14,8 +14,11 @@ run: setup  ## the whole DAG at the params.yaml scale (tiny, embedded data, CPU 
 test: setup  ## the whole test suite (pytest exit 5 = no tests collected counts as failure-free)
 	pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
-test-fast: setup  ## everything but the end-to-end workflow tests
-	pytest -m "not slow"
+test-fast: setup  ## everything but the end-to-end (slow) and paper-size tests: a few minutes
+	pytest -m "not slow and not paper_size"
+
+test-slow: setup  ## only what test-fast leaves out (test-fast + test-slow = test)
+	pytest -m "slow or paper_size"
 
 bench: setup  ## performance figures (not tests)
 	python benchmarks/bench_data.py

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import torch
 
-from vitpe.config import PretrainRun, apply_overrides, load_params, pretrain_run
-from vitpe.mae.pretrain import build_autoencoder, build_pretrain_optimizer
+from vitpe.config import apply_overrides, load_params
+
+from vitpe.runs import PretrainRun, pretrain_run
+from vitpe.train.pretrain import build_autoencoder, build_pretrain_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 # (AdPE variant, the MAE+ it extends: same experiment without the adversary)
@@ -32,7 +34,7 @@ def _run(params: dict, name: str) -> PretrainRun:
     exp, _, variant = name.partition(":")
     run = pretrain_run(params, exp)
     if variant == "clean":  # the same interpolated iRPE without its δ
-        run = dataclasses.replace(run, adversary=None, rpe={**run.rpe, "adversary": None})
+        run = dataclasses.replace(run, adversary=None, rpe_config=dataclasses.replace(run.rpe_config, adversary=None))
     return run
 
 
@@ -45,8 +47,8 @@ def step_timer(run: PretrainRun, batch: int, device: torch.device):
     torch.manual_seed(0)
     model = build_autoencoder(run).to(device)
     optimizer = build_pretrain_optimizer(model, run, lr=1e-4)
-    size = run.crops["crop_size"]
-    images = torch.randn(batch * run.crops["num_crops"], 3, size, size, device=device)
+    size = run.crops.crop_size
+    images = torch.randn(batch * run.crops.num_crops, 3, size, size, device=device)
 
     def step() -> float:
         _sync(device)

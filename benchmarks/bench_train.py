@@ -20,7 +20,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vitpe.config import SupervisedRun, apply_overrides, load_params, supervised_run
+from vitpe.config import apply_overrides, load_params
+
+from vitpe.runs import SupervisedRun, supervised_run, with_recipe
 from vitpe.train.data import build_train_data
 from vitpe.train.distributed import DistEnv
 from vitpe.train.engine import StepRunner
@@ -32,19 +34,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def step_times(run: SupervisedRun, batch: int, device: torch.device, steps: int, warmup: int) -> list[float]:
     """Seconds per optimizer step of the run's real loss (Mixup, jigsaw/DAL where configured, backward,
     clip, AdamW), after warm-up, at an epoch past the LR warm-up (so MJP's shuffle is live)."""
-    recipe = {**run.recipe, "batch_size": batch, "accum_steps": 1, "num_workers": 0}
+    run = with_recipe(run, batch_size=batch, accum_steps=1, num_workers=0)
+    recipe = run.recipe
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         train_dir = stand_in_image_folder(Path(tmp), run.num_classes, max(1, batch // run.num_classes + 1),
-                                          run.model["img_size"])
-        setup = build_supervised(dataclasses.replace(run, recipe=recipe, train_dir=train_dir), env)
-    runner = StepRunner(setup.model, setup.optimizer, setup.loss_fn, accum_steps=1, clip_grad=recipe["clip_grad"],
-                        amp=recipe["amp"], env=env)
-    size = run.model["img_size"]
+                                          run.model.img_size)
+        setup = build_supervised(dataclasses.replace(run, train_dir=train_dir), env)
+    runner = StepRunner(setup.forward_module, setup.optimizer, setup.loss_fn, accum_steps=1,
+                        clip_grad=recipe.clip_grad, amp=recipe.amp, env=env)
+    size = run.model.img_size
     gen = torch.Generator().manual_seed(0)
     batches = [[torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, run.num_classes, (batch,), generator=gen)]
                for _ in range(2)]
-    epoch = recipe["warmup_epochs"]
+    epoch = recipe.warmup_epochs
     times = []
     for i in range(warmup + steps):
         if device.type == "cuda":
@@ -71,17 +74,17 @@ def loader_images_per_second(run: SupervisedRun, batches: int) -> tuple[float, s
     with tempfile.TemporaryDirectory() as tmp:
         root, source = run.train_dir, str(run.train_dir)
         if not root.is_dir():
-            root = stand_in_image_folder(Path(tmp), run.num_classes, 100, run.model["img_size"])
+            root = stand_in_image_folder(Path(tmp), run.num_classes, 100, run.model.img_size)
             source = "generated stand-in (embedded dataset not found)"
-        data = build_train_data(root, recipe, run.model["img_size"], run.num_classes, recipe["batch_size"],
-                                seed=run.seed, rank=0, world_size=1)
+        data = build_train_data(root, recipe, run.model.img_size, run.num_classes, recipe.batch_size,
+                                seed=run.seed, rank=0, world_size=1, num_workers=run.runtime.num_workers)
         batches = min(batches, data.batches_per_epoch)
         loader = iter(data.loader(epoch=0))
         next(loader)  # warm-up (first batch includes worker start-up)
         start = time.perf_counter()
         for _ in range(batches):
             next(loader)
-        return batches * recipe["batch_size"] / (time.perf_counter() - start), source
+        return batches * recipe.batch_size / (time.perf_counter() - start), source
 
 
 def main() -> int:
@@ -99,7 +102,7 @@ def main() -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}")
 
     rate = 1 / statistics.median(step_times(tiny, 64, device, args.steps * 5, warmup=3))
-    print(f"tiny DeiT ({tiny.model['embed_dim']}d x {tiny.model['depth']}, {tiny.model['img_size']}px), "
+    print(f"tiny DeiT ({tiny.model.embed_dim}d x {tiny.model.depth}, {tiny.model.img_size}px), "
           f"batch 64: {rate:.2f} steps/s ({rate * 64:.0f} img/s)")
     rate = 1 / statistics.median(step_times(paper, 8, device, args.steps, warmup=3))
     print(f"ViT-S/16 (224px), batch 8: {rate:.3f} steps/s ({rate * 8:.1f} img/s)")
@@ -108,7 +111,7 @@ def main() -> int:
     scale = "paper" if args.mjp_scale == "paper" else "tiny"
     deit = supervised_run(apply_overrides(params, [f"scale={scale}"]), "deit_s")
     mjp = supervised_run(apply_overrides(params, [f"scale={scale}"]), "mjp")
-    mjp = dataclasses.replace(mjp, jigsaw={**mjp.jigsaw, "apply_prob": 1.0})
+    mjp = dataclasses.replace(mjp, jigsaw=dataclasses.replace(mjp.jigsaw, apply_prob=1.0))
     batch = 64 if scale == "tiny" else 8
     steps = args.steps * (5 if scale == "tiny" else 1)
     deit_times, mjp_times = [], []
@@ -116,12 +119,12 @@ def main() -> int:
         deit_times += step_times(deit, batch, device, steps, warmup=2)
         mjp_times += step_times(mjp, batch, device, steps, warmup=2)
     ratio = statistics.median(mjp_times) / statistics.median(deit_times)
-    print(f"MJP vs DeiT-S step ({scale} model, batch {batch}, gamma {mjp.jigsaw['ratio']}, DAL "
-          f"{mjp.dal['head']}): median {statistics.median(mjp_times) * 1e3:.1f} ms vs "
+    print(f"MJP vs DeiT-S step ({scale} model, batch {batch}, gamma {mjp.jigsaw.ratio}, DAL "
+          f"{mjp.dal.head}): median {statistics.median(mjp_times) * 1e3:.1f} ms vs "
           f"{statistics.median(deit_times) * 1e3:.1f} ms, ratio {ratio:.3f}")
     images, source = loader_images_per_second(tiny, batches=10)
-    print(f"tiny train loader (batch {tiny.recipe['batch_size']}, {tiny.recipe['num_workers']} workers, "
-          f"{tiny.recipe['randaugment']}): {images:.0f} img/s on {source}")
+    print(f"tiny train loader (batch {tiny.recipe.batch_size}, {tiny.runtime.num_workers} workers, "
+          f"{tiny.recipe.randaugment}): {images:.0f} img/s on {source}")
     return 0
 
 

@@ -15,7 +15,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from vitpe.config import SupervisedRun, load_params, supervised_run
+from vitpe.config import load_params
+
+from vitpe.models.spec import ViTSpec
+from vitpe.runs import SupervisedRun, supervised_run, with_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's snakemake/dvc/vitpe live next to its python
@@ -81,6 +84,39 @@ def workflow_copy(tmp_path: Path) -> Path:
     return copy_workflow(tmp_path, micro_params())
 
 
+@pytest.fixture(scope="session")
+def micro_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The micro workflow after ``snakemake results/tables/main.tex``: the whole DAG, run once per session.
+
+    Shared by the end-to-end tests: they only read it. A test that changes files starts from
+    ``copy_micro_dag`` instead. If the run fails, every test using it errors with the same message.
+    """
+    cwd = copy_workflow(tmp_path_factory.mktemp("micro_dag"), micro_params())
+    run(["snakemake", "--cores", "2", "results/tables/main.tex"], cwd, timeout=900)
+    return cwd
+
+
+def copy_micro_dag(micro_dag: Path, dest: Path) -> Path:
+    """A private copy of the finished micro workflow (file times and Snakemake's records kept: up to date)."""
+    return Path(shutil.copytree(micro_dag, dest, symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def embedded_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded dataset at micro sizes (every kind the DAG reads), generated once per session."""
+    from vitpe.data.synth import synthesize
+
+    return synthesize(micro_params(), tmp_path_factory.mktemp("embedded"), log=lambda msg: None)
+
+
+@pytest.fixture
+def embedded(embedded_root: Path) -> tuple[dict, Path]:
+    """(params, root): fresh micro params pointing at the session's embedded set (copy files before changing them)."""
+    params = micro_params()
+    params["data"]["embedded"]["root"] = str(embedded_root)
+    return params, embedded_root
+
+
 # --- micro supervised runs on a tiny synthetic ImageFolder (train/eval tests) -----------------------
 
 NUM_CLASSES = 10  # the schema's minimum for the embedded dataset
@@ -104,10 +140,20 @@ def make_image_folder(root: Path, train_per_class: int = 2, val_per_class: int =
     return root
 
 
+def make_attack_data(data: Path) -> Path:
+    """data/imagenet (one image per class and split) and data/attack: photographs of some classes."""
+    make_image_folder(data / "imagenet", train_per_class=1, val_per_class=1)
+    for i, cls in enumerate(("c01", "c04", "c07")):
+        (data / "attack" / cls).mkdir(parents=True)
+        src = next((data / "imagenet" / "val" / cls).iterdir())
+        Image.open(src).save(data / "attack" / cls / f"photo{i}.png")
+    return data
+
+
 def micro_run(data_root: Path, **recipe: object) -> SupervisedRun:
     run = supervised_run(load_params(ROOT / "params.yaml"), "deit_s")
     return dataclasses.replace(
-        run, model=dict(MICRO_MODEL), recipe={**run.recipe, **MICRO_RECIPE, **recipe},
+        with_recipe(run, **{**MICRO_RECIPE, **recipe}), model=ViTSpec(**MICRO_MODEL),
         num_classes=NUM_CLASSES, train_dir=data_root / "train", val_dir=data_root / "val",
     )
 

@@ -15,6 +15,7 @@ from vitpe.attacks.gradvit import NO_PRIOR, load_image_prior, patch_prior
 from vitpe.attacks.inverting_gradients import cosine_distance, make_scheduler, step_milestones, total_variation
 from vitpe.attacks.threat import (ThreatModel, client_update, detect_unknown_rows, prepare_model,
                                   recover_labels)
+from vitpe.mjp.dal import attach_dal
 from vitpe.mjp.jigsaw import Jigsaw
 from vitpe.models import build_vit
 
@@ -23,7 +24,9 @@ def _model(embed_dim: int, pos_embed: str = "learnable", first_block: str = "apr
            dal: bool = False) -> torch.nn.Module:
     torch.manual_seed(0)
     cfg = dict(img_size=img, patch_size=4, embed_dim=embed_dim, depth=2, num_heads=2, mlp_ratio=2.0)
-    model = build_vit(cfg, 10, pos_embed, 0.0, first_block=first_block, dal_head="nonlinear" if dal else None)
+    model = build_vit(cfg, 10, pos_embed, 0.0, first_block=first_block)
+    if dal:
+        attach_dal(model, "nonlinear")
     return prepare_model(model).double()  # float64 end to end, as breaching's closed-form solve
 
 

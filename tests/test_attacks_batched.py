@@ -10,12 +10,13 @@ import torch
 
 from conftest import ROOT
 from vitpe.attacks import budget
-from vitpe.attacks.gradvit import BNStatisticsPrior, GradViTSettings, gradient_term, gradvit_batch, patch_prior
+from vitpe.attacks.gradvit import BNStatisticsPrior, GradViTSettings, gradvit_batch, patch_prior
 from vitpe.attacks.inverting_gradients import IGSettings, cosine_distance, inverting_gradients_batch, total_variation
-from vitpe.attacks.matching import InversionTask, _autograd_step, _layer_norm, _vmap_step, group_tasks
+from vitpe.attacks.matching import InversionTask, _autograd_step, _layer_norm, _vmap_step, gradient_distance, group_tasks
 from vitpe.attacks.threat import ThreatModel, box_bounds, client_update, detect_unknown_rows, prepare_model
 from vitpe.config import load_params
 from vitpe.errors import ConfigError
+from vitpe.mjp.dal import attach_dal
 from vitpe.models import build_vit
 
 CFG = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
@@ -24,8 +25,11 @@ CFG = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ra
 def _tasks(pe: str = "learnable", mode: str = "plain", count: int = 3, dtype=torch.float64):
     """``count`` single-image client steps of one micro ViT (MJP: unknown PE, DAL, the detected mask)."""
     torch.manual_seed(0)
-    dal = "nonlinear" if pe == "mjp" else None
-    model = prepare_model(build_vit(CFG, 10, pe, 0.0, dal_head=dal)).to(dtype)
+    dal = pe == "mjp"
+    model = build_vit(CFG, 10, pe, 0.0)
+    if dal:
+        attach_dal(model, "nonlinear")
+    model = prepare_model(model).to(dtype)
     tasks = []
     for i in range(count):
         x = torch.rand(1, 3, 16, 16, dtype=dtype, generator=torch.Generator().manual_seed(i)) * 2 - 1
@@ -43,7 +47,7 @@ def _ig_objective(x, grads, target):
 
 
 def _gradvit_objective(x, grads, target):
-    match = gradient_term(grads, target, "cosine")
+    match = gradient_distance(grads, target, "cosine")
     return 4e-3 * match + 1e-4 * patch_prior(x, 4) + 1e-4 * x.norm(), match
 
 

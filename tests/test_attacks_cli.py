@@ -3,21 +3,22 @@ figures and the privacy block of main.tex; skipped optional inputs are recorded,
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pandas as pd
 import pytest
 import torch
 import yaml
-from PIL import Image
 
-from conftest import BIN, ROOT, make_image_folder, micro_params_file, run
+from conftest import BIN, ROOT, make_attack_data, micro_params_file, run
 from vitpe.attacks.runner import attack_settings
 from vitpe.cli import main
-from vitpe.config import load_params, supervised_run
+from vitpe.config import load_params
+from vitpe.runs import supervised_run
 from vitpe.errors import ConfigError
 from vitpe.report.tables import privacy_tables
-from vitpe.train.checkpoint import save_weights
+from vitpe.models.weights import save_weights
 from vitpe.train.supervised import build_model
 
 OVERRIDES = ['attacks={"gradvit": {"image_prior": "missing/moco_v2_r50.pth"}, '
@@ -27,17 +28,13 @@ OVERRIDES = ['attacks={"gradvit": {"image_prior": "missing/moco_v2_r50.pth"}, '
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("attacks")
-    data = tmp / "data"
-    make_image_folder(data / "imagenet", train_per_class=1, val_per_class=1)
-    for i, cls in enumerate(("c01", "c04", "c07")):  # the attack set: photographs of some classes
-        (data / "attack" / cls).mkdir(parents=True)
-        src = next((data / "imagenet" / "val" / cls).iterdir())
-        Image.open(src).save(data / "attack" / cls / f"photo{i}.png")
+    data = make_attack_data(tmp / "data")
     params_file = micro_params_file(tmp, data)
     params = load_params(params_file, OVERRIDES)
     weights = {}
     for exp in ("deit_s", "mjp", "mjp_april"):
         path = tmp / "ckpt" / exp / "model.safetensors"
+        torch.manual_seed(0)  # the summaries in tests/data/attack_summaries_micro.json are of these weights
         save_weights(build_model(supervised_run(params, exp)), path)
         weights[exp] = path
     return tmp, params_file, params, weights
@@ -51,6 +48,24 @@ def _attack(tmp, params_file, weights, exp, kind):
             "--table", str(table), "--recon", str(recon), "--images", "2", "--iterations", "3", "--device", "cpu"]
     assert main(argv) == 0
     return json.loads(out.read_text()), pd.read_csv(table)
+
+
+@pytest.mark.parametrize("exp, kind", [("mjp", "supervised"), ("mjp_april", "april")])
+def test_metrics_json_keeps_the_keys_and_values_of_the_former_runner(setup, exp, kind):
+    """tests/data/attack_summaries_micro.json: the same runs by the runner before the attack registry
+    (timings, which differ run to run, left out): the registry changed no key and no value."""
+    tmp, params_file, _, weights = setup
+    found, _ = _attack(tmp, params_file, weights, exp, kind)
+    expected = json.loads((ROOT / "tests/data/attack_summaries_micro.json").read_text())[exp]
+    found = {k: v for k, v in found.items() if k != "seconds" and "_seconds_" not in k}
+    assert sorted(found) == sorted(expected)
+    for key, value in expected.items():
+        if isinstance(value, float) and math.isnan(value):
+            assert math.isnan(found[key]), key
+        elif isinstance(value, float):
+            assert found[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        else:
+            assert found[key] == value, key
 
 
 def test_attack_run_records_threat_model_and_skips(setup):
@@ -230,7 +245,7 @@ def test_chunked_run_matches_the_one_by_one_run(setup, tmp_path):
 
 
 def test_finetuned_classifier_is_attacked_generically(setup):
-    from vitpe.config import encoder_run
+    from vitpe.runs import encoder_run
 
     tmp, params_file, params, weights = setup
     path = tmp / "ckpt" / "mae" / "model.safetensors"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import pytest
@@ -9,7 +10,9 @@ import yaml
 
 from conftest import ROOT, run
 from vitpe.cli import main
-from vitpe.config import apply_overrides, load_params, supervised_run, validate_params
+from vitpe.config import apply_overrides, load_params, validate_params
+from vitpe.models.spec import ViTSpec
+from vitpe.runs import supervised_run
 from vitpe.errors import ConfigError
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -22,10 +25,9 @@ def test_shipped_params_are_valid_and_resolve():
     assert run_cfg.num_classes == params["data"]["embedded"]["num_classes"] >= 10
     paper = supervised_run(apply_overrides(params, ["scale=paper"]), "deit_s")
     # DeiT-S as trained by the official MJP code: ViT-S/16, global batch 1024, lr 5e-4 * 1024 / 512
-    assert paper.model == {"img_size": 224, "patch_size": 16, "embed_dim": 384, "depth": 12,
-                           "num_heads": 6, "mlp_ratio": 4.0}
-    assert paper.recipe["batch_size"] * paper.recipe["base_lr"] / paper.recipe["lr_batch_divisor"] == 1e-3
-    assert paper.recipe["drop_path"] == 0.0 and paper.recipe["warmup_epochs"] == 20
+    assert paper.model == ViTSpec(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0)
+    assert paper.recipe.batch_size * paper.recipe.base_lr / paper.recipe.lr_batch_divisor == 1e-3
+    assert paper.recipe.drop_path == 0.0 and paper.recipe.warmup_epochs == 20
 
 
 @pytest.mark.parametrize(
@@ -107,7 +109,7 @@ def test_smoke_scale_is_the_paper_scale_with_counts_cut():
     assert smoke["transfer"]["ade20k"]["crop_size"] == 512 and smoke["transfer"]["coco"]["image_size"] == 1024
     assert smoke["supervised"]["randaugment"] == paper["supervised"]["randaugment"] != ""
     run_cfg = supervised_run(apply_overrides(params, ["scale=smoke"]), "deit_s")
-    assert run_cfg.recipe["steps_per_epoch"] == smoke["supervised"]["steps_per_epoch"] >= 1
+    assert run_cfg.recipe.steps_per_epoch == smoke["supervised"]["steps_per_epoch"] >= 1
 
 
 @pytest.mark.parametrize(
@@ -124,6 +126,72 @@ def test_inherited_scale_errors_name_the_key(override, expected):
     params["scales"]["smoke"].update(override)
     with pytest.raises(ConfigError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         validate_params(params)
+
+
+# --- recipes written as a base plus one line per difference -------------------------------------------
+
+# Every scale as params.yaml resolved before its recipes inherited one another, plus the neutral
+# fine-tuning keys the supervised recipe (and so linprobe's layer_decay) gained. A value changed on
+# purpose is changed here too: python -c "import json; from vitpe.config import load_params;
+# print(json.dumps(load_params()['scales'], indent=1, sort_keys=True))" > tests/data/resolved_scales.json
+RESOLVED_SCALES = ROOT / "tests" / "data" / "resolved_scales.json"
+INHERITED_BLOCKS = [(scale, block) for scale in ("tiny", "paper") for block in ("finetune", "linprobe")]
+
+
+def test_resolved_scales_are_unchanged_by_recipe_inheritance():
+    resolved = json.loads(json.dumps(load_params(ROOT / "params.yaml")["scales"]))  # tuples -> lists, as frozen
+    frozen = json.loads(RESOLVED_SCALES.read_text())
+    assert _leaf_differences(resolved, frozen) == []
+    # 1 and 1.0 compare equal: the types are part of the recipe too (an int lr would print differently)
+    assert json.dumps(resolved, sort_keys=True) == json.dumps(frozen, sort_keys=True)
+
+
+@pytest.mark.parametrize("scale, block", INHERITED_BLOCKS)
+def test_encoder_recipes_are_the_supervised_recipe_plus_one_line_per_difference(scale, block):
+    written = PARAMS["scales"][scale][block]
+    base = PARAMS["scales"][scale]["supervised"]
+    assert written["inherit"] == "supervised"
+    overrides = {key: value for key, value in written.items() if key != "inherit"}
+    assert overrides and all(base[key] != value for key, value in overrides.items()), overrides
+    resolved = load_params(ROOT / "params.yaml", [f"scale={scale}"])["scales"][scale][block]
+    assert resolved == {**base, **overrides}
+
+
+def test_supervised_recipe_holds_the_fine_tuning_keys_at_neutral_values():
+    for scale in ("tiny", "smoke", "paper"):
+        recipe = load_params(ROOT / "params.yaml")["scales"][scale]["supervised"]
+        # what vitpe.train reads for an absent key: no layer decay, DeiT's cosine, AdamW
+        assert (recipe["layer_decay"], recipe["warmup_prefix"], recipe["optimizer"]) == (None, False, "adamw")
+
+
+@pytest.mark.parametrize(
+    "mutate, expected",
+    [
+        (lambda s: s["finetune"].update(epochz=3),
+         "scales.tiny.finetune: override 'epochz': scales.tiny.supervised has no key 'epochz'"),
+        (lambda s: s["linprobe"].update(inherit="supervisd"),
+         "scales.tiny.linprobe.inherit: 'supervisd' is not a block of scales.tiny written in full"),
+        (lambda s: s["linprobe"].update(inherit="finetune"),
+         "scales.tiny.linprobe.inherit: 'finetune' is not a block of scales.tiny written in full"),
+        (lambda s: s["finetune"].update(head_init_std=None), "scales.tiny.finetune.head_init_std: None is not of type"),
+        # a bad base value is named where it is written, not in the blocks copying it
+        (lambda s: s["supervised"].update(amp="fp8"), "scales.tiny.supervised.amp: 'fp8' is not one of"),
+    ],
+)
+def test_inherited_recipe_errors_name_the_key(mutate, expected):
+    params = copy.deepcopy(PARAMS)
+    mutate(params["scales"]["tiny"])
+    with pytest.raises(ConfigError, match=re.escape(expected)) as err:
+        validate_params(params)
+    assert "\n" not in str(err.value)
+
+
+def test_smoke_overrides_apply_to_the_resolved_encoder_recipes():
+    params = copy.deepcopy(PARAMS)
+    params["scales"]["smoke"]["finetune.mixup"] = 0.5  # a key paper's finetune inherits from supervised
+    smoke = validate_params(params)["scales"]["smoke"]
+    assert smoke["finetune"]["mixup"] == 0.5 and smoke["supervised"]["mixup"] == 0.8
+    assert smoke["finetune"]["epochs"] == 2 and "inherit" not in smoke["finetune"]
 
 
 # --- configuration the DAG cannot carry: refused before any job starts ------------------------------
@@ -156,6 +224,11 @@ def _rename_supervised(params: dict, old: str, new: str) -> None:
         (lambda p: p["data"]["embedded"].update(root="~/embedded"), "data.embedded.root: '~/embedded': expected a path"),
         (lambda p: p["attacks"].update(images_dir="val 2"), "attacks.images_dir: 'val 2': expected null, or a path"),
         (lambda p: p["attacks"]["metrics"].update(lpips_alexnet="w*.pth"), "attacks.metrics.lpips_alexnet: 'w*.pth'"),
+        # the APRIL variants the DAG trains and attacks by the closed form
+        (lambda p: p["attacks"].update(april_models=["deit_s_aprl"]),
+         "attacks.april_models names 'deit_s_aprl', not defined under supervised:"),
+        (lambda p: p["attacks"].update(april_models=["deit_s"]),
+         "attacks.april_models: supervised.deit_s is not APRIL-compatible (set april: true)"),
         # APRIL inverts one image's gradient
         (lambda p: p["attacks"]["threat"].update(batch_size=4),
          "attacks.threat.batch_size is 4, but APRIL's closed form needs 1"),
@@ -180,3 +253,22 @@ def test_configuration_the_dag_can_carry_is_accepted():
     params["attacks"].update(april_models=[], closed_form=[], compare=[])
     params["attacks"]["threat"]["batch_size"] = 8  # optimisation attacks on batches, no APRIL
     validate_params(params)
+
+
+def test_dvc_set_param_rewrite_keeps_the_resolved_params(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml (its own YAML style); the result resolves as `--set` does.
+
+    A key a block inherits is not written in it: DVC adds it with a leading + (hydra's append syntax).
+    """
+    from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
+
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text())
+    sets = ["scales.tiny.finetune.epochs=3", "scales.paper.supervised.layer_decay=0.5"]
+    dvc_apply_overrides(str(path), sets + ["+scales.paper.finetune.mixup=0.5"])
+    rewritten = load_params(path)
+    assert rewritten == load_params(ROOT / "params.yaml", sets + ["scales.paper.finetune.mixup=0.5"])
+    paper = rewritten["scales"]["paper"]
+    # the inheriting blocks follow their base unless they set the key themselves
+    assert paper["linprobe"]["layer_decay"] == 0.5 and paper["finetune"]["layer_decay"] == 0.65
+    assert paper["finetune"]["mixup"] == 0.5 and paper["supervised"]["mixup"] == 0.8

@@ -10,7 +10,6 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT
-from test_data_support import embedded  # noqa: F401  (session fixture)
 from vitpe.cli import main
 from vitpe.data.check import check_all, check_dataset
 from vitpe.errors import DataError

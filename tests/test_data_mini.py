@@ -18,7 +18,7 @@ from vitpe.data import synth_real
 from vitpe.data.synth import ADE_LABEL_IDS
 from vitpe.data.subsets import ALL_CORRUPTIONS, SEVERITIES, class_index_mask
 from vitpe.errors import ConfigError
-from vitpe.evaluate.hendrycks_lists import OFFICIAL_INDICES, official_wnids
+from vitpe.data.hendrycks_lists import OFFICIAL_INDICES, official_wnids
 
 
 def _params(root: Path) -> dict:

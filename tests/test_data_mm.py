@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_data_support import embedded  # noqa: F401  (session fixture)
 
 pytestmark = pytest.mark.mm
 

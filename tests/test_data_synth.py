@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_data_support import embedded  # noqa: F401  (session fixture)
 from vitpe.data import synth
 from vitpe.data.subsets import ALL_CORRUPTIONS, SEVERITIES, class_index_mask
 from vitpe.errors import ConfigError, DataError

@@ -11,7 +11,7 @@ from vitpe.cli import main
 from vitpe.errors import CheckpointError, DataError
 from vitpe.evaluate.classification import evaluate_classification
 from vitpe.models import build_vit
-from vitpe.train.checkpoint import save_weights
+from vitpe.models.weights import save_weights
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +84,17 @@ def test_missing_or_mismatched_validation_set_raises_data_error(data_root, tmp_p
     with pytest.raises(DataError, match="3 class folders, but the model has 10 classes"):
         evaluate_classification(micro_run(few), tmp_path / "model.safetensors", tmp_path / "m.json", device="cpu")
     assert not (tmp_path / "m.json").exists()
+
+
+def test_topk_counter_counts_exact_hits_and_caps_k_at_the_classes():
+    from vitpe.evaluate.common import TopKCounter
+
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3], [0.2, 0.3, 0.5]])
+    counts = TopKCounter(k=2)
+    counts.update(logits, torch.tensor([1, 2, 0]))  # top-1 hit, top-2 hit, miss
+    counts.update(logits[:1], torch.tensor([0]))  # top-2 hit
+    assert (counts.top1, counts.topk, counts.seen) == (1, 3, 4)
+    assert counts.percent() == {"top1": 25.0, "top2": 75.0}
+    five = TopKCounter(k=5)  # 3 classes: top-5 is top-all
+    five.update(logits, torch.tensor([2, 2, 2]))
+    assert five.percent() == {"top1": 100.0 / 3, "top5": 100.0}

@@ -18,8 +18,8 @@ from vitpe.cli import main
 from vitpe.data.subsets import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
 from vitpe.errors import DataError
 from vitpe.evaluate.classification import evaluate_classification
-from vitpe.evaluate.common import center_crop_transform, squash_transform
-from vitpe.evaluate.hendrycks_lists import IMAGENET_A_INDICES, IMAGENET_O_INDICES, official_wnids
+from vitpe.data.transforms import center_crop_transform, squash_transform
+from vitpe.data.hendrycks_lists import IMAGENET_A_INDICES, IMAGENET_O_INDICES, official_wnids
 from vitpe.evaluate.pe_probe import (absolute_probe, evaluate_pe_probe, probe_metrics, relative_targets)
 from vitpe.evaluate.robustness import evaluate_robustness, subset_mask
 from vitpe.evaluate.robustness_metrics import (aurra, corruption_summary, fpr_at_recall, ood_measures,
@@ -28,7 +28,7 @@ from vitpe.evaluate.shuffled import mjp_draws, prediction_consistency, shuffled_
 from vitpe.mjp.jigsaw import Jigsaw, shuffle_pixels
 from vitpe.models import build_vit
 from vitpe.models.pos_embed import sincos_2d_table
-from vitpe.train.checkpoint import save_weights
+from vitpe.models.weights import save_weights
 
 # canonical AlexNet mean errors, order gaussian ... jpeg (google-research/augmix imagenet.py, ALEXNET_ERR),
 # typed independently

@@ -9,15 +9,19 @@ import torch
 from conftest import MICRO_MODEL, NUM_CLASSES, ROOT, log_records, make_image_folder
 from safetensors.torch import load_file
 
-from vitpe.config import encoder_run, load_params, pretrain_run
+from vitpe.config import load_params
+
+from vitpe.mae.settings import DecoderConfig
+from vitpe.models.spec import ViTSpec
+from vitpe.runs import encoder_run, pretrain_run, with_recipe
 from vitpe.errors import CheckpointError
 from vitpe.evaluate.classification import evaluate_classification
 from vitpe.evaluate.pretext import evaluate_pretext
-from vitpe.mae.finetune import load_encoder
-from vitpe.mae.pretrain import ENCODER_NAME, train_pretrain
+from vitpe.train.finetune import load_encoder
+from vitpe.train.pretrain import ENCODER_NAME, train_pretrain
 from vitpe.models.irpe import RPEConfig
 from vitpe.models.vit import build_vit
-from vitpe.train.checkpoint import load_weights, read_metadata, save_tensors
+from vitpe.models.weights import load_weights, read_metadata, save_tensors
 from vitpe.train.optim import build_optimizer
 from vitpe.train.supervised import build_model, train_supervised
 
@@ -38,18 +42,16 @@ def params():
 
 def micro_pretrain(params, exp, data_root):
     run = pretrain_run(params, exp)
-    model = dict(MICRO_MODEL)
-    if run.method == "mae_plus":
-        model["img_size"] = 8
-    crops = {**run.crops, "crop_size": model["img_size"]}
-    return dataclasses.replace(run, model=model, decoder={"embed_dim": 16, "depth": 1, "num_heads": 2},
-                               recipe={**run.recipe, **PRETRAIN_RECIPE}, crops=crops,
+    model = ViTSpec(**{**MICRO_MODEL, "img_size": 8}) if run.method == "mae_plus" else ViTSpec(**MICRO_MODEL)
+    crops = dataclasses.replace(run.crops, crop_size=model.img_size)
+    return dataclasses.replace(with_recipe(run, **PRETRAIN_RECIPE), model=model,
+                               decoder=DecoderConfig(embed_dim=16, depth=1, num_heads=2), crops=crops,
                                train_dir=data_root / "train")
 
 
 def micro_encoder_run(params, exp, protocol, data_root, pretrained):
     run = encoder_run(params, exp, protocol, str(pretrained))
-    return dataclasses.replace(run, model=dict(MICRO_MODEL), recipe={**run.recipe, **ENCODER_RECIPE},
+    return dataclasses.replace(with_recipe(run, **ENCODER_RECIPE), model=ViTSpec(**MICRO_MODEL),
                                num_classes=NUM_CLASSES, train_dir=data_root / "train", val_dir=data_root / "val")
 
 

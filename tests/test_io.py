@@ -6,7 +6,8 @@ import stat
 
 import pytest
 
-from vitpe.io import atomic_path, write_json
+from vitpe.errors import DataError
+from vitpe.io import atomic_path, read_json, write_json
 
 
 @pytest.fixture
@@ -53,3 +54,26 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
         raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
     assert '"top1": 1.0' in (tmp_path / "metrics.json").read_text()
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "metrics.json: metrics file not found"),
+    (b"{\"top1\": ", "metrics.json: not valid JSON (Expecting value at line 1); expected the metrics file"),
+    (b"\xff\xfe{}", "metrics.json: metrics file is not readable (UnicodeDecodeError)"),
+    (b"[1, 2]", "metrics.json: expected a JSON object (metrics file), found list"),
+])
+def test_read_json_fails_with_one_line_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "metrics.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        read_json(path, "metrics file", require_object=True)
+    assert str(info.value) == f"{tmp_path}/{message}" and "\n" not in str(info.value)
+
+
+def test_read_json_reads_what_write_json_wrote(tmp_path):
+    write_json(tmp_path / "m.json", {"top1": 1.5, "keys": [1, 2]})
+    assert read_json(tmp_path / "m.json", "metrics file") == {"keys": [1, 2], "top1": 1.5}
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(DataError, match=r"dir.json: metrics file is not readable \(Is a directory\)"):
+        read_json(tmp_path / "dir.json", "metrics file")

@@ -1,6 +1,7 @@
 """MAE, MAE+ and AdPE: PE layout, masking, loss, adversary modes, descent-ascent and projection."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -8,11 +9,12 @@ import torch
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from conftest import ROOT
-from vitpe.config import apply_overrides, load_params, pretrain_run
+from vitpe.config import apply_overrides, load_params
+from vitpe.runs import pretrain_run
 from vitpe.mae.adpe import AbsoluteAdversary, adversarial_parameters, project_
 from vitpe.mae.masking import masked_patch_loss, num_visible, patchify, random_mask
 from vitpe.mae.model import DecoderConfig, MaskedAutoencoder
-from vitpe.mae.pretrain import build_autoencoder, build_pretrain_optimizer
+from vitpe.train.pretrain import build_autoencoder, build_pretrain_optimizer
 from vitpe.models.irpe import RPEConfig
 from vitpe.models.pos_embed import sincos_2d_table
 from vitpe.train.distributed import init_distributed
@@ -96,7 +98,7 @@ def _loss_after_one_step(mode: str, norm: str, eps: float, rpe: RPEConfig | None
     images, noise = torch.randn(4, 3, 16, 16), torch.rand(4, 16)
     params = load_params(ROOT / "params.yaml")
     run = pretrain_run(params, "adpe_abs_embedding")
-    run = type(run)(**{**run.__dict__, "adversary": {**run.adversary, "mode": mode, "norm": norm, "eps": eps}})
+    run = dataclasses.replace(run, adversary=dataclasses.replace(run.adversary, mode=mode, norm=norm, eps=eps))
     optimizer = build_pretrain_optimizer(model, run, lr=1e-3)
     for group in optimizer.param_groups:  # ascend on δ only: the weights stay put
         group["lr"] = 0.5 if group.get("adversarial") else 0.0
@@ -127,7 +129,7 @@ def test_projection_waits_for_a_nonzero_adversarial_lr_as_the_official_optimizer
     torch.manual_seed(0)
     model = MaskedAutoencoder(ENCODER, DECODER, method="mae_plus", adversary="embedding")
     run = pretrain_run(load_params(ROOT / "params.yaml"), "adpe_abs_embedding")
-    run = type(run)(**{**run.__dict__, "adversary": {**run.adversary, "norm": "l2", "eps": 0.05}})
+    run = dataclasses.replace(run, adversary=dataclasses.replace(run.adversary, norm="l2", eps=0.05))
     optimizer = build_pretrain_optimizer(model, run, lr=1e-3)
     scheduler = build_scheduler(optimizer, 10, 5, warmup_lr=0.0, min_lr=0.0, warmup_prefix=True)
     (_, delta), = adversarial_parameters(model)
@@ -188,6 +190,7 @@ def test_encoder_state_loads_into_a_plain_timm_vit():
         assert torch.allclose(ours, twin.forward_features(x), atol=1e-6)
 
 
+@pytest.mark.paper_size
 @pytest.mark.parametrize("exp", ["mae", "mae_plus_abs", "adpe_abs_coordinate", "adpe_rel_coordinate"])
 def test_paper_scale_vit_b_builds_and_runs_one_step_on_cpu_at_batch_2(exp):
     params = apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"])
@@ -196,8 +199,8 @@ def test_paper_scale_vit_b_builds_and_runs_one_step_on_cpu_at_batch_2(exp):
     model = build_autoencoder(run)
     encoder_params = sum(p.numel() for p in model.encoder.parameters())
     assert 85_000_000 < encoder_params < 87_000_000  # ViT-B/16 without a head
-    assert run.model["img_size"] == (224 if exp == "mae" else 112)
-    size, crops = run.crops["crop_size"], run.crops["num_crops"]
+    assert run.model.img_size == (224 if exp == "mae" else 112)
+    size, crops = run.crops.crop_size, run.crops.num_crops
     optimizer = build_pretrain_optimizer(model, run, lr=1e-4)
     loss = model(torch.randn(2 * crops, 3, size, size))[0]
     loss.backward()

@@ -9,10 +9,12 @@ import torch
 from torch import nn
 
 from conftest import ROOT, log_records, make_image_folder, micro_run
-from vitpe.config import encoder_run, load_params, pretrain_run, supervised_run
+from vitpe.config import load_params
+from vitpe.runs import Runtime, encoder_run, pretrain_run, supervised_run, with_recipe
 from vitpe.errors import CheckpointError, ConfigError
-from vitpe.mae.pretrain import build_autoencoder
-from vitpe.mae.pretrain import memory_workload as pretrain_workload
+from vitpe.train.pretrain import build_autoencoder
+from vitpe.train.pretrain import memory_workload as pretrain_workload
+from vitpe.mjp.forward import ShuffledForward
 from vitpe.mjp.jigsaw import draw_jigsaw
 from vitpe.train import memory
 from vitpe.train.memory import (GIB, USABLE_FRACTION, MemoryEstimate, check_card_memory, estimate_memory,
@@ -29,12 +31,19 @@ def tiny() -> dict:
 def paper_jobs() -> list:
     """Every training job of the paper scale, with its workload built once."""
     params = load_params(ROOT / "params.yaml", ["scale=paper"])
-    return [(stage, name, recipe, workload(), multiple)
-            for stage, name, recipe, workload, multiple in stage_workloads(params)]
+    return [(stage, name, run, workload(), multiple)
+            for stage, name, run, workload, multiple in stage_workloads(params)]
 
 
-def _plan(recipe, world, work, multiple, **keys):
-    return plan_recipe({**recipe, **keys}, world, lambda: work, multiple_of=multiple)
+def _plan(run, world, work, multiple, **keys):
+    run = with_recipe(run, **keys)
+    return plan_recipe(run.recipe, run.runtime, world, lambda: work, multiple_of=multiple)
+
+
+def _split(tiny: dict, batch_size: int, accum_steps: int | str):
+    """plan_recipe's arguments for a recipe with this batch and accumulation, no GPU memory."""
+    recipe = supervised_run(tiny, "deit_s").recipe
+    return dataclasses.replace(recipe, batch_size=batch_size, accum_steps=accum_steps), Runtime()
 
 
 # --- the plan -----------------------------------------------------------------------------------
@@ -43,13 +52,13 @@ def _plan(recipe, world, work, multiple, **keys):
 @pytest.mark.parametrize("gpu_memory_gb", [40, 80])
 def test_plan_splits_every_paper_global_batch_exactly_and_fits(paper_jobs, world, gpu_memory_gb):
     assert {stage for stage, *_ in paper_jobs} == {"supervised", "pretrain", "finetune", "linprobe"}
-    for stage, name, recipe, work, multiple in paper_jobs:
-        plan = _plan(recipe, world, work, multiple, gpu_memory_gb=gpu_memory_gb)
+    for stage, name, run, work, multiple in paper_jobs:
+        plan = _plan(run, world, work, multiple, gpu_memory_gb=gpu_memory_gb)
         budget = gpu_memory_gb * GIB * USABLE_FRACTION
-        assert plan.micro_batch * plan.accum_steps * world == recipe["batch_size"], (stage, name)
+        assert plan.micro_batch * plan.accum_steps * world == run.recipe.batch_size, (stage, name)
         assert plan.peak_bytes <= budget and plan.micro_batch % multiple == 0, (stage, name)
         # the fewest steps: every larger micro-batch that splits the batch would not fit
-        per_process = recipe["batch_size"] // world
+        per_process = run.recipe.batch_size // world
         larger = [m for m in range(plan.micro_batch + 1, per_process + 1) if per_process % m == 0 and m % multiple == 0]
         estimate = estimate_memory(work, world)
         assert all(estimate.peak(m, plan.grad_checkpointing) > budget for m in larger), (stage, name)
@@ -57,12 +66,12 @@ def test_plan_splits_every_paper_global_batch_exactly_and_fits(paper_jobs, world
 
 def test_paper_plans_on_8_cards_of_40_and_80_gb(paper_jobs):
     """The numbers the README states: MAE+/AdPE accumulate twice on 40 GB, nothing else needs to."""
-    for stage, name, recipe, work, multiple in paper_jobs:
-        plans = {m: _plan(recipe, 8, work, multiple, gpu_memory_gb=m) for m in (40, 80)}
+    for stage, name, run, work, multiple in paper_jobs:
+        plans = {m: _plan(run, 8, work, multiple, gpu_memory_gb=m) for m in (40, 80)}
         assert not plans[40].grad_checkpointing and not plans[80].grad_checkpointing
-        assert (plans[80].micro_batch, plans[80].accum_steps) == (recipe["batch_size"] // 8, 1)
+        assert (plans[80].micro_batch, plans[80].accum_steps) == (run.recipe.batch_size // 8, 1)
         mae_plus = stage == "pretrain" and name != "mae"
-        expected = (256, 2) if mae_plus else (recipe["batch_size"] // 8, 1)
+        expected = (256, 2) if mae_plus else (run.recipe.batch_size // 8, 1)
         assert (plans[40].micro_batch, plans[40].accum_steps) == expected, (stage, name)
     mae_plus = next(work for stage, name, _, work, _ in paper_jobs if name == "mae_plus_abs" and stage == "pretrain")
     # 47-65 GiB per GPU at 512 images (2048 crops of 112 px) on one card, as estimated by hand
@@ -114,14 +123,14 @@ def test_recipe_accum_steps_is_a_minimum_and_mixup_keeps_micro_batches_even():
     assert plan_batch(6, 1, _synthetic(1.0), _card(2.5), grad_checkpointing=False).micro_batch == 2
 
 
-def test_no_fit_and_bad_splits_fail_with_one_line_naming_the_key():
+def test_no_fit_and_bad_splits_fail_with_one_line_naming_the_key(tiny):
     with pytest.raises(ConfigError, match=r"pretrain x: even a micro-batch of 1 image\(s\) needs an estimated "
                                           r"1\.0 GiB per GPU, over 85% of gpu_memory_gb 1 .*grad_checkpointing"):
         plan_batch(64, 1, _synthetic(), 1, grad_checkpointing=False, where="pretrain x")
     with pytest.raises(ConfigError, match="batch_size 100 is not a multiple of 8 process"):
         plan_batch(100, 8, _synthetic(), 80)
     with pytest.raises(ConfigError, match="accum_steps 'auto' needs gpu_memory_gb"):
-        plan_recipe({"batch_size": 64, "accum_steps": "auto"}, 1, lambda: None)
+        plan_recipe(*_split(tiny, 64, "auto"), 1, lambda: None)
 
 
 def test_without_gpu_memory_the_recipe_accumulation_is_used_as_given(tiny):
@@ -129,14 +138,14 @@ def test_without_gpu_memory_the_recipe_accumulation_is_used_as_given(tiny):
         raise AssertionError("no workload without gpu_memory_gb")
 
     for world in (1, 2, 4):
-        plan = plan_recipe({"batch_size": 64, "accum_steps": 2}, world, never)
+        plan = plan_recipe(*_split(tiny, 64, 2), world, never)
         assert (plan.micro_batch, plan.accum_steps, plan.grad_checkpointing) == (64 // (2 * world), 2, False)
     run = supervised_run(tiny, "deit_s")  # the tiny scale has no gpu_memory_gb: exactly today's split
-    assert "gpu_memory_gb" not in run.recipe
+    assert run.runtime.gpu_memory_gb is None
     plan = batch_plan(run, 2)
-    assert (plan.micro_batch, plan.accum_steps) == (run.recipe["batch_size"] // 2, run.recipe["accum_steps"])
+    assert (plan.micro_batch, plan.accum_steps) == (run.recipe.batch_size // 2, run.recipe.accum_steps)
     with pytest.raises(ConfigError, match="batch_size 64 is not a multiple of accum_steps 3"):
-        plan_recipe({"batch_size": 64, "accum_steps": 3}, 1, never)
+        plan_recipe(*_split(tiny, 64, 3), 1, never)
 
 
 def test_a_card_smaller_than_configured_is_refused():
@@ -171,10 +180,10 @@ def _autocast(amp: str):
 
 
 def _classifier_case(run, amp, checkpointed):
-    run = dataclasses.replace(run, recipe={**run.recipe, "amp": amp})
+    run = with_recipe(run, amp=amp)
     model = build_model(run)
     model.set_grad_checkpointing(checkpointed)
-    size = run.model["img_size"]
+    size = run.model.img_size
 
     def forward(images, targets):
         with _autocast(amp):
@@ -185,10 +194,10 @@ def _classifier_case(run, amp, checkpointed):
 
 
 def _autoencoder_case(run, amp, checkpointed):
-    run = dataclasses.replace(run, recipe={**run.recipe, "amp": amp})
+    run = with_recipe(run, amp=amp)
     model = build_autoencoder(run)
     model.set_grad_checkpointing(checkpointed)
-    crops, size = run.crops["num_crops"], run.crops["crop_size"]
+    crops, size = run.crops.num_crops, run.crops.crop_size
 
     def forward(views):
         with _autocast(amp):
@@ -234,7 +243,7 @@ def test_linear_probing_keeps_no_encoder_activations(tiny):
     model = build_model(run)
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith("head.")
-    size = run.model["img_size"]
+    size = run.model.img_size
     counted = _per_image(model, lambda x, y: nn.functional.cross_entropy(model(x), y),
                          lambda b: [torch.randn(b, 3, size, size), torch.randint(0, 10, (b,))])
     estimated = stored_bytes(memory_workload(run))
@@ -272,7 +281,7 @@ def test_checkpointing_gives_the_same_loss_and_gradients_supervised(tiny, name):
     def loss_of(net):
         if run.dal is None:
             return nn.functional.cross_entropy(net(images), targets)
-        logits, dal = net(images, jigsaw, with_dal=True)
+        logits, dal = ShuffledForward(net)(images, jigsaw, with_dal=True)
         return nn.functional.cross_entropy(logits, targets) + 0.01 * dal
 
     _assert_checkpointing_changes_nothing(model, loss_of)
@@ -289,7 +298,7 @@ def test_checkpointing_gives_the_same_loss_and_gradients_finetune_with_irpe(tiny
 def test_checkpointing_gives_the_same_loss_and_gradients_pretrain(tiny, name):
     run = pretrain_run(tiny, name)
     model = build_autoencoder(run)
-    size = run.crops["crop_size"]
+    size = run.crops.crop_size
     views = torch.randn(8, 3, size, size)
     _assert_checkpointing_changes_nothing(model, lambda net: net(views)[0])
     if run.adversary is not None:  # the δ gets its gradient through the checkpointed blocks too

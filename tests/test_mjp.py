@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from conftest import MICRO_MODEL, NUM_CLASSES, log_records, make_image_folder, micro_run, micro_params
-from vitpe.config import supervised_run, validate_params
+from vitpe.config import validate_params
+from vitpe.mjp.settings import DALSettings, JigsawSettings, UnknownPESettings
+from vitpe.runs import supervised_run
 from vitpe.errors import ConfigError
 from vitpe.mjp.block_mask import sample_block_mask, target_count
-from vitpe.mjp.dal import dal_weight
+from vitpe.mjp.dal import attach_dal, dal_weight
+from vitpe.mjp.forward import ShuffledForward, embed_shuffled
 from vitpe.mjp.jigsaw import draw_jigsaw, permute_tokens, shuffle_pixels
 from vitpe.models import build_vit
 from vitpe.train.optim import build_optimizer, weight_decay_of
@@ -76,7 +79,7 @@ def test_token_shuffle_equals_pixel_shuffle_before_the_patch_embedding(mode):
     images = torch.randn(2, 3, 16, 16)
     jig = draw_jigsaw(mode, 4, rows=2, ratio=0.5, patch_size=4, py_rng=random.Random(1),
                       np_rng=np.random.default_rng(1))
-    via_tokens = model.embed(images, jig)[:, 1:]
+    via_tokens = embed_shuffled(model, images, jig)[:, 1:]
     via_pixels = model.embed(shuffle_pixels(images, jig, 4))[:, 1:]
     torch.testing.assert_close(via_tokens, via_pixels)
     if mode != "mjp":
@@ -140,12 +143,13 @@ def test_dal_regresses_raw_grid_coordinates_of_the_positions_with_their_own_pe_r
     """Official keep-mask: 1 - unk_mask with MJP's unknown row; all ones without it, even when the
     input is shuffled (a DAL-only ablation regresses every position)."""
     torch.manual_seed(0)
-    model = build_vit(MICRO_MODEL, 5, pos_embed, 0.0, dal_head="nonlinear")
+    model = build_vit(MICRO_MODEL, 5, pos_embed, 0.0)
+    attach_dal(model, "nonlinear")
     images = torch.randn(2, 3, 16, 16)
     jig = draw_jigsaw("mjp", 4, ratio=0.75, py_rng=random.Random(0), np_rng=np.random.default_rng(0))
     kept = ~jig.unk[0]
     assert kept.sum() == 4  # 12 of the 16 positions shuffled
-    _, loss = model(images, jig, with_dal=True)
+    _, loss = ShuffledForward(model)(images, jig, with_dal=True)
     error = (model.dal.mlp(model.pe.table[0, 1:]) - torch.tensor(
         [[r, c] for r in range(4) for c in range(4)], dtype=torch.float32)).abs()
     expected = error[kept].mean() if pos_embed == "mjp" else error.mean()
@@ -157,9 +161,9 @@ def test_dal_regresses_raw_grid_coordinates_of_the_positions_with_their_own_pe_r
 def test_mjp_config_defaults_and_errors():
     params = micro_params()
     run = supervised_run(params, "mjp")
-    assert run.jigsaw == {"mode": "mjp", "ratio": 0.1, "apply_prob": 0.5, "start_epoch": 1, "per_sample": False}
-    assert run.dal == {"head": "nonlinear", "weight": 0.01, "final_ratio": 0.5}
-    assert run.unk == {"init": "normal", "weight_decay": True}
+    assert run.jigsaw == JigsawSettings(mode="mjp", ratio=0.1, apply_prob=0.5, start_epoch=1, per_sample=False)
+    assert run.dal == DALSettings(head="nonlinear", weight=0.01, final_ratio=0.5)
+    assert run.unk == UnknownPESettings(init="normal", weight_decay=True)
     assert supervised_run(params, "naive_shuffle").unk is None
     bad = copy.deepcopy(params)
     bad["supervised"]["deit_s"]["dal"] = {}
@@ -182,14 +186,15 @@ def data_root(tmp_path_factory):
 @pytest.mark.parametrize("per_sample", [False, True], ids=["per-batch", "per-sample"])
 def test_mjp_training_resumes_bitwise_and_shuffles_about_half_the_steps_after_warmup(
         data_root, tmp_path, monkeypatch, per_sample):
-    import vitpe.train.supervised as supervised
+    import vitpe.mjp.training as mjp_training
 
     draws = []
-    real_draw = supervised.draw_jigsaw
-    monkeypatch.setattr(supervised, "draw_jigsaw", lambda *a, **k: draws.append(a[2]) or real_draw(*a, **k))
+    real_draw = mjp_training.draw_jigsaw
+    monkeypatch.setattr(mjp_training, "draw_jigsaw", lambda *a, **k: draws.append(a[2]) or real_draw(*a, **k))
     method = copy.deepcopy(MJP_METHOD)
     method["jigsaw"]["per_sample"] = per_sample
-    run = dataclasses.replace(micro_run(data_root), pos_embed="mjp", **method)
+    run = dataclasses.replace(micro_run(data_root), pos_embed="mjp", jigsaw=JigsawSettings(**method["jigsaw"]),
+                              dal=DALSettings(**method["dal"]), unk=UnknownPESettings(**method["unk"]))
     train_supervised(run, tmp_path / "whole", device="cpu")  # 3 epochs x 5 steps, warm-up 1 epoch
     assert 0 < len(draws) < 10 and set(draws) == {4 if per_sample else 1}  # rows: batch of 4, or shared
     train_supervised(run, tmp_path / "split", device="cpu", max_steps=7)

@@ -13,7 +13,7 @@ from vitpe.evaluate.pe_probe import probe_metrics
 from vitpe.models import build_vit
 from vitpe.models.pos_embed import sincos_2d_table
 from vitpe.report.mjp_figures import cosine_similarity, pe_table, spectrum, sweep_points
-from vitpe.train.checkpoint import save_weights
+from vitpe.models.weights import save_weights
 
 
 def _is_figure(path: Path) -> bool:

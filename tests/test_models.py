@@ -9,10 +9,11 @@ from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
 from conftest import ROOT
-from vitpe.config import apply_overrides, load_params, supervised_run
+from vitpe.config import apply_overrides, load_params
+from vitpe.runs import supervised_run
 from vitpe.errors import CheckpointError
 from vitpe.models import build_vit, sincos_2d_table, to_timm_state_dict
-from vitpe.train.checkpoint import load_weights, save_weights
+from vitpe.models.weights import load_weights, save_weights
 
 MICRO = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
 
@@ -41,6 +42,7 @@ def test_saved_weights_load_strictly_into_timm_with_identical_logits(tmp_path, p
         assert torch.equal(logits, reloaded(x))
 
 
+@pytest.mark.paper_size
 def test_paper_vit_s_matches_timm_vit_small_patch16_224():
     run = supervised_run(apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"]), "deit_s")
     torch.manual_seed(0)

@@ -25,24 +25,26 @@ from vitpe.cli import main
 from vitpe.config import load_params
 from vitpe.data.subsets import BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES
 from vitpe.errors import DataError, EvaluationError
-from vitpe.evaluate.hendrycks_lists import IMAGENET_A_INDICES, IMAGENET_O_INDICES
+from vitpe.data.hendrycks_lists import IMAGENET_A_INDICES, IMAGENET_O_INDICES
 from vitpe.evaluate.robustness import evaluate_robustness, subset_mask
 from vitpe.models import build_vit
-from vitpe.train.checkpoint import read_metadata, save_weights
+from vitpe.runs import ClassifierRecipe, stage_run
+from vitpe.models.weights import read_metadata, save_weights
 from vitpe.train.data import POSTERIZE_OPS, posterize_keeping, train_transform
 
 
 # --- 1. RandAugment rand-m9-mstd0.5-inc1 with the pinned Pillow -------------------------------------
 
-def _randaugment(recipe: dict) -> RandAugment:
+def _randaugment(recipe: ClassifierRecipe) -> RandAugment:
     (step,) = [t for t in train_transform(recipe, 224).transforms if isinstance(t, RandAugment)]
     return step
 
 
 @pytest.mark.parametrize("stage", ["supervised", "finetune"])
 def test_paper_randaugment_never_raises_over_1e5_draws(stage):
-    recipe = load_params(ROOT / "params.yaml", ["scale=paper"])["scales"]["paper"][stage]
-    assert recipe["randaugment"] == "rand-m9-mstd0.5-inc1"
+    recipe = stage_run(load_params(ROOT / "params.yaml", ["scale=paper"]), stage, "deit_s" if stage == "supervised"
+                       else "mae").recipe
+    assert recipe.randaugment == "rand-m9-mstd0.5-inc1"
     augment = _randaugment(recipe)
     assert {op.name for op in augment.ops} >= {"PosterizeIncreasing"}
     # the policy's own random draws (op choice, apply prob, magnitude) on an 8 x 8 image: the
@@ -60,7 +62,7 @@ def test_zero_bit_posterize_blackens_as_the_official_environment_did():
     image = Image.fromarray(np.random.default_rng(1).integers(1, 256, (4, 4, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="bits must be between"):
         AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)(image)  # timm's op, unpatched
-    augment = _randaugment(load_params(ROOT / "params.yaml", ["scale=paper"])["scales"]["paper"]["supervised"])
+    augment = _randaugment(stage_run(load_params(ROOT / "params.yaml", ["scale=paper"]), "supervised", "deit_s").recipe)
     (op,) = [op for op in augment.ops if op.name in POSTERIZE_OPS]
     op.prob, op.magnitude_std, op.magnitude = 1.0, 0.0, 10.0  # always the top magnitude
     assert not np.asarray(op(image)).any()

@@ -93,7 +93,7 @@ def test_paper_table_prints_signed_delta(tmp_path):
 
 def test_missing_or_broken_metrics_name_the_file(tmp_path):
     params = load_params(ROOT / "params.yaml")
-    with pytest.raises(DataError, match="classify.json: metrics file missing"):
+    with pytest.raises(DataError, match="classify.json: metrics file not found"):
         build_main_tex(params, tmp_path, PAPER)
     _metrics(tmp_path, "tiny", 1.0, 2.0)
     (tmp_path / "tiny/deit_s/classify.json").write_text("{not json")

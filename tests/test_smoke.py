@@ -67,6 +67,7 @@ def _preempt_after_first_checkpoint(cwd: Path, snakemake: subprocess.Popen, exp:
 
 
 @pytest.mark.slow
+@pytest.mark.paper_size
 def test_smoke_dag_runs_the_paper_recipes_end_to_end(smoke_workflow):
     cwd = smoke_workflow
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}

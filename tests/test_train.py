@@ -12,7 +12,7 @@ from conftest import MICRO_MODEL, NUM_CLASSES, log_records, make_image_folder, m
 from vitpe.errors import CheckpointError, ConfigError
 from vitpe.evaluate.classification import evaluate_classification
 from vitpe.models import build_vit
-from vitpe.train.checkpoint import read_metadata
+from vitpe.models.weights import read_metadata
 from vitpe.train.optim import build_optimizer, build_scheduler, scaled_lrs, weight_decay_of
 from vitpe.train.supervised import train_supervised
 
@@ -45,7 +45,8 @@ def test_no_weight_decay_on_pos_embed_cls_token_and_1d_params():
 
 
 def test_lr_scaling_warmup_and_cosine_values():
-    recipe = {"batch_size": 1024, "lr_batch_divisor": 512, "base_lr": 5e-4, "warmup_lr": 5e-7, "min_lr": 5e-6}
+    recipe = micro_run(Path("unused"), batch_size=1024, lr_batch_divisor=512, base_lr=5e-4, warmup_lr=5e-7,
+                       min_lr=5e-6).recipe
     lr, warmup_lr, min_lr = scaled_lrs(recipe)
     assert (lr, warmup_lr, min_lr) == pytest.approx((1e-3, 1e-6, 1e-5))  # docs/FIDELITY.md row 3
     model = build_vit(MICRO_MODEL, NUM_CLASSES, "learnable", drop_path=0.0)

@@ -17,7 +17,8 @@ from timm.loss import SoftTargetCrossEntropy
 
 from conftest import ROOT, log_records, make_image_folder, micro_params_file
 from vitpe.cli import main
-from vitpe.config import apply_overrides, load_params, supervised_run
+from vitpe.config import apply_overrides, load_params
+from vitpe.runs import supervised_run
 from vitpe.train.supervised import train_supervised
 
 
@@ -115,13 +116,14 @@ def test_nan_loss_exits_3_keeps_last_good_state_and_writes_no_weights(tmp_path, 
     assert [json.loads(line)["step"] for line in (out / "state" / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
-@pytest.mark.slow
+@pytest.mark.paper_size
 def test_paper_scale_vit_s16_recipe_runs_one_step_on_cpu(tmp_path):
     data = make_image_folder(tmp_path / "data", train_per_class=2, val_per_class=1, size=224, num_classes=2)
     run = supervised_run(apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"]), "deit_s")
     run = dataclasses.replace(run, num_classes=2, train_dir=data / "train", val_dir=data / "val",
-                              recipe={**run.recipe, "batch_size": 2, "num_workers": 0})
-    assert run.model["img_size"] == 224 and run.model["depth"] == 12 and run.recipe["repeated_aug"] == 3
+                              recipe=dataclasses.replace(run.recipe, batch_size=2),
+                              runtime=dataclasses.replace(run.runtime, num_workers=0))
+    assert run.model.img_size == 224 and run.model.depth == 12 and run.recipe.repeated_aug == 3
     out = tmp_path / "run"
     assert train_supervised(run, out, device="cpu", max_steps=1) == out / "state" / "state.pt"
     (record,) = [json.loads(line) for line in (out / "state" / "log.jsonl").read_text().splitlines()]

@@ -12,10 +12,9 @@ import torch
 import yaml
 
 from conftest import deep_update, micro_params, run
-from test_data_support import embedded  # noqa: F401  (session fixture)
 from vitpe.errors import CheckpointError, ConfigError
 from vitpe.models.vit import VisionTransformer
-from vitpe.train.checkpoint import read_weights, save_weights
+from vitpe.models.weights import read_weights, save_weights
 
 pytestmark = pytest.mark.mm
 
@@ -318,6 +317,7 @@ def test_resume_loads_the_state_weights_only_whatever_the_environment(planted, e
     assert not marker.exists() and not out.exists() and state.exists()
 
 
+@pytest.mark.paper_size
 def test_config_inherits_the_upstream_recipes(embedded, tmp_path, encoder):
     from vitpe.transfer.runner import build_config
 

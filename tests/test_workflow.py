@@ -11,7 +11,7 @@ import time
 import pytest
 import yaml
 
-from conftest import BIN, run
+from conftest import BIN, copy_micro_dag, run
 
 SLURM_ENV = {"VITPE_SLURM_ACCOUNT": "proj123", "VITPE_SLURM_PARTITION": "gpu"}
 
@@ -131,41 +131,45 @@ def test_slurm_profile_without_account_or_partition_stops_before_submitting(work
 
 
 @pytest.mark.slow
-def test_micro_dag_end_to_end_then_nothing_to_do(workflow_copy):
-    run(["snakemake", "--cores", "2", "results/tables/main.tex"], workflow_copy, timeout=900)
-    metrics = json.loads((workflow_copy / "results/metrics/tiny/deit_s/classify.json").read_text())
+def test_micro_dag_end_to_end_then_nothing_to_do(micro_dag, tmp_path):
+    cwd = micro_dag  # the session's run of the whole micro DAG (conftest): only read here
+    metrics = json.loads((cwd / "results/metrics/tiny/deit_s/classify.json").read_text())
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 100.0
-    table = (workflow_copy / "results/tables/main.tex").read_text()
+    table = (cwd / "results/tables/main.tex").read_text()
     assert "\\toprule" in table and "DeiT-S" in table and f"{metrics['top1']:.1f}" in table
     assert "79.9" in table  # the sourced paper value, shown without a delta at the tiny scale
-    mjp = {name: json.loads((workflow_copy / f"results/metrics/tiny/mjp/{name}.json").read_text())
+    mjp = {name: json.loads((cwd / f"results/metrics/tiny/mjp/{name}.json").read_text())
            for name in ("shuffle", "robustness", "pe_probe")}
     assert 0.0 <= mjp["shuffle"]["consistency_agreement"] <= 1.0 and "shuffled_top1_r0.90" in mjp["shuffle"]
     assert mjp["robustness"]["mce"] > 0 and "o_aupr" in mjp["robustness"] and mjp["pe_probe"]["status"] == "ok"
     assert "MJP" in table and f"{mjp['robustness']['mce']:.1f}" in table
     for exp in ("mae", "adpe_abs_coordinate", "adpe_rel_coordinate"):  # the micro AdPE experiments
-        finetune = json.loads((workflow_copy / f"results/metrics/tiny/{exp}/finetune.json").read_text())
-        pretext = json.loads((workflow_copy / f"results/metrics/tiny/{exp}/pretext.json").read_text())
+        finetune = json.loads((cwd / f"results/metrics/tiny/{exp}/finetune.json").read_text())
+        pretext = json.loads((cwd / f"results/metrics/tiny/{exp}/pretext.json").read_text())
         assert 0.0 <= finetune["top1"] <= 100.0 and pretext["val_loss"] > 0
-        assert (workflow_copy / f"results/checkpoints/tiny/pretrain/{exp}/encoder.safetensors").is_file()
+        assert (cwd / f"results/checkpoints/tiny/pretrain/{exp}/encoder.safetensors").is_file()
     assert "AdPE study" in table and f"{finetune['top1']:.1f}" in table
     for name in ("pretrain_curves", "adpe_delta_norms", "adpe_accuracy"):
-        assert (workflow_copy / f"results/figures/tiny/{name}.pdf").stat().st_size > 1000, name
+        assert (cwd / f"results/figures/tiny/{name}.pdf").stat().st_size > 1000, name
     for name in ("training_curves", "shuffle_accuracy", "pe_spectra", "pe_similarity", "mjp_illustration"):
-        assert (workflow_copy / f"results/figures/tiny/{name}.pdf").stat().st_size > 1000, name
-    again = run(["snakemake", "-n", "--cores", "2", "results/tables/main.tex"], workflow_copy)
+        assert (cwd / f"results/figures/tiny/{name}.pdf").stat().st_size > 1000, name
+    again = run(["snakemake", "-n", "--cores", "2", "results/tables/main.tex"], cwd)
     assert "Nothing to be done" in again.stdout + again.stderr
-    run(["snakemake", "--report", "report.html", "results/tables/main.tex"], workflow_copy, timeout=300)
-    assert "training_curves.png" in (workflow_copy / "report.html").read_text(errors="replace")
+    report = tmp_path / "report.html"  # outside the shared run
+    run(["snakemake", "--report", str(report), "results/tables/main.tex"], cwd, timeout=300)
+    assert "training_curves.png" in report.read_text(errors="replace")
 
 
 @pytest.mark.slow
-def test_dvc_repro_and_metrics_diff(workflow_copy):
-    cwd = workflow_copy
+def test_dvc_repro_and_metrics_diff(micro_dag, tmp_path):
+    # a copy of the session's micro run (this test changes it): the first repro records Snakemake's
+    # up-to-date outputs, the seed change below reruns the whole DAG
+    cwd = copy_micro_dag(micro_dag, tmp_path / "workflow")
     run(["git", "init", "-q"], cwd)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init"], cwd)
     run(["dvc", "init", "-q"], cwd)
-    run(["dvc", "repro"], cwd, timeout=900)
+    first = run(["dvc", "repro"], cwd, timeout=900)
+    assert "Nothing to be done" in first.stdout + first.stderr  # DVC records the up-to-date run: no retraining
     run(["git", "add", "-A"], cwd)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline"], cwd)
     # a checkout rewrites checkpoint mtimes: nothing may retrain (evaluations may rerun; they are cheap)

@@ -66,3 +66,16 @@ def test_rule_files_are_snakefmt_formatted():
     proc = run(["snakefmt", "--check", "workflow", "Snakefile"], ROOT, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "would be left unchanged" in proc.stderr + proc.stdout
+
+
+def test_rule_files_compute_their_targets_without_shared_lists():
+    """What main.tex needs is computed (common.smk: table_inputs, figures, run_configs), not appended to
+    module-level lists by each rules file, so no rules file depends on the include order; every figure
+    path comes from the one helper, figure_files."""
+    appended = re.compile(r"^\s*[A-Z][A-Z0-9_]*\.(?:append|extend)\(", re.M)
+    rule_files = sorted((ROOT / "workflow" / "rules").glob("*.smk"))
+    assert [p.name for p in rule_files if appended.search(p.read_text())] == []
+    paths = [p.name for p in rule_files if "results/figures/" in p.read_text()]
+    assert paths == ["common.smk"]
+    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    assert all(f"def {name}():" in common for name in ("table_inputs", "figures", "run_configs"))

@@ -31,6 +31,10 @@ GROUPS = {
     "attack": ("vitpe.attacks.commands", "gradient-inversion attacks and privacy metrics"),
 }
 
+#: commands another layer adds to a group: the attack figures are the report's code (stages never
+#: import the report), run as ``vitpe attack grid-figure`` / ``psnr-figure``
+ADDED = {"attack": ("vitpe.report.commands", "register_attack_figures")}
+
 
 def _version() -> str:
     try:
@@ -48,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = groups.add_parser(name, help=help_text)
         commands = sub.add_subparsers(dest="command", required=True, metavar="COMMAND")
         importlib.import_module(module).register(commands)
+        if name in ADDED:
+            added_module, function = ADDED[name]
+            getattr(importlib.import_module(added_module), function)(commands)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""params.yaml: loading, schema validation and the resolved view each stage needs.
+"""params.yaml: loading, schema validation and scale resolution (the typed runs: vitpe.runs).
 
 One file configures everything (Snakemake's ``configfile`` and DVC's params). The schema lives in
 ``workflow/schemas/params.schema.yaml``; every error names the offending key path.
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,10 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
     Raises ConfigError naming the key.
     """
     written = params.get("scales") if isinstance(params.get("scales"), dict) else {}
-    inherited = {name for name, scale in written.items() if isinstance(scale, dict) and "inherit" in scale}
+    # scales.<name> and scales.<name>.<block> written as {inherit: ...}: their values are copies of a base
+    inherited = {(name,) for name, scale in written.items() if isinstance(scale, dict) and "inherit" in scale}
+    inherited |= {(name, key) for name, scale in written.items() if isinstance(scale, dict) and "inherit" not in scale
+                  for key, block in scale.items() if isinstance(block, dict) and "inherit" in block}
     params = resolve_scales(params, source)
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
     validator = jsonschema.Draft202012Validator(schema)
@@ -37,7 +39,7 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
     def order(err: jsonschema.ValidationError) -> tuple:
         path = list(err.absolute_path)
         # a bad base value shows up in every scale inheriting it: name it where it is written
-        copied = len(path) > 1 and path[0] == "scales" and path[1] in inherited
+        copied = path[:1] == ["scales"] and (tuple(path[1:2]) in inherited or tuple(path[1:3]) in inherited)
         return len(path), copied, err.message
 
     errors = sorted(validator.iter_errors(params), key=order)
@@ -75,6 +77,13 @@ def _check_attacks(params: dict, source: str) -> None:
         if name not in built:
             raise ConfigError(f"{source}: attacks.models names {name!r}, which experiments.supervised does not "
                               f"train (it lists: {', '.join(built)})")
+    for name in attacks["april_models"]:  # trained by the DAG from their supervised: definitions
+        if name not in params["supervised"]:
+            raise ConfigError(f"{source}: attacks.april_models names {name!r}, not defined under supervised: "
+                              f"(defined: {', '.join(sorted(params['supervised']))})")
+        if not params["supervised"][name].get("april"):
+            raise ConfigError(f"{source}: attacks.april_models: supervised.{name} is not APRIL-compatible "
+                              "(set april: true)")
     batch = attacks["threat"]["batch_size"]
     if batch > 1 and (attacks["april_models"] or attacks["closed_form"]):
         # APRIL solves one image's embeddings from the PE gradient (docs/FIDELITY.md rows 39, 43)
@@ -137,40 +146,69 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
 
 
 def resolve_scales(params: dict, source: str = "params.yaml") -> dict:
-    """Expand every scale written as ``inherit: <base>`` plus dotted overrides into a full scale.
+    """Expand what params.yaml writes as a base plus one line per difference, with one mechanism.
 
-    ``scales.smoke: {inherit: paper, supervised.epochs: 1}`` is ``scales.paper`` with one recipe key
-    changed. An override must name a key the base scale has, so a misspelt key fails here instead of
-    silently adding an unused setting. A dict value replaces only the keys it names.
+    ``inherit: <base>`` plus overrides, at two levels:
+
+    - a block of a scale written in full names a sibling block:
+      ``scales.tiny.finetune: {inherit: supervised, epochs: 10}`` is ``scales.tiny.supervised`` with
+      ``epochs`` changed;
+    - a scale names a scale written in full, its blocks resolved first:
+      ``scales.smoke: {inherit: paper, supervised.epochs: 1}`` is ``scales.paper`` with one key changed.
+
+    Override keys may be dotted paths and must name a key the base has, so a misspelt key fails here
+    instead of silently adding an unused setting. A dict value replaces only the keys it names.
     """
     scales = params.get("scales")
-    if not isinstance(scales, dict) or not any(isinstance(s, dict) and "inherit" in s for s in scales.values()):
+    if not isinstance(scales, dict):
         return params
     out = copy.deepcopy(params)
+    written_in_full = [name for name, scale in scales.items() if isinstance(scale, dict) and "inherit" not in scale]
+    for name in written_in_full:
+        out["scales"][name] = _resolve_blocks(scales[name], f"{source}: scales.{name}", f"scales.{name}")
     for name, scale in scales.items():
         if not isinstance(scale, dict) or "inherit" not in scale:
             continue
         base_name = scale["inherit"]
-        base = scales.get(base_name)
-        if not isinstance(base, dict) or "inherit" in base:
-            known = ", ".join(k for k, v in scales.items() if isinstance(v, dict) and "inherit" not in v)
+        if base_name not in written_in_full:
             raise ConfigError(f"{source}: scales.{name}.inherit: {base_name!r} is not a scale written in full "
-                              f"(one of: {known})")
-        resolved = copy.deepcopy(base)
-        for dotted, value in scale.items():
-            if dotted != "inherit":
-                _set_dotted(resolved, dotted, value, f"{source}: scales.{name}", base_name)
-        out["scales"][name] = resolved
+                              f"(one of: {', '.join(written_in_full)})")
+        out["scales"][name] = _inherit(out["scales"][base_name], scale, f"{source}: scales.{name}",
+                                       f"scales.{base_name}")
     return out
 
 
-def _set_dotted(target: dict, dotted: str, value: Any, where: str, base_name: str) -> None:
+def _resolve_blocks(scale: dict, where: str, path: str) -> dict:
+    """A scale whose ``{inherit: <sibling>, ...}`` blocks are expanded from the sibling (itself written in full)."""
+    out = dict(scale)
+    for key, block in scale.items():
+        if not isinstance(block, dict) or "inherit" not in block:
+            continue
+        base_key = block["inherit"]
+        base = scale.get(base_key) if isinstance(base_key, str) else None
+        if not isinstance(base, dict) or "inherit" in base:
+            known = ", ".join(k for k, v in scale.items() if isinstance(v, dict) and "inherit" not in v)
+            raise ConfigError(f"{where}.{key}.inherit: {base_key!r} is not a block of {path} written in full "
+                              f"(one of: {known})")
+        out[key] = _inherit(base, block, f"{where}.{key}", f"{path}.{base_key}")
+    return out
+
+
+def _inherit(base: dict, written: dict, where: str, base_path: str) -> dict:
+    """``base`` with the (dotted) overrides of ``written`` applied, its ``inherit`` key left out."""
+    resolved = copy.deepcopy(base)
+    for dotted, value in written.items():
+        if dotted != "inherit":
+            _set_dotted(resolved, dotted, value, where, base_path)
+    return resolved
+
+
+def _set_dotted(target: dict, dotted: str, value: Any, where: str, base_path: str) -> None:
     keys = dotted.split(".")
     node = target
     for i, key in enumerate(keys):
         if not isinstance(node, dict) or key not in node:
-            raise ConfigError(f"{where}: override {dotted!r}: scales.{base_name} has no key "
-                              f"{'.'.join(keys[: i + 1])!r}")
+            raise ConfigError(f"{where}: override {dotted!r}: {base_path} has no key {'.'.join(keys[: i + 1])!r}")
         if i < len(keys) - 1:
             node = node[key]
     current = node[keys[-1]]
@@ -198,220 +236,14 @@ def _merge(base: dict, override: dict) -> dict:
     return out
 
 
-@dataclass(frozen=True)
-class SupervisedRun:
-    """Everything a supervised training/evaluation job needs, resolved for the active scale."""
-
-    name: str
-    scale: str
-    seed: int
-    model: dict[str, Any]
-    recipe: dict[str, Any]
-    pos_embed: str
-    num_classes: int
-    train_dir: Path
-    val_dir: Path
-    jigsaw: dict[str, Any] | None = None  # resolved MJP / naive-shuffle settings, None: no shuffle
-    dal: dict[str, Any] | None = None  # resolved DAL settings, None: no DAL head
-    unk: dict[str, Any] | None = None  # MJP PE options (pos_embed "mjp" only)
-    first_block: str = "standard"  # "april": block 0 without norm1/residual (supervised.<exp>.april)
-    # fine-tuning / linear probing of a pretrained encoder (vitpe.mae.finetune)
-    protocol: str = "supervised"  # supervised | finetune | linprobe
-    pretrained: str | None = None  # encoder.safetensors the run starts from
-    rpe: dict[str, Any] | None = None  # vitpe.models.irpe.RPEConfig fields, None: no iRPE
-    global_pool: bool = False  # MAE fine-tuning: mean patch token + fc_norm instead of CLS
-
-    @property
-    def pe_options(self) -> dict[str, Any]:
-        return dict(self.unk or {})
+_MOVED_TO_RUNS = ("SupervisedRun", "PretrainRun", "supervised_run", "pretrain_run", "encoder_run", "stage_run",
+                  "dataset_paths", "num_classes")
 
 
-# Faithful defaults of the official MJP code (docs/FIDELITY.md rows 9, 13-16).
-JIGSAW_DEFAULTS = {"ratio": 0.1, "apply_prob": 0.5, "start_epoch": None, "per_sample": False}
-DAL_DEFAULTS = {"head": "nonlinear", "weight": 0.01, "final_ratio": 0.5}
-UNK_DEFAULTS = {"init": "normal", "weight_decay": True}
+def __getattr__(name: str) -> Any:
+    """The run builders live in vitpe.runs; their names stay importable from here."""
+    if name in _MOVED_TO_RUNS:
+        import vitpe.runs
 
-
-def _method_settings(name: str, exp: dict, warmup_epochs: int) -> dict[str, Any]:
-    """The experiment's jigsaw/DAL/unk blocks with defaults filled in, checked against its PE."""
-    where = f"params.yaml: supervised.{name}"
-    jigsaw = dal = unk = None
-    if "jigsaw" in exp:
-        jigsaw = {**JIGSAW_DEFAULTS, **exp["jigsaw"]}
-        if jigsaw["start_epoch"] is None:
-            jigsaw["start_epoch"] = warmup_epochs
-    if "dal" in exp:
-        if exp["pos_embed"] not in ("learnable", "mjp"):
-            raise ConfigError(f"{where}.dal: DAL regresses a learnable PE table; pos_embed is {exp['pos_embed']!r}")
-        dal = {**DAL_DEFAULTS, **exp["dal"]}
-    if exp["pos_embed"] == "mjp":
-        unk = {**UNK_DEFAULTS, **exp.get("unk", {})}
-    elif "unk" in exp:
-        raise ConfigError(f"{where}.unk: only for pos_embed 'mjp', not {exp['pos_embed']!r}")
-    return {"jigsaw": jigsaw, "dal": dal, "unk": unk}
-
-
-# Generated sets (tiny: embedded, smoke: mini) put each dataset in a folder of this name under their root.
-GENERATED_FOLDERS = {"imagenet": "imagenet", "imagenet_c": "imagenet-c", "imagenet_a": "imagenet-a",
-                     "imagenet_o": "imagenet-o", "ade20k": "ade20k", "coco": "coco"}
-
-
-def dataset_paths(params: dict) -> dict[str, Path]:
-    """Roots of every dataset for the active scale (the generated sets mirror the real layouts).
-
-    ``embedded`` (tiny) adds its own attack photographs; ``mini`` (smoke) attacks ImageNet validation
-    images, as the paper scale does.
-    """
-    kind = params["scales"][params["scale"]]["data"]
-    if kind == "real":
-        real = params["data"]["real"]
-        return {k: Path(real[k]) for k in GENERATED_FOLDERS}
-    root = Path(params["data"][kind]["root"])
-    paths = {key: root / folder for key, folder in GENERATED_FOLDERS.items()}
-    if kind == "embedded":
-        paths["attack"] = root / "attack"
-    return paths
-
-
-def num_classes(params: dict) -> int:
-    return params["data"][params["scales"][params["scale"]]["data"]]["num_classes"]
-
-
-def supervised_run(params: dict, name: str) -> SupervisedRun:
-    if name not in params["supervised"]:
-        raise ConfigError(f"params.yaml: unknown supervised experiment {name!r} (known: {', '.join(sorted(params['supervised']))})")
-    exp = params["supervised"][name]
-    scale = params["scales"][params["scale"]]
-    recipe = _recipe(scale["supervised"], exp.get("recipe", {}), f"supervised.{name}.recipe")
-    paths = dataset_paths(params)
-    return SupervisedRun(
-        name=name,
-        scale=params["scale"],
-        seed=params["seed"],
-        model=dict(scale["model"]),
-        recipe=recipe,
-        pos_embed=exp["pos_embed"],
-        num_classes=num_classes(params),
-        train_dir=paths["imagenet"] / "train",
-        val_dir=paths["imagenet"] / "val",
-        **_method_settings(name, exp, recipe["warmup_epochs"]),
-        first_block="april" if exp.get("april") else "standard",
-    )
-
-
-# --- pretraining (MAE, MAE+, AdPE) and the runs built on its encoders -------------------------------
-
-# Faithful defaults (docs/FIDELITY.md rows 54, 56-58): the whole-tensor L2 ball of radius 1.0, the RPE
-# embedding δ shared by all buckets (a no-op), the official interpolation, unscaled-q RPE at fine-tuning.
-ADVERSARY_DEFAULTS = {"norm": "l2", "eps": 1.0, "per_bucket": False}
-RPE_DEFAULTS = {"interp_variant": "faithful", "finetune_scale_rpe_query": False}
-# params / weights-metadata name of an RPE -> its lookup (vitpe.models.irpe.RPEConfig.lookup)
-RPE_LOOKUPS = {"irpe": "discrete", "irpe_interp": "interp"}
-RPE_KINDS = {lookup: kind for kind, lookup in RPE_LOOKUPS.items()}
-
-
-@dataclass(frozen=True)
-class PretrainRun:
-    """One MAE / MAE+ / AdPE pretraining run, resolved for the active scale."""
-
-    name: str
-    scale: str
-    seed: int
-    method: str  # mae | mae_plus
-    model: dict[str, Any]  # the encoder at the pretraining input size (MAE+: the crop size)
-    decoder: dict[str, Any]
-    recipe: dict[str, Any]
-    crops: dict[str, Any]  # num_crops, crop_size, crop_scale
-    train_dir: Path
-    rpe: dict[str, Any] | None = None  # RPEConfig fields used in pretraining
-    adversary: dict[str, Any] | None = None  # {target: absolute|relative, mode, norm, eps, per_bucket}
-
-
-def _pretrain_exp(params: dict, name: str) -> dict:
-    if name not in params.get("pretrain", {}):
-        known = ", ".join(sorted(params.get("pretrain", {}))) or "none"
-        raise ConfigError(f"params.yaml: unknown pretraining experiment {name!r} (known: {known})")
-    return params["pretrain"][name]
-
-
-def _rpe_settings(name: str, exp: dict) -> tuple[dict | None, dict]:
-    """(pretraining RPEConfig fields or None, the RPE options incl. the fine-tune ones)."""
-    options = {**RPE_DEFAULTS, **exp.get("rpe_options", {})}
-    kind = exp.get("rpe")
-    if kind is None:
-        if "rpe_options" in exp:
-            raise ConfigError(f"params.yaml: pretrain.{name}.rpe_options given without rpe")
-        return None, options
-    return {"lookup": RPE_LOOKUPS[kind], "adversary": None, "interp_variant": options["interp_variant"],
-            "scale_rpe_query": True}, options
-
-
-def _recipe(base: dict, override: dict, where: str) -> dict:
-    unknown = set(override) - set(base)
-    if unknown:
-        raise ConfigError(f"params.yaml: unknown key {sorted(unknown)[0]!r} under {where}")
-    return _merge(base, override)
-
-
-def pretrain_run(params: dict, name: str) -> PretrainRun:
-    exp = _pretrain_exp(params, name)
-    scale = params["scales"][params["scale"]]["pretrain"]
-    recipe = _recipe(scale["recipe"], exp.get("recipe", {}), f"pretrain.{name}.recipe")
-    method = exp["method"]
-    model = {**scale["model"], **exp.get("model", {})}
-    crops = dict(scale[method])
-    if method == "mae_plus":
-        model["img_size"] = crops["crop_size"]  # MAE+ encodes the low-resolution crops
-    else:
-        crops = {"num_crops": 1, "crop_size": model["img_size"], **crops}
-    rpe, _ = _rpe_settings(name, exp)
-    adversary = None
-    if "adversary" in exp:
-        where = f"params.yaml: pretrain.{name}"
-        if method != "mae_plus":
-            raise ConfigError(f"{where}.adversary: AdPE extends MAE+ (method mae_plus), not {method!r}")
-        adversary = {**ADVERSARY_DEFAULTS, **exp["adversary"], "target": "relative" if rpe else "absolute"}
-        if rpe is not None:
-            if adversary["mode"] == "coordinate" and rpe["lookup"] != "interp":
-                raise ConfigError(f"{where}: the RPE coordinate adversary needs rpe: irpe_interp")
-            if adversary["mode"] == "embedding" and rpe["lookup"] != "discrete":
-                raise ConfigError(f"{where}: the RPE embedding adversary needs rpe: irpe")
-            per_bucket = adversary["mode"] == "embedding" and adversary["per_bucket"]
-            rpe = {**rpe, "adversary": "embedding_per_bucket" if per_bucket else adversary["mode"]}
-    return PretrainRun(
-        name=name, scale=params["scale"], seed=params["seed"], method=method, model=model,
-        decoder=dict(scale["decoder"]), recipe=recipe, crops=crops,
-        train_dir=dataset_paths(params)["imagenet"] / "train", rpe=rpe, adversary=adversary,
-    )
-
-
-def encoder_run(params: dict, name: str, protocol: str, pretrained: str | None = None) -> SupervisedRun:
-    """Fine-tuning (``finetune``) or linear probing (``linprobe``) of pretraining experiment ``name``.
-
-    A supervised run on the scale's ``finetune`` / ``linprobe`` recipe with the pretraining
-    encoder's architecture at the full input size, its PE learnable (MAE: pos_embed is loaded and
-    stays learnable), the matching iRPE (docs/FIDELITY.md row 57) and, for fine-tuning, global pooling.
-    """
-    if protocol not in ("finetune", "linprobe"):
-        raise ConfigError(f"unknown protocol {protocol!r} (finetune or linprobe)")
-    exp = _pretrain_exp(params, name)
-    scale = params["scales"][params["scale"]]
-    recipe = _recipe(scale[protocol], exp.get(f"{protocol}_recipe", {}), f"pretrain.{name}.{protocol}_recipe")
-    rpe, options = _rpe_settings(name, exp)
-    if rpe is not None:
-        # docs/FIDELITY.md row 58: the official fine-tune attention adds the RPE term with unscaled q;
-        # linear probing has no official code and keeps the pretraining attention.
-        rpe = {**rpe, "scale_rpe_query": options["finetune_scale_rpe_query"] if protocol == "finetune" else True}
-    paths = dataset_paths(params)
-    return SupervisedRun(
-        name=name, scale=params["scale"], seed=params["seed"],
-        model={**scale["pretrain"]["model"], **exp.get("model", {})}, recipe=recipe,
-        pos_embed="learnable", num_classes=num_classes(params),
-        train_dir=paths["imagenet"] / "train", val_dir=paths["imagenet"] / "val",
-        protocol=protocol, pretrained=pretrained, rpe=rpe, global_pool=protocol == "finetune",
-    )
-
-
-def stage_run(params: dict, stage: str, name: str) -> SupervisedRun:
-    """The classifier a workflow stage trains: ``supervised``, ``finetune`` or ``linprobe``."""
-    return supervised_run(params, name) if stage == "supervised" else encoder_run(params, name, stage)
+        return getattr(vitpe.runs, name)
+    raise AttributeError(f"module 'vitpe.config' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash or a kill never leaves a half-written file at the final path.
+"""JSON reads that fail with one line naming the file, and atomic writes: a crash or a kill never
+leaves a half-written file at the final path.
 
 Snakemake and DVC treat an existing output as finished, so every result is written to a temporary
 file in the same directory and renamed into place (rename is atomic on POSIX filesystems). The
@@ -16,6 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from vitpe.errors import DataError
 
 
 def current_umask() -> int:
@@ -63,6 +66,27 @@ def atomic_path(path: str | os.PathLike, keep_extension: bool = False) -> Iterat
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def read_json(path: str | os.PathLike, what: str, require_object: bool = False) -> Any:
+    """The JSON document at ``path``, or a DataError of one line naming the file and ``what`` it should
+    hold (e.g. "metrics file") when it is missing, unreadable, not JSON or (``require_object``) not an
+    object."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+        raise DataError(f"{path}: {what} is not readable ({reason})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); expected the {what}") from None
+    if require_object and not isinstance(doc, dict):
+        raise DataError(f"{path}: expected a JSON object ({what}), found {type(doc).__name__}")
+    return doc
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -1,27 +1,11 @@
 # Gradient-inversion attacks (docs/FIDELITY.md rows 38-49): every trained model on the attack images,
 # per-image tables, paired per-image comparisons, the reconstruction grids and the PSNR distributions.
 # One job per model runs all of its attacks at the tiny scale (start-up dominates there).
+# The attacked models (ATTACK_SUPERVISED, ATTACK_FINETUNED, ATTACK_APRIL, ATTACKED) are listed in common.smk.
 # `snakemake --lint` flags "mixed rules and functions" here: the helpers below read the attack settings
 # this file derives (ATTACK_*), so they stay next to the only rules that use them.
 import json as _json
 
-ATTACK_CFG = config.get("attacks", {})
-ATTACK_SUPERVISED = ATTACK_CFG.get("models", [])
-ATTACK_APRIL = ATTACK_CFG.get("april_models", [])
-# fine-tuned classifiers exist only for pretraining experiments the DAG builds (pretrain.smk)
-ATTACK_FINETUNED = [e for e in ATTACK_CFG.get("finetuned", []) if e in config["experiments"].get("pretrain", [])]
-ATTACKED = ATTACK_SUPERVISED + ATTACK_FINETUNED + ATTACK_APRIL
-for _exp in ATTACK_SUPERVISED + ATTACK_APRIL:  # one clear line before any job starts
-    if _exp not in config["supervised"]:
-        sys.exit(f"error: params.yaml (with --config overrides): attacks lists {_exp!r}, not defined under supervised:")
-for _exp in ATTACK_APRIL:
-    if not config["supervised"][_exp].get("april"):
-        sys.exit(
-            f"error: params.yaml (with --config overrides): attacks.april_models: supervised.{_exp} "
-            "is not APRIL-compatible (set april: true)"
-        )
-# the APRIL variants train through rule train_supervised; it needs their run configs
-RUN_CONFIGS.extend(("supervised", exp) for exp in ATTACK_APRIL if exp not in SUPERVISED)
 # rerun the attacks when any attack setting changes (a plain string: Snakemake compares it)
 ATTACK_SETTINGS = _json.dumps({"attacks": ATTACK_CFG, "scale": config["scales"][SCALE].get("attacks")}, sort_keys=True)
 
@@ -42,16 +26,6 @@ def attack_table(exp):
 
 def attack_recon(exp):
     return f"results/attacks/{SCALE}/{exp}/reconstructions.safetensors"
-
-
-PAIRED = f"results/metrics/{SCALE}/attacks/paired.json"
-if ATTACKED:
-    TABLE_INPUTS.extend([f"results/metrics/{SCALE}/{exp}/attacks.json" for exp in ATTACKED] + [PAIRED])
-    FIGURES.append("attack_psnr")
-if ATTACK_SUPERVISED or ATTACK_FINETUNED:
-    FIGURES.append("attack_grid")
-if ATTACK_APRIL:
-    FIGURES.append("attack_grid_april")
 
 
 # Each job attacks one share of a model's images (scales.<scale>.attacks.jobs, at most one per client
@@ -134,7 +108,7 @@ if ATTACK_WHOLE:
         input:
             unpack(attack_inputs),
         output:
-            metrics=f"results/metrics/{SCALE}/{{exp}}/attacks.json",
+            metrics=metrics_file("{exp}", "attacks"),
             table=attack_table("{exp}"),
             recon=attack_recon("{exp}"),
         log:
@@ -182,7 +156,7 @@ if ATTACK_SPLIT:
             tables=attack_job_files("images.csv"),
             recons=attack_job_files("reconstructions.safetensors"),
         output:
-            metrics=f"results/metrics/{SCALE}/{{exp}}/attacks.json",
+            metrics=metrics_file("{exp}", "attacks"),
             table=attack_table("{exp}"),
             recon=attack_recon("{exp}"),
         log:
@@ -199,7 +173,7 @@ rule attack_compare:
     input:
         [attack_table(exp) for exp in ATTACKED],
     output:
-        PAIRED,
+        ATTACK_PAIRED,
     log:
         f"results/logs/{SCALE}/attacks/compare.log",
     localrule: True

@@ -4,8 +4,9 @@ import os
 import shlex
 import sys
 
-from vitpe.config import dataset_paths, validate_params
+from vitpe.config import validate_params
 from vitpe.errors import ConfigError
+from vitpe.runs import dataset_paths, stage_record
 
 try:  # one clear line and a non-zero exit before any job starts; inherited scales written out in full
     config.update(validate_params(config, "params.yaml (with --config overrides)"))
@@ -18,7 +19,18 @@ except ConfigError as exc:
 os.environ["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", "")))
 
 SCALE = config["scale"]
+# What the DAG builds: the experiments and attacks sections, validated above. The rules files build
+# these; table_inputs(), figures() and run_configs() below list what results/tables/main.tex needs.
 SUPERVISED = config["experiments"]["supervised"]
+PRETRAIN = config["experiments"].get("pretrain", [])
+TRANSFER = config["experiments"].get("transfer", [])
+TRANSFER_TASKS = ["ade20k", "coco"]
+ATTACK_CFG = config.get("attacks", {})
+ATTACK_SUPERVISED = ATTACK_CFG.get("models", [])
+ATTACK_APRIL = ATTACK_CFG.get("april_models", [])
+# fine-tuned classifiers exist only for pretraining experiments the DAG builds (pretrain.smk)
+ATTACK_FINETUNED = [e for e in ATTACK_CFG.get("finetuned", []) if e in PRETRAIN]
+ATTACKED = ATTACK_SUPERVISED + ATTACK_FINETUNED + ATTACK_APRIL
 # Every job gets the configuration the DAG was built from: params.yaml plus Snakemake's own
 # --config/--configfile overrides (the slurm profile sets scale=paper), passed as --set KEY=JSON.
 # Rule shell commands use it directly, which `snakemake --lint` flags ("uses variable PARAMS from
@@ -46,7 +58,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from vitpe.config import encoder_run, pretrain_run, supervised_run
+from vitpe.runs import encoder_run, pretrain_run, supervised_run
 
 
 def _profile_defaults():
@@ -197,9 +209,9 @@ def training_images(stage, exp):
         workload = stage
     recipe = run.recipe
     per_epoch = IMAGENET_TRAIN_IMAGES
-    if recipe.get("steps_per_epoch"):  # epochs cut to a number of steps
-        per_epoch = min(per_epoch, recipe["steps_per_epoch"] * recipe["batch_size"])
-    return recipe["epochs"] * per_epoch, run.model, workload
+    if recipe.steps_per_epoch:  # epochs cut to a number of steps
+        per_epoch = min(per_epoch, recipe.steps_per_epoch * recipe.batch_size)
+    return recipe.epochs * per_epoch, run.model, workload
 
 
 @functools.cache
@@ -208,7 +220,7 @@ def job_size(kind, stage, exp):
     base = JOBS[SCALE][kind]
     images, model, name = training_images(stage, exp)
     work = WORKLOADS[name]
-    rate = work.images_per_s * work.depth * work.embed_dim**2 / (model["depth"] * model["embed_dim"] ** 2)
+    rate = work.images_per_s * work.depth * work.embed_dim**2 / (model.depth * model.embed_dim**2)
 
     def minutes(gpus):
         return START_MIN + SAFETY * images / (rate * gpus * base["nodes"]) / 60
@@ -283,12 +295,6 @@ def launcher(kind):
     return launch
 
 
-# What results/tables/main.tex needs, gathered from every rules file: each study appends its metrics
-# JSON and the figures it makes (main.tex is the main target, so asking for it builds everything).
-TABLE_INPUTS = []
-FIGURES = []
-
-
 def data_ready():
     """The file that proves the active scale's datasets exist and pass `vitpe data check`."""
     return f"results/checks/{SCALE}/data.json"
@@ -308,32 +314,30 @@ def eval_rule_inputs(wc):
     return {"weights": ckpt("supervised", wc.exp), "data": data_ready(), "run_config": run_config(wc.exp)}
 
 
-def figure_files(name):
-    """A figure's .png and .pdf under results/figures/<scale>/."""
-    return multiext(f"results/figures/{SCALE}/{name}", ".png", ".pdf")
+def metrics_file(exp, kind):
+    """results/metrics/<scale>/<exp>/<kind>.json: one evaluation's flat metrics (DVC metrics, table input)."""
+    return f"results/metrics/{SCALE}/{exp}/{kind}.json"
+
+
+ATTACK_PAIRED = metrics_file("attacks", "paired")  # the paired per-image comparisons (attack_compare)
+
+
+FIGURES_DIR = f"results/figures/{SCALE}"
+
+
+def figure_files(name, csv=False, **report_flags):
+    """A figure's outputs in FIGURES_DIR, named png and pdf, and csv (the data of a curve, for `dvc plots`)
+    with `csv`. `report_flags` (caption, category) put the .png into `snakemake --report`."""
+    files = multiext(f"{FIGURES_DIR}/{name}", png=".png", pdf=".pdf", **({"csv": ".csv"} if csv else {}))
+    if report_flags:
+        files[0] = report(files[0], **report_flags)
+    return files
 
 
 def dataset_image_dir():
     """Where figures take a real image from: the embedded photographs, or the ImageNet validation set."""
     paths = dataset_paths(config)
     return str(paths.get("attack", paths["imagenet"] / "val"))
-
-
-def trained_with(exp, stage="supervised"):
-    """What a checkpoint of `stage` depends on: the experiment, the recipe it runs, the seed, the data.
-
-    Only the scale keys the stage reads, so adding or changing another stage retrains nothing here.
-    """
-    scale = config["scales"][SCALE]
-    if stage == "supervised":
-        settings = {"experiment": config["supervised"][exp], "model": scale["model"], "recipe": scale["supervised"]}
-    elif stage == "pretrain":
-        settings = {"experiment": config["pretrain"][exp], "pretrain": scale["pretrain"]}
-    elif stage.startswith("transfer_"):  # transfer_<task>: the encoder itself is a rule input
-        settings = {"recipe": scale.get("transfer", {}).get(stage[len("transfer_") :])}
-    else:  # finetune / linprobe of a pretraining experiment
-        settings = {"experiment": config["pretrain"][exp], "model": scale["pretrain"]["model"], "recipe": scale[stage]}
-    return {**settings, "seed": config["seed"], "data": scale["data"]}
 
 
 def run_config(exp, stage="supervised"):
@@ -348,16 +352,52 @@ def run_config(exp, stage="supervised"):
     return f"results/configs/{SCALE}/{folder}{exp}.json"
 
 
-# (stage, experiment) pairs whose run configs the workflow writes; rules files add theirs
-RUN_CONFIGS = [("supervised", exp) for exp in SUPERVISED]
+def run_configs():
+    """(stage, experiment) of every checkpoint the DAG trains, whose run config the workflow writes."""
+    # the APRIL variants train through rule train_supervised too (attacks.smk attacks them)
+    supervised = SUPERVISED + [exp for exp in ATTACK_APRIL if exp not in SUPERVISED]
+    return (
+        [("supervised", exp) for exp in supervised]
+        + [(stage, exp) for exp in PRETRAIN for stage in ("pretrain", "finetune", "linprobe")]
+        + [(f"transfer_{task}", exp) for task in TRANSFER_TASKS for exp in TRANSFER]
+    )
+
+
+def table_inputs():
+    """Every metrics JSON results/tables/main.tex reads, study by study."""
+    return (
+        [metrics_file(exp, kind) for exp in SUPERVISED for kind in ("classify", "shuffle", "robustness", "pe_probe")]
+        + [metrics_file(exp, kind) for exp in PRETRAIN for kind in ("pretext", "finetune", "linprobe")]
+        + [metrics_file(exp, task) for exp in TRANSFER for task in TRANSFER_TASKS]
+        + ([metrics_file(exp, "attacks") for exp in ATTACKED] + [ATTACK_PAIRED] if ATTACKED else [])
+    )
+
+
+def figures():
+    """The .png of every figure the studies switched on make (their rules: report.smk, mjp.smk, pretrain.smk,
+    attacks.smk); main.tex waits for them, so asking for it builds every figure."""
+    names = ["training_curves", "shuffle_accuracy", "pe_spectra", "pe_similarity", "mjp_illustration"]
+    if PRETRAIN:
+        names += ["pretrain_curves", "adpe_delta_norms", "adpe_accuracy"]
+    if ATTACKED:
+        names.append("attack_psnr")
+    if ATTACK_SUPERVISED or ATTACK_FINETUNED:
+        names.append("attack_grid")
+    if ATTACK_APRIL:
+        names.append("attack_grid_april")
+    return [f"{FIGURES_DIR}/{name}.png" for name in names]
 
 
 def _write_run_configs():
-    for stage, exp in RUN_CONFIGS:
+    for stage, exp in run_configs():
         path = run_config(exp, stage)
-        text = json.dumps(trained_with(exp, stage), sort_keys=True, indent=1) + "\n"
+        # the run's dependency record (vitpe.runs): also its resume fingerprint and weights metadata
+        text = json.dumps(stage_record(config, stage, exp), sort_keys=True, indent=1) + "\n"
         if not os.path.exists(path) or open(path).read() != text:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path + ".tmp", "w") as f:
                 f.write(text)
             os.replace(path + ".tmp", path)
+
+
+_write_run_configs()

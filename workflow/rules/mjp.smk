@@ -2,21 +2,11 @@
 # the MJP figures. Each evaluation writes one flat metrics JSON (DVC metrics, table input).
 
 
-TABLE_INPUTS.extend(
-    expand(
-        f"results/metrics/{SCALE}/{{exp}}/{{kind}}.json",
-        exp=SUPERVISED,
-        kind=["classify", "shuffle", "robustness", "pe_probe"],
-    )
-)
-FIGURES.extend(["training_curves", "shuffle_accuracy", "pe_spectra", "pe_similarity", "mjp_illustration"])
-
-
 rule eval_shuffle:
     input:
         unpack(eval_rule_inputs),
     output:
-        f"results/metrics/{SCALE}/{{exp}}/shuffle.json",
+        metrics_file("{exp}", "shuffle"),
     log:
         f"results/logs/{SCALE}/supervised/{{exp}}/eval_shuffle.log",
     resources:
@@ -34,7 +24,7 @@ rule eval_robustness:
     input:
         unpack(eval_rule_inputs),
     output:
-        f"results/metrics/{SCALE}/{{exp}}/robustness.json",
+        metrics_file("{exp}", "robustness"),
     log:
         f"results/logs/{SCALE}/supervised/{{exp}}/eval_robustness.log",
     resources:
@@ -50,7 +40,7 @@ rule eval_pe_probe:
     input:
         unpack(eval_rule_inputs),
     output:
-        f"results/metrics/{SCALE}/{{exp}}/pe_probe.json",
+        metrics_file("{exp}", "pe_probe"),
     log:
         f"results/logs/{SCALE}/supervised/{{exp}}/eval_pe_probe.log",
     localrule: True  # a least-squares fit on a 197-row table: seconds on the submit host
@@ -61,7 +51,7 @@ rule eval_pe_probe:
 
 rule figure_shuffle_accuracy:
     input:
-        expand(f"results/metrics/{SCALE}/{{exp}}/shuffle.json", exp=SUPERVISED),
+        [metrics_file(exp, "shuffle") for exp in SUPERVISED],
     output:
         figure_files("shuffle_accuracy"),
     log:
@@ -73,7 +63,7 @@ rule figure_shuffle_accuracy:
 
 rule figure_pe_spectra:
     input:
-        expand(f"results/metrics/{SCALE}/{{exp}}/pe_probe.json", exp=SUPERVISED),
+        [metrics_file(exp, "pe_probe") for exp in SUPERVISED],
     output:
         figure_files("pe_spectra"),
     log:

@@ -1,14 +1,6 @@
 # MAE / MAE+ / AdPE pretraining, then fine-tuning and linear probing of every pretrained encoder
 # (docs/FIDELITY.md rows 50-66), their evaluations and the AdPE figures.
 
-PRETRAIN = config["experiments"].get("pretrain", [])
-RUN_CONFIGS.extend((stage, exp) for exp in PRETRAIN for stage in ("pretrain", "finetune", "linprobe"))
-TABLE_INPUTS.extend(
-    expand(f"results/metrics/{SCALE}/{{exp}}/{{kind}}.json", exp=PRETRAIN, kind=["pretext", "finetune", "linprobe"])
-)
-if PRETRAIN:
-    FIGURES.extend(["pretrain_curves", "adpe_delta_norms", "adpe_accuracy"])
-
 
 rule train_pretrain:
     input:
@@ -61,7 +53,7 @@ rule eval_encoder_protocol:
         weights=f"results/checkpoints/{SCALE}/{{protocol}}/{{exp}}/model.safetensors",
         data=data_ready(),
     output:
-        f"results/metrics/{SCALE}/{{exp}}/{{protocol}}.json",
+        metrics_file("{exp}", "{protocol}"),
     log:
         f"results/logs/{SCALE}/{{protocol}}/{{exp}}/eval_classify.log",
     wildcard_constraints:
@@ -81,7 +73,7 @@ rule eval_pretext:
         curve=f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl",
         data=data_ready(),
     output:
-        f"results/metrics/{SCALE}/{{exp}}/pretext.json",
+        metrics_file("{exp}", "pretext"),
     log:
         f"results/logs/{SCALE}/pretrain/{{exp}}/eval_pretext.log",
     resources:
@@ -97,9 +89,7 @@ rule figure_pretrain_curves:
     input:
         expand(f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl", exp=PRETRAIN),
     output:
-        png=f"results/figures/{SCALE}/pretrain_curves.png",
-        pdf=f"results/figures/{SCALE}/pretrain_curves.pdf",
-        csv=f"results/figures/{SCALE}/pretrain_curves.csv",  # for `dvc plots`
+        figure_files("pretrain_curves", csv=True),
     log:
         f"results/logs/report/pretrain_curves_{SCALE}.log",
     localrule: True
@@ -121,8 +111,8 @@ rule figure_adpe_delta_norms:
 
 rule figure_adpe_accuracy:
     input:
-        finetune=expand(f"results/metrics/{SCALE}/{{exp}}/finetune.json", exp=PRETRAIN),
-        linprobe=expand(f"results/metrics/{SCALE}/{{exp}}/linprobe.json", exp=PRETRAIN),
+        finetune=[metrics_file(exp, "finetune") for exp in PRETRAIN],
+        linprobe=[metrics_file(exp, "linprobe") for exp in PRETRAIN],
     output:
         figure_files("adpe_accuracy"),
     log:

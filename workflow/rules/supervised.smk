@@ -27,7 +27,7 @@ rule eval_classify:
     input:
         weights=ckpt("supervised", "{exp}"),
     output:
-        f"results/metrics/{SCALE}/{{exp}}/classify.json",
+        metrics_file("{exp}", "classify"),
     log:
         f"results/logs/{SCALE}/supervised/{{exp}}/eval_classify.log",
     resources:

@@ -1,13 +1,7 @@
 # Downstream transfer of pretrained encoders (docs/FIDELITY.md rows 24-37): ADE20K semantic segmentation
 # (UperNet, mmseg) and COCO instance segmentation (Mask R-CNN with a ViTDet backbone, mmdet).
-
-TRANSFER = config["experiments"].get("transfer", [])
-TRANSFER_TASKS = ["ade20k", "coco"]
-TABLE_INPUTS.extend(expand(f"results/metrics/{SCALE}/{{exp}}/{{task}}.json", exp=TRANSFER, task=TRANSFER_TASKS))
-
-
-# the recipe a transfer run depends on (a new encoder reruns it through the encoder input)
-RUN_CONFIGS.extend((f"transfer_{task}", exp) for task in TRANSFER_TASKS for exp in TRANSFER)
+# Every experiments.transfer encoder on both TRANSFER_TASKS (common.smk); a run's config holds the recipe
+# it depends on (a new encoder reruns it through the encoder input).
 
 
 rule transfer_ade20k:
@@ -16,7 +10,7 @@ rule transfer_ade20k:
         data=data_ready(),
         run_config=lambda wc: run_config(wc.exp, "transfer_ade20k"),
     output:
-        metrics=f"results/metrics/{SCALE}/{{exp}}/ade20k.json",
+        metrics=metrics_file("{exp}", "ade20k"),
         weights=f"results/checkpoints/{SCALE}/transfer/{{exp}}/ade20k/model.safetensors",
     log:
         f"results/logs/{SCALE}/transfer/{{exp}}/ade20k.log",
@@ -39,7 +33,7 @@ rule transfer_coco:
         data=data_ready(),
         run_config=lambda wc: run_config(wc.exp, "transfer_coco"),
     output:
-        metrics=f"results/metrics/{SCALE}/{{exp}}/coco.json",
+        metrics=metrics_file("{exp}", "coco"),
         weights=f"results/checkpoints/{SCALE}/transfer/{{exp}}/coco/model.safetensors",
     log:
         f"results/logs/{SCALE}/transfer/{{exp}}/coco.log",

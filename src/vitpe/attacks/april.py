@@ -27,6 +27,7 @@ from torch import nn
 
 from vitpe.attacks.threat import ClientUpdate, named_param
 from vitpe.errors import ConfigError
+from vitpe.models.patches import unpatchify
 
 PE_NAMES = ("pe.table", "pos_embed")
 QKV_NAMES = ("blocks.0.attn.qkv.weight",)
@@ -67,7 +68,9 @@ def _grad(update: ClientUpdate, name: str) -> torch.Tensor:
 
 
 def pe_and_token_gradient(model: nn.Module, update: ClientUpdate) -> tuple[torch.Tensor, torch.Tensor]:
-    """(PE table [1 + N, d], its gradient [1 + N, d]) in float64."""
+    """(PE table [1 + N, d], its gradient [1 + N, d]) in float64; the gradient is dL/dz of one image only."""
+    if update.fed.shape[0] != 1:
+        raise ConfigError(f"the APRIL closed form needs batch size 1, got {update.fed.shape[0]}")
     name, table = named_param(model, *PE_NAMES)
     return table.detach().double().cpu().reshape(-1, table.shape[-1]), _grad(update, name).reshape(-1, table.shape[-1])
 
@@ -100,19 +103,16 @@ def invert_patch_embedding(model: nn.Module, embeddings: torch.Tensor, solver: s
     return flat.reshape(-1, *w.shape[1:])
 
 
-def patches_to_image(patches: torch.Tensor, grid: int) -> torch.Tensor:
-    """[N, C, P, P] row-major patches -> [1, C, grid·P, grid·P]."""
-    n, c, p, _ = patches.shape
-    return patches.reshape(grid, grid, c, p, p).permute(2, 0, 3, 1, 4).reshape(1, c, grid * p, grid * p)
+def patches_to_image(patches: torch.Tensor) -> torch.Tensor:
+    """[N, C, P, P] row-major patches of a square grid -> [1, C, H, W]."""
+    return unpatchify(patches.flatten(1)[None], patches.shape[-1])
 
 
 def april_closed_form(model: nn.Module, update: ClientUpdate, known_cls: bool = True,
                       solver: str = "gelsd", rcond: float | str | None = "auto") -> ClosedFormResult:
     """APRIL as published: every patch position solved from the PE gradient, no knowledge of MJP."""
-    if update.fed.shape[0] != 1:
-        raise ConfigError(f"the APRIL closed form needs batch size 1, got {update.fed.shape[0]}")
-    rcond = resolve_rcond(rcond, update)
     table, grad = pe_and_token_gradient(model, update)
+    rcond = resolve_rcond(rcond, update)
     moment = attention_moment(model, update)
     if known_cls:
         moment = moment - torch.outer(grad[0], cls_input(model, table))
@@ -120,8 +120,7 @@ def april_closed_form(model: nn.Module, update: ClientUpdate, known_cls: bool = 
     else:
         tokens = solve_tokens(grad, moment, solver, rcond)[1:]
     patches = invert_patch_embedding(model, tokens - table[1:], solver, rcond)
-    grid = int(round(patches.shape[0] ** 0.5))
-    image = patches_to_image(patches, grid).to(update.fed.dtype)
+    image = patches_to_image(patches).to(update.fed.dtype)
     rank = int(torch.linalg.matrix_rank(grad[1:] if known_cls else grad))
     return ClosedFormResult(image, torch.ones(patches.shape[0], dtype=torch.bool),
                             {"pe_grad_rank": rank, "unknowns": grad.shape[0] - int(known_cls)})

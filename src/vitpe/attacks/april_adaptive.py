@@ -40,10 +40,8 @@ def dal_table_gradient(model: nn.Module, keep: torch.Tensor, weight: float) -> t
 def april_adaptive(model: nn.Module, update: ClientUpdate, known_cls: bool = True, solver: str = "gelsd",
                    use_unk_row: bool = True, rel_tol: float = 1e-12,
                    rcond: float | str | None = "auto") -> ClosedFormResult:
-    if update.fed.shape[0] != 1:
-        raise ConfigError(f"the APRIL closed form needs batch size 1, got {update.fed.shape[0]}")
-    rcond = resolve_rcond(rcond, update)
     table, grad = pe_and_token_gradient(model, update)
+    rcond = resolve_rcond(rcond, update)
     n = grad.shape[0] - 1
     detected = detect_unknown_rows(update, model, rel_tol)
     shuffled = torch.zeros(n, dtype=torch.bool) if detected is None else detected.cpu()
@@ -77,7 +75,6 @@ def april_adaptive(model: nn.Module, update: ClientUpdate, known_cls: bool = Tru
         patches[shuffled] = mean_patch
     else:
         patches[shuffled] = 0.0  # the normalised-space mean colour
-    grid = int(round(n ** 0.5))
-    image = patches_to_image(patches, grid).to(update.fed.dtype)
+    image = patches_to_image(patches).to(update.fed.dtype)
     return ClosedFormResult(image, kept.clone(), {"detected_shuffled": int(shuffled.sum()),
                                                   "used_unk_row": unk_value is not None})

@@ -17,10 +17,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from vitpe.attacks.registry import attack_class
 from vitpe.errors import ConfigError
-
-#: the optimisation attacks (closed forms cost seconds and are left out of the estimate)
-OPTIMISATION = ("inverting_gradients", "gradvit")
+from vitpe.models.spec import ViTSpec
 
 
 def job_ranges(count: int, batch_size: int, jobs: int) -> list[range]:
@@ -72,21 +71,22 @@ OPS_PER_BLOCK = 861
 FLOPS_PER_FORWARD = 7.2
 
 
-def vit_forward_flops(model: Mapping) -> float:
+def vit_forward_flops(model: ViTSpec | Mapping) -> float:
     """FLOPs (multiply-adds x 2) of one image through the ViT: patch embedding, then per block the qkv,
     projection and MLP matmuls and the two attention products over 1 + N tokens."""
-    grid = model["img_size"] // model["patch_size"]
-    tokens, dim = grid * grid + 1, model["embed_dim"]
-    hidden = int(dim * model["mlp_ratio"])
-    patch = 2 * grid * grid * 3 * model["patch_size"] ** 2 * dim
+    spec = ViTSpec.of(model)
+    grid = spec.img_size // spec.patch_size
+    tokens, dim = grid * grid + 1, spec.embed_dim
+    hidden = int(dim * spec.mlp_ratio)
+    patch = 2 * grid * grid * 3 * spec.patch_size ** 2 * dim
     block = 2 * tokens * dim * (3 * dim + dim + 2 * hidden) + 2 * 2 * tokens * tokens * dim
-    return patch + model["depth"] * block
+    return patch + spec.depth * block
 
 
-def iteration_seconds(model: Mapping, images: int, device: DeviceCost) -> float:
+def iteration_seconds(model: ViTSpec | Mapping, images: int, device: DeviceCost) -> float:
     """Modelled time of one objective iteration over ``images`` images (the vmapped operation count, an
     overestimate by about 20 % for the one-image autograd path)."""
-    ops = OPS_FIXED + OPS_PER_BLOCK * model["depth"]
+    ops = OPS_FIXED + OPS_PER_BLOCK * ViTSpec.of(model).depth
     return ops * device.op_us * 1e-6 + images * FLOPS_PER_FORWARD * vit_forward_flops(model) / (device.gflops * 1e9)
 
 
@@ -117,7 +117,7 @@ class JobEstimate:
 
 
 def estimate_job(images: int, jobs: int, batch_size: int, chunk: int, clients: int, iterations: Mapping[str, int],
-                 restarts: int, model: Mapping, device: DeviceCost) -> JobEstimate:
+                 restarts: int, model: ViTSpec | Mapping, device: DeviceCost) -> JobEstimate:
     """The largest of ``jobs`` jobs over ``images`` images: its iterations and the runtime to request."""
     largest = max(len(r) for r in job_ranges(images, batch_size, jobs))
     chunk = min(chunk, math.ceil(largest / batch_size))  # a job never fills more than its batches
@@ -130,12 +130,13 @@ def estimate_job(images: int, jobs: int, batch_size: int, chunk: int, clients: i
 def attack_job_estimate(params: dict, experiment: str, kind: str, device: str,
                         jobs: int | None = None) -> JobEstimate:
     """The estimate for one attacked model of the active scale (``kind`` as in ``vitpe attack run``)."""
-    from vitpe.config import stage_run
+    from vitpe.runs import stage_run
 
     cfg = params["attacks"]
     scale = params["scales"][params["scale"]]["attacks"]
     attacks = cfg["closed_form"] if kind == "april" else cfg["optimisation"]
-    iterations = {a: scale["iterations"][a] for a in attacks if a in OPTIMISATION}
+    # closed forms cost seconds and are left out of the estimate
+    iterations = {a: scale["iterations"][a] for a in attacks if attack_class(a).kind == "optimisation"}
     model = stage_run(params, "finetune" if kind == "finetuned" else "supervised", experiment).model
     batch = cfg["threat"]["batch_size"]
     jobs = jobs or jobs_for(kind, scale.get("jobs", 1), scale["images"], batch)

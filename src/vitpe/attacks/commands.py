@@ -1,4 +1,5 @@
-"""``vitpe attack ...``: gradient-inversion attacks, paired comparisons and their figures.
+"""``vitpe attack ...``: gradient-inversion attacks and paired comparisons. The figure commands of the
+group (``grid-figure``, ``psnr-figure``) are the report's (vitpe.report.commands), added by the CLI.
 
 Heavy imports (torch, timm, scipy, matplotlib) stay inside the functions.
 """
@@ -56,19 +57,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="the comparison JSON to write")
     p.set_defaults(func=_compare)
 
-    p = subparsers.add_parser("grid-figure", help="reconstruction grid: ground truth, then each model")
-    p.add_argument("--recon", nargs="+", required=True, type=Path, help="reconstruction files, one per model")
-    p.add_argument("--attacks", nargs="+", required=True, help="which attacks' reconstructions to show")
-    p.add_argument("--max-images", type=int, default=3, help="how many attacked images (columns) to show (default: 3)")
-    p.add_argument("--out", nargs="+", required=True, type=Path, help=".png and/or .pdf")
-    p.set_defaults(func=_grid)
-
-    p = subparsers.add_parser("psnr-figure", help="per-model PSNR distributions, one panel per attack")
-    p.add_argument("--tables", nargs="+", required=True, type=Path,
-                   help="per-image CSVs written by attack merge, one per model")
-    p.add_argument("--out", nargs="+", required=True, type=Path, help=".png and/or .pdf")
-    p.set_defaults(func=_psnr)
-
 
 def _run(args: argparse.Namespace) -> int:
     from vitpe.attacks.runner import attack_settings, run_attacks
@@ -80,14 +68,14 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from vitpe.config import stage_run
+    from vitpe.runs import stage_run
     from vitpe.evaluate.common import load_trained
     from vitpe.train.progress import print_stamped
 
     # fine-tuned MAE/MAE+/AdPE classifiers and supervised models load the same way (no DAL head there)
     run = stage_run(params, "finetune" if args.kind == "finetuned" else "supervised", args.experiment)
     model, device = load_trained(run, args.weights, args.device)
-    dal_weight = run.dal["weight"] if run.dal else 0.0
+    dal_weight = run.dal.weight if run.dal else 0.0
     summary = run_attacks(model, run, args.kind, settings, device, args.out, args.table, args.recon, dal_weight,
                           log=print_stamped, job=args.job)
     print(f"{args.experiment}: {summary['num_images']} images, {summary['seconds']:.1f} s; wrote {args.out}")
@@ -104,19 +92,13 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from vitpe.attacks.metrics import paired_comparison
+    from vitpe.attacks.outputs import read_attack_table
     from vitpe.config import params_from_args
-    from vitpe.errors import DataError
     from vitpe.io import write_json
 
     params = params_from_args(args)
-    tables = {}
-    for path in args.tables:
-        if not path.is_file():
-            raise DataError(f"{path}: per-image attack table not found")
-        tables[path.parent.name] = pd.read_csv(path)
+    tables = {path.parent.name: read_attack_table(path) for path in args.tables}
     cfg = params["attacks"]
     pairs = [tuple(pair) for pair in cfg["compare"]]
     out = paired_comparison(tables, pairs, metrics=("psnr", "ssim", "psnr_kept"), seed=params["seed"],
@@ -125,20 +107,4 @@ def _compare(args: argparse.Namespace) -> int:
                 "scale": params["scale"]})
     write_json(args.out, out)
     print(f"wrote {args.out} ({len(out)} keys)")
-    return 0
-
-
-def _grid(args: argparse.Namespace) -> int:
-    from vitpe.report.attack_figures import reconstruction_grid
-
-    reconstruction_grid(args.recon, args.attacks, args.out, args.max_images)
-    print("wrote " + ", ".join(map(str, args.out)))
-    return 0
-
-
-def _psnr(args: argparse.Namespace) -> int:
-    from vitpe.report.attack_figures import psnr_distributions
-
-    psnr_distributions(args.tables, args.out)
-    print("wrote " + ", ".join(map(str, args.out)))
     return 0

@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vitpe.attacks.inverting_gradients import OptimisationResult, cosine_distance, initial_candidates
-from vitpe.attacks.matching import InversionTask, matching_step
+from vitpe.attacks.matching import InversionTask, clamp_to_box, gradient_distance, initial_candidates, matching_step
+from vitpe.attacks.registry import Reconstruction
 from vitpe.errors import CheckpointError
 
 NO_PRIOR = "GradViT w/o image prior"
@@ -98,7 +98,7 @@ def load_image_prior(path: str | None, arch: str = "resnet50") -> tuple[BNStatis
 
         state = load_file(str(file))
     else:
-        from vitpe.train.checkpoint import load_weights_only
+        from vitpe.models.weights import load_weights_only
 
         state = load_weights_only(file, f"{arch} state dict (attacks.gradvit.image_prior)")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
@@ -122,25 +122,17 @@ def extra_prior(x: torch.Tensor) -> torch.Tensor:
     return 2 * tv2 / x.shape[0] + x.norm()
 
 
-def gradient_term(grads: Sequence[torch.Tensor], target: Sequence[torch.Tensor], match: str) -> torch.Tensor:
-    if match == "cosine":
-        return cosine_distance(grads, target)
-    if match == "mse":
-        return sum(torch.mean((g - t) ** 2) for g, t in zip(grads, target))
-    raise ValueError(f"unknown gradient match {match!r} (known: cosine, mse)")
-
-
 def gradvit(model: nn.Module, gradients: dict[str, torch.Tensor], labels: torch.Tensor, shape: Sequence[int],
             box: tuple[torch.Tensor, torch.Tensor], settings: GradViTSettings, seed: int, patch_size: int,
             prior: BNStatisticsPrior | None = None, unk: torch.Tensor | None = None,
-            dal_weight: float = 0.0) -> OptimisationResult:
+            dal_weight: float = 0.0) -> Reconstruction:
     task = InversionTask(gradients, labels, tuple(shape), seed, unk, dal_weight)
     return gradvit_batch(model, [task], box, settings, patch_size, prior)[0]
 
 
 def gradvit_batch(model: nn.Module, tasks: Sequence[InversionTask], box: tuple[torch.Tensor, torch.Tensor],
                  settings: GradViTSettings, patch_size: int,
-                 prior: BNStatisticsPrior | None = None) -> list[OptimisationResult]:
+                 prior: BNStatisticsPrior | None = None) -> list[Reconstruction]:
     """GradViT on independent ``tasks`` in one objective (matching.py); per task, the result of running it
     alone (every prior is computed on the task's own candidate)."""
     device = tasks[0].labels.device
@@ -155,7 +147,7 @@ def gradvit_batch(model: nn.Module, tasks: Sequence[InversionTask], box: tuple[t
         late = it > switch
 
         def objective(candidate, grads, target):
-            match = gradient_term(grads, target, settings.match)
+            match = gradient_distance(grads, target, settings.match)
             value = settings.alpha_grad[late] * match + settings.alpha_patch * patch_prior(candidate, patch_size) \
                 + settings.alpha_extra * extra_prior(candidate)
             if prior is not None and settings.alpha_image[late]:
@@ -168,10 +160,9 @@ def gradvit_batch(model: nn.Module, tasks: Sequence[InversionTask], box: tuple[t
         opt.step()
         sched.step()
         if settings.boxed:
-            with torch.no_grad():
-                x.copy_(torch.maximum(torch.minimum(x, box[1]), box[0]))
+            clamp_to_box(x, box)
     seconds = time.perf_counter() - start
     final = x.detach().clone()
-    return [OptimisationResult(final[i], float(match_values[i]),  # the script keeps the last iterate
+    return [Reconstruction(final[i], float(match_values[i]),  # the script keeps the last iterate
                                {"seconds": seconds, "iterations": settings.iterations, "batched": len(tasks)})
             for i in range(len(tasks))]

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from vitpe.attacks.matching import InversionTask, match_target, matching_step  # noqa: F401 (re-export)
+from vitpe.attacks.matching import InversionTask, clamp_to_box, cosine_distance, initial_candidates, matching_step
+from vitpe.attacks.registry import Reconstruction
 
 
 @dataclass(frozen=True)
@@ -38,43 +38,9 @@ class IGSettings:
     schedule: str = "step-lr"  # step-lr | cosine-decay | none
 
 
-@dataclass
-class OptimisationResult:
-    images: torch.Tensor  # normalised space
-    objective: float
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def cosine_distance(grads: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
-    """breaching's CosineSimilarity objective: 1 - global inner product / (global norms)."""
-    dot = sum((g * t).sum() for g, t in zip(grads, target))
-    norm_g = torch.sqrt(sum(g.pow(2).sum() for g in grads))
-    norm_t = torch.sqrt(sum(t.pow(2).sum() for t in target))
-    return 1 - dot / (norm_g * norm_t)
-
-
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     """Anisotropic TV: mean |horizontal forward difference| + mean |vertical forward difference|."""
     return (x[..., :, 1:] - x[..., :, :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
-
-
-def initial_images(shape: Sequence[int], init: str, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    if init == "randn":
-        x = torch.randn(shape, generator=generator)
-    elif init == "rand":
-        x = torch.rand(shape, generator=generator)
-    elif init == "zeros":
-        x = torch.zeros(shape)
-    else:
-        raise ValueError(f"unknown init {init!r} (known: randn, rand, zeros)")
-    return x.to(device)
-
-
-def initial_candidates(tasks: Sequence[InversionTask], init: str, seed_offset: int,
-                       device: torch.device) -> torch.Tensor:
-    """[J, *shape]: each task's own seeded initialisation (seed + ``seed_offset``), in its gradients' dtype."""
-    return torch.stack([initial_images(task.shape, init, torch.Generator().manual_seed(task.seed + seed_offset), device)
-                        .to(next(iter(task.gradients.values())).dtype) for task in tasks])
 
 
 def step_milestones(iterations: int) -> list[int]:
@@ -105,7 +71,7 @@ def shape_gradient(grad: torch.Tensor, signed: str, it: int, iterations: int) ->
 def inverting_gradients(model: nn.Module, gradients: dict[str, torch.Tensor], labels: torch.Tensor,
                         shape: Sequence[int], box: tuple[torch.Tensor, torch.Tensor], settings: IGSettings,
                         seed: int, unk: torch.Tensor | None = None, dal_weight: float = 0.0,
-                        progress: Callable[[int, float], None] | None = None) -> OptimisationResult:
+                        progress: Callable[[int, float], None] | None = None) -> Reconstruction:
     """Reconstruct the client's (normalised) batch from its shared gradient; returns the best iterate."""
     task = InversionTask(gradients, labels, tuple(shape), seed, unk, dal_weight)
     report = None if progress is None else (lambda it, values: progress(it, float(values[0])))
@@ -114,7 +80,7 @@ def inverting_gradients(model: nn.Module, gradients: dict[str, torch.Tensor], la
 
 def inverting_gradients_batch(model: nn.Module, tasks: Sequence[InversionTask], box: tuple[torch.Tensor, torch.Tensor],
                              settings: IGSettings,
-                             progress: Callable[[int, torch.Tensor], None] | None = None) -> list[OptimisationResult]:
+                             progress: Callable[[int, torch.Tensor], None] | None = None) -> list[Reconstruction]:
     """Inverting Gradients on independent ``tasks`` in one objective (matching.py); per task, the result
     of running it alone. The best iterate and the restart are chosen per task, by its own objective."""
     device = tasks[0].labels.device
@@ -144,8 +110,7 @@ def inverting_gradients_batch(model: nn.Module, tasks: Sequence[InversionTask], 
             if sched is not None:
                 sched.step()
             if settings.boxed:
-                with torch.no_grad():
-                    x.copy_(torch.maximum(torch.minimum(x, box[1]), box[0]))
+                clamp_to_box(x, box)
             if progress is not None:
                 progress(it, values)
         if overall is None:
@@ -156,7 +121,7 @@ def inverting_gradients_batch(model: nn.Module, tasks: Sequence[InversionTask], 
             overall_trial = torch.where(better.cpu(), trial, overall_trial)
     seconds = time.perf_counter() - start
     values = overall.tolist()
-    return [OptimisationResult(overall_x[i], values[i],
+    return [Reconstruction(overall_x[i], values[i],
                                {"restart": int(overall_trial[i]), "seconds": seconds, "iterations": settings.iterations,
                                 "restarts": settings.restarts, "batched": len(tasks)})
             for i in range(len(tasks))]

@@ -13,6 +13,10 @@ for a 12-block ViT whatever the image count.
   task's objective depends on its own candidate only, so the gradient of the sum gives every task its
   own gradient, and one iteration's dispatch serves every task. The tasks stay independent: the
   client's batch, labels and priors are each task's own, as in the one-task path.
+
+It also holds what both optimisation attacks share around the step: the gradient distances
+(breaching's global cosine, MJP's MSE), the seeded candidate initialisation and the image-box
+projection.
 """
 from __future__ import annotations
 
@@ -47,6 +51,49 @@ class InversionTask:
         """Tasks with equal signatures can share one vmapped objective (same tensors, same loss terms)."""
         return (tuple(match_target(self.gradients, model)[0]), self.shape, tuple(self.labels.shape),
                 self.unk is None, self.dal_weight)
+
+
+def cosine_distance(grads: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> torch.Tensor:
+    """breaching's CosineSimilarity objective: 1 - global inner product / (global norms)."""
+    dot = sum((g * t).sum() for g, t in zip(grads, target))
+    norm_g = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+    norm_t = torch.sqrt(sum(t.pow(2).sum() for t in target))
+    return 1 - dot / (norm_g * norm_t)
+
+
+def gradient_distance(grads: Sequence[torch.Tensor], target: Sequence[torch.Tensor], match: str) -> torch.Tensor:
+    """``cosine``: :func:`cosine_distance`; ``mse``: Σ over parameters of the mean squared difference
+    (MJP's GradViT replication)."""
+    if match == "cosine":
+        return cosine_distance(grads, target)
+    if match == "mse":
+        return sum(torch.mean((g - t) ** 2) for g, t in zip(grads, target))
+    raise ValueError(f"unknown gradient match {match!r} (known: cosine, mse)")
+
+
+def initial_images(shape: Sequence[int], init: str, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    if init == "randn":
+        x = torch.randn(shape, generator=generator)
+    elif init == "rand":
+        x = torch.rand(shape, generator=generator)
+    elif init == "zeros":
+        x = torch.zeros(shape)
+    else:
+        raise ValueError(f"unknown init {init!r} (known: randn, rand, zeros)")
+    return x.to(device)
+
+
+def initial_candidates(tasks: Sequence[InversionTask], init: str, seed_offset: int,
+                       device: torch.device) -> torch.Tensor:
+    """[J, *shape]: each task's own seeded initialisation (seed + ``seed_offset``), in its gradients' dtype."""
+    return torch.stack([initial_images(task.shape, init, torch.Generator().manual_seed(task.seed + seed_offset), device)
+                        .to(next(iter(task.gradients.values())).dtype) for task in tasks])
+
+
+@torch.no_grad()
+def clamp_to_box(x: torch.Tensor, box: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Project the candidates in place onto the per-channel image box (normalised space)."""
+    x.copy_(torch.maximum(torch.minimum(x, box[1]), box[0]))
 
 
 def match_target(update_gradients: dict[str, torch.Tensor], model: nn.Module) -> tuple[list[str], list[torch.Tensor]]:

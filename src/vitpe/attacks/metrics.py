@@ -29,6 +29,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import wilcoxon
 
+from vitpe.models.patches import patchify
+
 PSNR_CAP = 200.0  # dB; float64 round-off of an exact reconstruction lands far above 100 dB
 IMAGE_METRICS = ("mse", "psnr", "ssim", "fft2d")
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet_Weights.IMAGENET1K_V1
@@ -62,16 +64,9 @@ def fft2d_distance(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - dot / (fa.abs().pow(2).sum(dim=1).sqrt() * fb.abs().pow(2).sum(dim=1).sqrt())
 
 
-def image_patches(images: torch.Tensor, patch: int) -> torch.Tensor:
-    """[B, C, H, W] -> [B, N, C·P·P], patches row-major."""
-    b, c, h, w = images.shape
-    x = images.reshape(b, c, h // patch, patch, w // patch, patch).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(b, (h // patch) * (w // patch), c * patch * patch)
-
-
 def patch_psnr(recon: torch.Tensor, target: torch.Tensor, patch: int) -> torch.Tensor:
     """[B, N] PSNR of every patch (capped like ``psnr``)."""
-    err = ((image_patches(recon.double(), patch) - image_patches(target.double(), patch)) ** 2).mean(dim=-1)
+    err = ((patchify(recon.double(), patch) - patchify(target.double(), patch)) ** 2).mean(dim=-1)
     return (-10 * torch.log10(err.clamp(min=10 ** (-PSNR_CAP / 10)))).clamp(max=PSNR_CAP)
 
 
@@ -90,7 +85,7 @@ def position_recovery(recon: torch.Tensor, target: torch.Tensor, patch: int) -> 
     """Per image: Hungarian assignment of reconstructed to true patches on MSE; accuracy (share of
     patches assigned to their own grid index), mean displacement (grid units) and the PSNR of the
     re-ordered reconstruction."""
-    rp, tp = image_patches(recon.double(), patch), image_patches(target.double(), patch)
+    rp, tp = patchify(recon.double(), patch), patchify(target.double(), patch)
     grid = int(round(rp.shape[1] ** 0.5))
     out: dict[str, list[float]] = {"pos_acc": [], "pos_disp": [], "perm_psnr": []}
     for r, t in zip(rp, tp):
@@ -133,7 +128,7 @@ class Lpips:
             return
         from torchmetrics.functional.image.lpips import _LPIPS
 
-        from vitpe.train.checkpoint import load_weights_only
+        from vitpe.models.weights import load_weights_only
 
         net = _LPIPS(pretrained=True, net="alex", pnet_rand=True)
         state = load_weights_only(path, "AlexNet state dict (attacks.metrics.lpips_alexnet)")

@@ -17,7 +17,7 @@ import torch
 
 from vitpe.attacks import metrics as M
 from vitpe.errors import DataError
-from vitpe.io import atomic_path, write_json
+from vitpe.io import atomic_path, read_json, write_json
 
 ROW_METRICS = ("mse", "psnr", "ssim", "fft2d", "lpips", "psnr_fed", "ssim_fed", "psnr_kept", "psnr_shuffled",
                "pos_acc", "pos_disp", "perm_psnr", "label_ok", "objective", "seconds")
@@ -36,13 +36,11 @@ def summarise(table: pd.DataFrame, fields: dict[str, Any]) -> dict[str, Any]:
 def write_outputs(table: pd.DataFrame, recon: dict[str, torch.Tensor], metadata: dict[str, Any],
                   summary: dict[str, Any], out_metrics: Path, out_table: Path, out_recon: Path) -> None:
     """Write the three files atomically, the metrics last (the file the workflow waits for first)."""
-    from safetensors.torch import save_file
+    from vitpe.models.weights import save_tensors
 
     with atomic_path(out_table) as tmp:
         table.to_csv(tmp, index=False)
-    with atomic_path(out_recon) as tmp:
-        save_file({k: v.contiguous() for k, v in recon.items()}, str(tmp),
-                  metadata={"vitpe": json.dumps(metadata, sort_keys=True)})
+    save_tensors(recon, out_recon, metadata)
     write_json(out_metrics, summary)
 
 
@@ -58,15 +56,16 @@ def read_reconstructions(path: Path) -> tuple[dict[str, torch.Tensor], dict[str,
         return {k: f.get_tensor(k) for k in f.keys()}, metadata
 
 
+def read_attack_table(path: Path) -> pd.DataFrame:
+    """A per-image table written by ``vitpe attack run`` / ``merge``."""
+    if not Path(path).is_file():
+        raise DataError(f"{path}: per-image attack table not found")
+    return pd.read_csv(path)
+
+
 def _read_job(metrics: Path, table: Path, recon: Path) -> tuple[dict, pd.DataFrame, dict, dict]:
-    for path, what in ((metrics, "metrics"), (table, "per-image table")):
-        if not Path(path).is_file():
-            raise DataError(f"{path}: attack job {what} not found")
-    try:
-        summary = json.loads(Path(metrics).read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{metrics}: not JSON ({exc.msg})") from None
-    return summary, pd.read_csv(table), *read_reconstructions(recon)
+    summary = read_json(metrics, "attack job metrics", require_object=True)
+    return summary, read_attack_table(table), *read_reconstructions(recon)
 
 
 def merge_jobs(metrics: Sequence[Path], tables: Sequence[Path], recons: Sequence[Path],

@@ -15,20 +15,20 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from vitpe.attacks import metrics as M
-from vitpe.attacks.april import april_closed_form
-from vitpe.attacks.april_adaptive import april_adaptive
-from vitpe.attacks.budget import OPTIMISATION, job_ranges, jobs_for
-from vitpe.attacks.gradvit import NO_PRIOR, GradViTSettings, gradvit_batch, load_image_prior
-from vitpe.attacks.inverting_gradients import IGSettings, inverting_gradients_batch
-from vitpe.attacks.matching import InversionTask, group_tasks
+from vitpe.attacks.budget import job_ranges, jobs_for
+from vitpe.attacks.gradvit import GradViTSettings
+from vitpe.attacks.inverting_gradients import IGSettings
 from vitpe.attacks.outputs import summarise, write_outputs
-from vitpe.attacks.threat import (ClientUpdate, ThreatModel, attacker_labels, box_bounds, client_update, denormalize,
+from vitpe.attacks.registry import (Attack, AttackContext, ClientCase, Reconstruction, attack_class,
+                                   prefixed_fields)
+from vitpe.attacks.threat import (ThreatModel, attacker_labels, box_bounds, client_update, denormalize,
                                   detect_unknown_rows, prepare_model, takes_mask)
-from vitpe.config import SupervisedRun, dataset_paths
+from vitpe.runs import SupervisedRun, dataset_paths
 from vitpe.errors import ConfigError, DataError
 
-CLOSED_FORM = ("april", "april_adaptive")
 KINDS = ("supervised", "april", "finetuned")
+#: the threat model's settings recorded in the metrics JSON as ``threat_<name>``
+THREAT_FIELDS = ("batch_size", "labels", "shuffle_ratio", "dal_loss", "attacker_mask")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".JPEG", ".bmp"}
 
 
@@ -69,6 +69,11 @@ def attack_settings(params: dict, images: int | None = None, iterations: int | N
     for name in cfg["models"] + cfg["april_models"]:
         if name not in params["supervised"]:
             raise ConfigError(f"params.yaml: attacks lists unknown supervised experiment {name!r}")
+    for kind in ("optimisation", "closed_form"):
+        for name in cfg[kind]:
+            found = attack_class(name, f"params.yaml: attacks.{kind}").kind
+            if found != kind:
+                raise ConfigError(f"params.yaml: attacks.{kind} lists {name!r}, a {found} attack")
     for name in cfg["april_models"]:
         if not params["supervised"][name].get("april"):
             raise ConfigError(f"params.yaml: attacks.april_models: supervised.{name} is not APRIL-compatible "
@@ -125,58 +130,59 @@ def attack_images(root: Path, classes: list[str], count: int,
 
 @torch.no_grad()
 def clean_top1(model: nn.Module, run: SupervisedRun, device: torch.device) -> float:
+    from vitpe.evaluate.common import TopKCounter
     from vitpe.train.data import build_eval_loader
 
-    loader = build_eval_loader(run.val_dir, run.recipe, run.model["img_size"], run.num_classes,
-                               run.recipe["eval_batch_size"])
-    hits = seen = 0
+    loader = build_eval_loader(run.val_dir, run.recipe, run.model.img_size, run.num_classes,
+                               run.runtime.eval_batch_size, run.runtime.num_workers)
+    counts = TopKCounter(k=1)
     for images, targets in loader:
-        hits += int((model(images.to(device)).argmax(dim=1).cpu() == targets).sum())
-        seen += len(targets)
-    return 100.0 * hits / max(seen, 1)
+        counts.update(model(images.to(device)), targets)
+    return counts.percent()["top1"]
 
 
-@dataclass
-class _Case:
-    """One client batch of one client mode: the update the server saw and what the attacker derives."""
-
-    first: int  # global index of its first image (the seed offset, as in a single job)
-    update: ClientUpdate
-    guess: torch.Tensor  # the attacker's labels
-    detected: torch.Tensor | None  # zero PE-gradient rows
-    mask: torch.Tensor | None  # the mask the attacker feeds the model (detected, if the model takes one)
-
-    def task(self, seed: int) -> InversionTask:
-        dal = self.update.dal_weight if self.mask is not None else 0.0
-        return InversionTask(self.update.gradients, self.guess, tuple(self.update.fed.shape), seed + self.first,
-                             self.mask, dal)
+MEAN, STD = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 
-def _closed_form(name: str, model: nn.Module, case: _Case,
-                 settings: AttackSettings) -> tuple[torch.Tensor, float, dict]:
-    april = settings.april
-    if name == "april":
-        result = april_closed_form(model, case.update, april["known_cls"], april["solver"], april["rcond"])
-    else:
-        result = april_adaptive(model, case.update, april["known_cls"], april["solver"], april["use_unk_row"],
-                                rcond=april["rcond"])
-    return result.images, float("nan"), result.info
+def client_case(model: nn.Module, x: torch.Tensor, y: torch.Tensor, first: int, mode: str,
+                settings: AttackSettings, patch: int, dal_weight: float) -> ClientCase:
+    """The client step on images ``first``.. in ``mode`` and what the attacker derives from its gradient."""
+    update = client_update(model, x, y, mode, settings.threat, patch, settings.seed + first, dal_weight)
+    detected = detect_unknown_rows(update, model) if settings.threat.attacker_mask == "detected" else None
+    mask = detected if (detected is not None and takes_mask(model)) else None
+    return ClientCase(first, update, attacker_labels(update, settings.threat, model), detected, mask)
 
 
-def _optimise(name: str, model: nn.Module, cases: list[_Case], settings: AttackSettings, box, patch: int,
-              prior) -> list[tuple[torch.Tensor, float, dict]]:
-    """One optimisation attack on every case, ``settings.chunk`` cases per objective."""
-    tasks = [case.task(settings.seed) for case in cases]
-    results: list = [None] * len(tasks)
-    for group in group_tasks(model, tasks, settings.chunk):
-        picked = [tasks[i] for i in group]
-        if name == "inverting_gradients":
-            out = inverting_gradients_batch(model, picked, box, settings.ig)
-        else:
-            out = gradvit_batch(model, picked, box, settings.gradvit, patch, prior)
-        for i, result in zip(group, out):
-            results[i] = (result.images, result.objective, result.info)
-    return results
+@dataclass(frozen=True)
+class _Scoring:
+    """The per-image table rows of reconstructions of the attack images (metrics on [0, 1] images)."""
+
+    images: torch.Tensor  # the attack images, normalised, on the device
+    names: list[str]
+    patch: int
+    lpips: M.Lpips
+    device: torch.device
+
+    def rows(self, case: ClientCase, result: Reconstruction, attack: str, mode: str,
+             seconds: float) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+        """The [0, 1] reconstruction (matched to the fed order) and one row per image of the case."""
+        y = case.update.labels
+        original01 = denormalize(self.images[case.first:case.first + len(y)], MEAN, STD)
+        fed01 = denormalize(case.update.fed, MEAN, STD)
+        rec01 = denormalize(result.images.to(self.device).float(), MEAN, STD)
+        if len(y) > 1:
+            rec01 = M.match_order(rec01, fed01)
+        per_image = M.image_rows(rec01.cpu(), original01.cpu(), fed01.cpu(), self.patch, case.update.shuffled,
+                                 self.lpips)
+        label_ok = float(sorted(case.guess.tolist()) == sorted(y.tolist()))
+        shuffled = int(case.update.shuffled.sum()) if case.update.shuffled is not None else 0
+        detected = int(case.detected.sum()) if case.detected is not None else 0
+        info = {f"info_{k}": v for k, v in result.info.items() if isinstance(v, (int, float, bool))}
+        rows = [{"image": self.names[case.first + i], "label": int(y[i]), "attack": attack, "mode": mode, **values,
+                 "label_ok": label_ok, "objective": result.objective, "seconds": seconds,
+                 "n_shuffled": shuffled, "n_detected": detected, **info}
+                for i, values in enumerate(per_image)]
+        return rec01.float().cpu(), rows
 
 
 def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: AttackSettings, device: torch.device,
@@ -185,7 +191,7 @@ def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: Attac
     """Attack ``model`` on job ``job``'s share of the attack images (budget.job_ranges) in every client
     mode; write metrics JSON, the per-image CSV and the reconstructions (safetensors, [0, 1] images)."""
     from vitpe.evaluate.common import training_classes
-    from vitpe.train.data import eval_transform
+    from vitpe.data.transforms import eval_transform
 
     if kind not in KINDS:
         raise ConfigError(f"unknown model kind {kind!r} (known: {', '.join(KINDS)})")
@@ -194,73 +200,46 @@ def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: Attac
         raise ConfigError(f"attack job {job} does not exist: {run.name} ({kind}) runs as {jobs} job(s)")
     start = time.perf_counter()
     model = prepare_model(model)
-    attacks = settings.attacks_for(kind)
+    classes = {name: attack_class(name) for name in settings.attacks_for(kind)}
     skipped = {}
     if settings.threat.batch_size > 1:  # APRIL reads dL/dz off the PE gradient: one image only
-        skipped = {a: f"needs batch size 1, threat.batch_size is {settings.threat.batch_size}"
-                   for a in attacks if a in CLOSED_FORM}
-        attacks = tuple(a for a in attacks if a not in skipped)
-    unknown = [a for a in attacks if a not in CLOSED_FORM + OPTIMISATION]
-    if unknown:
-        raise ConfigError(f"unknown attack {unknown[0]!r} (known: {', '.join(CLOSED_FORM + OPTIMISATION)})")
-    patch, img = run.model["patch_size"], run.model["img_size"]
+        skipped = {name: f"needs batch size 1, threat.batch_size is {settings.threat.batch_size}"
+                   for name, cls in classes.items() if cls.kind == "closed_form"}
+    attacks = tuple(name for name in classes if name not in skipped)
+    patch, img = run.model.patch_size, run.model.img_size
     images, labels, names = attack_images(settings.images_dir, training_classes(run), settings.images,
-                                          eval_transform(run.recipe, img))
+                                          eval_transform(img, run.recipe.test_crop_ratio))
     batch = settings.threat.batch_size
     share = job_ranges(len(images), batch, jobs)[job]
     images, labels = images.to(device), labels.to(device)
-    mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    box = box_bounds(mean, std, device)
-    prior, prior_status, prior_reason = (None, "unused", "")
-    if "gradvit" in attacks:
-        prior, prior_status, prior_reason = load_image_prior(settings.gradvit.image_prior,
-                                                             settings.gradvit.image_prior_arch)
-        if prior is not None:
-            prior = prior.to(device)
+    context = AttackContext(box_bounds(MEAN, STD, device), patch, settings.chunk, settings.seed, device)
+    built: dict[str, Attack] = {name: classes[name].build(settings, context) for name in attacks}
     lpips = M.Lpips(settings.metrics.get("lpips_alexnet"))
+    scoring = _Scoring(images, names, patch, lpips, device)
     rows: dict[tuple[int, int, int], dict[str, Any]] = {}  # (mode, image, attack) -> row: the table's order
-    recon: dict[str, torch.Tensor] = {"original": denormalize(images[share.start:share.stop], mean, std).float().cpu()}
+    recon: dict[str, torch.Tensor] = {"original": denormalize(images[share.start:share.stop], MEAN, STD).float().cpu()}
     n = (img // patch) ** 2
     starts = list(range(share.start, share.stop, batch))
     for m, mode in enumerate(settings.clients):
         fed_all, shuffled_all, rec_all = [], [], {a: [] for a in attacks}
         for chunk_start in range(0, len(starts), settings.chunk):
-            cases = []
-            for first in starts[chunk_start:chunk_start + settings.chunk]:
-                x, y = images[first:first + batch], labels[first:first + batch]
-                update = client_update(model, x, y, mode, settings.threat, patch, settings.seed + first, dal_weight)
-                detected = detect_unknown_rows(update, model) if settings.threat.attacker_mask == "detected" else None
-                mask = detected if (detected is not None and takes_mask(model)) else None
-                cases.append(_Case(first, update, attacker_labels(update, settings.threat, model), detected, mask))
-                fed_all.append(denormalize(update.fed, mean, std).float().cpu())
-                shuffled_all.append((update.shuffled if update.shuffled is not None
-                                     else torch.zeros(n, dtype=torch.bool)).cpu().expand(len(x), -1))
+            cases = [client_case(model, images[first:first + batch], labels[first:first + batch], first, mode,
+                                 settings, patch, dal_weight)
+                     for first in starts[chunk_start:chunk_start + settings.chunk]]
+            for case in cases:
+                fed_all.append(denormalize(case.update.fed, MEAN, STD).float().cpu())
+                shuffled_all.append((case.update.shuffled if case.update.shuffled is not None
+                                     else torch.zeros(n, dtype=torch.bool)).cpu().expand(len(case.update.fed), -1))
             for a, attack in enumerate(attacks):
                 t0 = time.perf_counter()
-                if attack in CLOSED_FORM:
-                    results = [_closed_form(attack, model, case, settings) for case in cases]
-                else:
-                    results = _optimise(attack, model, cases, settings, box, patch, prior)
+                results = built[attack].reconstruct(model, cases)
                 seconds = (time.perf_counter() - t0) / sum(len(case.update.labels) for case in cases)
-                for case, (rec, objective, info) in zip(cases, results):
-                    y = case.update.labels
-                    original01 = denormalize(images[case.first:case.first + len(y)], mean, std)
-                    fed01 = denormalize(case.update.fed, mean, std)
-                    rec01 = denormalize(rec.to(device).float(), mean, std)
-                    if len(y) > 1:
-                        rec01 = M.match_order(rec01, fed01)
-                    rec_all[attack].append(rec01.float().cpu())
-                    per_image = M.image_rows(rec01.cpu(), original01.cpu(), fed01.cpu(), patch, case.update.shuffled,
-                                             lpips)
-                    label_ok = float(sorted(case.guess.tolist()) == sorted(y.tolist()))
-                    for i, values in enumerate(per_image):
-                        rows[(m, case.first + i, a)] = {
-                            "image": names[case.first + i], "label": int(y[i]), "attack": attack, "mode": mode,
-                            **values, "label_ok": label_ok, "objective": objective, "seconds": seconds,
-                            "n_shuffled": int(case.update.shuffled.sum()) if case.update.shuffled is not None else 0,
-                            "n_detected": int(case.detected.sum()) if case.detected is not None else 0,
-                            **{f"info_{k}": v for k, v in info.items() if isinstance(v, (int, float, bool))}}
-                    log(f"{run.name} {mode} {names[case.first]} {attack}: PSNR {per_image[0]['psnr']:.2f} dB "
+                for case, result in zip(cases, results):
+                    rec01, case_rows = scoring.rows(case, result, attack, mode, seconds)
+                    rec_all[attack].append(rec01)
+                    for i, row in enumerate(case_rows):
+                        rows[(m, case.first + i, a)] = row
+                    log(f"{run.name} {mode} {names[case.first]} {attack}: PSNR {case_rows[0]['psnr']:.2f} dB "
                         f"({seconds:.1f} s per image)")
         recon[f"fed/{mode}"] = torch.cat(fed_all)
         recon[f"shuffled/{mode}"] = torch.cat(shuffled_all).to(torch.uint8)
@@ -273,10 +252,8 @@ def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: Attac
         "experiment": run.name, "scale": run.scale, "kind": kind, "attacks": ",".join(attacks),
         "clients": ",".join(settings.clients), "num_images": len(share), "seed": settings.seed,
         "clean_top1": clean_top1(model, run, device),
-        "threat_batch_size": settings.threat.batch_size, "threat_labels": settings.threat.labels,
-        "threat_model_mode": "eval", "threat_shuffle_ratio": settings.threat.shuffle_ratio,
-        "threat_dal_loss": str(settings.threat.dal_loss).lower(), "threat_attacker_mask": settings.threat.attacker_mask,
-        "threat_dal_weight": dal_weight,
+        **prefixed_fields("threat", vars(settings.threat), THREAT_FIELDS),
+        "threat_model_mode": "eval", "threat_dal_weight": dal_weight,
         "lpips": lpips.status, "lpips_reason": lpips.reason,
         "success_psnr_threshold": settings.metrics["success_psnr"],
         "attack_chunk": settings.chunk, "attack_jobs": jobs,
@@ -284,16 +261,8 @@ def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: Attac
     })
     if jobs > 1:
         fields["job"] = job
-    if "inverting_gradients" in attacks:
-        fields.update(ig_iterations=settings.ig.iterations, ig_restarts=settings.ig.restarts, ig_lr=settings.ig.lr,
-                      ig_tv=settings.ig.tv)
-    if "gradvit" in attacks:
-        fields.update(gradvit_iterations=settings.gradvit.iterations, gradvit_match=settings.gradvit.match,
-                      gradvit_image_prior=prior_status, gradvit_image_prior_reason=prior_reason,
-                      gradvit_variant="GradViT" if prior is not None else NO_PRIOR)
-    if set(attacks) & set(CLOSED_FORM):
-        fields.update(april_known_cls=str(settings.april["known_cls"]).lower(), april_solver=settings.april["solver"],
-                      april_rcond=str(settings.april["rcond"]))
+    for attack in built.values():
+        fields.update(attack.recorded())
     metadata = {"experiment": run.name, "kind": kind, "images": names[share.start:share.stop],
                 "attacks": list(attacks), "clients": list(settings.clients), "patch_size": patch}
     summary = summarise(table, fields)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitpe.errors import ConfigError
+from vitpe.mjp.forward import dal_loss, shuffled_logits
 from vitpe.mjp.jigsaw import Jigsaw, draw_jigsaw, shuffle_pixels
 
 CLIENT_MODES = ("plain", "shuffled")
@@ -111,10 +112,8 @@ def client_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor | N
     if unk is not None and takes_mask(model):
         n = unk.numel()
         jigsaw = Jigsaw(order=torch.arange(n, device=images.device)[None], unk=unk.to(images.device)[None])
-    if dal_weight and has_dal(model):
-        logits, dal = model(images, jigsaw, with_dal=True)
-    else:
-        logits, dal = (model(images, jigsaw) if jigsaw is not None else model(images)), None
+    logits = shuffled_logits(model, images, jigsaw) if jigsaw is not None else model(images)
+    dal = dal_loss(model, jigsaw) if dal_weight and has_dal(model) else None
     if soft_labels is not None:
         loss = torch.sum(-soft_labels * F.log_softmax(logits, dim=-1), dim=-1).mean()
     else:

@@ -7,16 +7,16 @@ into a job. A quick check decodes a sample of the images (always the first and t
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from vitpe.config import dataset_paths, num_classes as configured_classes
+from vitpe.data.paths import dataset_paths, num_classes as configured_classes
 from vitpe.data.subsets import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, class_index_mask
 from vitpe.errors import ConfigError, DataError
+from vitpe.io import read_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 SAMPLE = 64  # images decoded per folder by a quick check
@@ -228,7 +228,7 @@ def _coco(path: Path, full: bool) -> dict:
         image_dir = _folder(path / split, f"COCO layout: {split}/ with annotations/instances_{split}.json")
         if not ann_file.is_file():
             raise DataError(f"{ann_file}: missing file (expected COCO instances annotations)")
-        doc = _read_json(ann_file)
+        doc = read_json(ann_file, "COCO instances annotation file", require_object=True)
         for key in ("images", "annotations", "categories"):
             if not isinstance(doc.get(key), list):
                 raise DataError(f"{ann_file}: missing {key} (expected a COCO instances file with images, "
@@ -299,13 +299,3 @@ def _coco_box(ann: dict, size: tuple[int, int], ann_file: Path) -> int:
     if x < -BOX_SLACK or y < -BOX_SLACK or x + w > width + BOX_SLACK or y + h > height + BOX_SLACK:
         raise DataError(f"{where} is {box!r}: outside the {width} x {height} image")
     return int(w == 0 or h == 0)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return doc

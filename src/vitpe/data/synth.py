@@ -30,7 +30,6 @@ import importlib.metadata
 import inspect
 import itertools
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -423,14 +422,11 @@ def make_imagenet_o(out: Path, cfg: dict, folders: dict[str, Layout], grid: int)
 
 
 def _resize_center_crop(image: Image.Image, size: int, crop_pct: float = EVAL_CROP_PCT) -> np.ndarray:
-    """torchvision's Resize(floor(size / crop_pct)) + CenterCrop(size) (bilinear), as a float array."""
-    image = image.convert("RGB")
-    short = math.floor(size / crop_pct)
-    w, h = image.size
-    new_w, new_h = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-    return np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float64)
+    """Resize(floor(size / crop_pct)) + CenterCrop(size) (bilinear), as an H x W x 3 float array."""
+    from vitpe.data.transforms import eval_transform
+
+    pixels = eval_transform(size, crop_pct, interpolation="bilinear", output="uint8")(image.convert("RGB"))
+    return pixels.permute(1, 2, 0).numpy().astype(np.float64)
 
 
 def _corrupt(clean: np.ndarray, corruption: str, severity: int, seed: int, key: str, index: int) -> np.ndarray:

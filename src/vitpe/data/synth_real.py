@@ -117,7 +117,7 @@ def _validate(cfg: dict) -> None:
 def mini_wnids(num_classes: int) -> list[str]:
     """The first ``num_classes`` ImageNet-1k wnids (sorted) that are in both the ImageNet-A and the
     ImageNet-O 200-class lists."""
-    from vitpe.evaluate.hendrycks_lists import official_wnids
+    from vitpe.data.hendrycks_lists import official_wnids
 
     in_o = set(official_wnids("imagenet_o"))
     shared = [wnid for wnid in official_wnids("imagenet_a") if wnid in in_o]

@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from vitpe.config import SupervisedRun
+from vitpe.runs import SupervisedRun
 from vitpe.io import write_json
-from vitpe.evaluate.common import load_trained
+from vitpe.evaluate.common import TopKCounter, load_trained
 from vitpe.train.data import build_eval_loader
 
 
@@ -20,22 +20,11 @@ def evaluate_classification(run: SupervisedRun, weights: Path, out_json: Path,
     Raises CheckpointError / DataError for missing or mismatched inputs.
     """
     model, dev = load_trained(run, weights, device)
-    loader = build_eval_loader(run.val_dir, run.recipe, run.model["img_size"], run.num_classes,
-                               run.recipe["eval_batch_size"], pin_memory=dev.type == "cuda")
-    k = min(5, run.num_classes)  # with fewer than 5 classes top-5 is top-all (100%)
-    # exact hit counts (timm's accuracy() returns per-batch percentages, which would need re-weighting)
-    top1 = top5 = seen = 0
+    loader = build_eval_loader(run.val_dir, run.recipe, run.model.img_size, run.num_classes,
+                               run.runtime.eval_batch_size, run.runtime.num_workers, pin_memory=dev.type == "cuda")
+    counts = TopKCounter(k=5)
     for images, targets in loader:
-        logits = model(images.to(dev, non_blocking=True))
-        hits = logits.topk(k, dim=1).indices.cpu() == targets[:, None]
-        top1 += int(hits[:, 0].sum())
-        top5 += int(hits.any(dim=1).sum())
-        seen += len(targets)
-    metrics = {
-        "top1": 100.0 * top1 / seen,
-        "top5": 100.0 * top5 / seen,
-        "num_images": seen,
-        "scale": run.scale,
-    }
+        counts.update(model(images.to(dev, non_blocking=True)), targets)
+    metrics = {**counts.percent(), "num_images": counts.seen, "scale": run.scale}
     write_json(out_json, metrics)
     return metrics

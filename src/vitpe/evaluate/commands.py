@@ -73,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _pretext(args: argparse.Namespace) -> int:
-    from vitpe.config import dataset_paths, params_from_args, pretrain_run
+    from vitpe.config import params_from_args
+    from vitpe.runs import dataset_paths, pretrain_run
     from vitpe.evaluate.pretext import evaluate_pretext
 
     params = params_from_args(args)
@@ -86,7 +87,8 @@ def _pretext(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace):
-    from vitpe.config import params_from_args, stage_run
+    from vitpe.config import params_from_args
+    from vitpe.runs import stage_run
 
     params = params_from_args(args)
     return params, stage_run(params, args.stage, args.experiment)
@@ -117,7 +119,7 @@ def _shuffle(args: argparse.Namespace) -> int:
 
 
 def _robustness(args: argparse.Namespace) -> int:
-    from vitpe.config import dataset_paths
+    from vitpe.runs import dataset_paths
     from vitpe.evaluate.robustness import evaluate_robustness
 
     params, run = _run(args)

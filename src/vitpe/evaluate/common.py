@@ -1,44 +1,28 @@
-"""Shared pieces of the evaluations: load a trained model, image folders, transforms, logits loops."""
+"""Shared pieces of the evaluations: load a trained model, image folders, logits loops, top-k counts."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
 
-from vitpe.config import SupervisedRun
+from vitpe.runs import SupervisedRun
 from vitpe.errors import DataError
-from vitpe.train.checkpoint import load_weights
+from vitpe.models.weights import load_weights
 from vitpe.train.distributed import resolve_device
-from vitpe.train.supervised import architecture_metadata, build_model
+from vitpe.runs import architecture_record
+from vitpe.train.supervised import build_model
 
 
 def load_trained(run: SupervisedRun, weights: Path, device: str | None = None) -> tuple[nn.Module, torch.device]:
     """The run's ViT with ``weights`` loaded (architecture checked against the metadata), in eval mode."""
     dev = torch.device(resolve_device(device))
     model = build_model(run)
-    load_weights(model, Path(weights),
-                 expected={"model": run.model, "pos_embed": run.pos_embed, "num_classes": run.num_classes,
-                           **architecture_metadata(run)})
+    load_weights(model, Path(weights), expected=architecture_record(run))
     return model.to(dev).eval(), dev
-
-
-def _normalize() -> list:
-    return [T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)]
-
-
-def center_crop_transform(img_size: int) -> T.Compose:
-    """Hendrycks' ImageNet-C test transform: the sets are already Resize+CenterCrop'ed, so crop only."""
-    return T.Compose([T.CenterCrop(img_size), *_normalize()])
-
-
-def squash_transform(img_size: int) -> T.Compose:
-    """Official consistency.py: Resize((img, img)) bicubic, no crop (the aspect ratio is not kept)."""
-    return T.Compose([T.Resize((img_size, img_size), interpolation=T.InterpolationMode.BICUBIC), *_normalize()])
 
 
 def training_classes(run: SupervisedRun) -> list[str]:
@@ -53,8 +37,30 @@ def training_classes(run: SupervisedRun) -> list[str]:
 
 
 def eval_loader(dataset: Dataset, run: SupervisedRun, device: torch.device) -> DataLoader:
-    return DataLoader(dataset, batch_size=run.recipe["eval_batch_size"], shuffle=False,
-                      num_workers=run.recipe["num_workers"], pin_memory=device.type == "cuda")
+    return DataLoader(dataset, batch_size=run.runtime.eval_batch_size, shuffle=False,
+                      num_workers=run.runtime.num_workers, pin_memory=device.type == "cuda")
+
+
+@dataclass
+class TopKCounter:
+    """Exact top-1 and top-k hit counts over batches (timm's ``accuracy`` returns per-batch percentages,
+    which would need re-weighting); below k classes top-k is top-all (100 %)."""
+
+    k: int = 5
+    top1: int = 0
+    topk: int = 0
+    seen: int = 0
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        hits = logits.topk(min(self.k, logits.shape[1]), dim=1).indices.cpu() == targets[:, None]
+        self.top1 += int(hits[:, 0].sum())
+        self.topk += int(hits.any(dim=1).sum())
+        self.seen += len(targets)
+
+    def percent(self) -> dict[str, float]:
+        """``top1`` and ``top<k>`` in percent (0 before any image)."""
+        seen = max(self.seen, 1)
+        return {"top1": 100.0 * self.top1 / seen, f"top{self.k}": 100.0 * self.topk / seen}
 
 
 @torch.inference_mode()

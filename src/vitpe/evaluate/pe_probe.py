@@ -26,7 +26,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import KFold, cross_val_score
 from torch import nn
 
-from vitpe.config import SupervisedRun
+from vitpe.runs import SupervisedRun
 from vitpe.errors import ConfigError
 from vitpe.evaluate.common import load_trained
 from vitpe.io import write_json
@@ -112,7 +112,7 @@ def evaluate_pe_probe(run: SupervisedRun, weights: Path, out_json: Path, folds: 
         metrics = {**base, "status": "skipped",
                    "reason": f"pos_embed {run.pos_embed!r} has no position-embedding table to probe"}
     else:
-        grid = run.model["img_size"] // run.model["patch_size"]
+        grid = run.model.grid_size
         metrics = {**base, "status": "ok", **probe_metrics(pe, grid, run.seed, folds)}
     write_json(out_json, metrics)
     return metrics

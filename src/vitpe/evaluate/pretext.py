@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader
-from torchvision import transforms as T
 
-from vitpe.config import PretrainRun
+from vitpe.data.transforms import eval_transform
+from vitpe.runs import PretrainRun, architecture_record
 from vitpe.io import write_json
-from vitpe.mae.pretrain import build_autoencoder
-from vitpe.train.checkpoint import load_weights
+from vitpe.train.pretrain import build_autoencoder
+from vitpe.models.weights import load_weights
 from vitpe.train.data import image_folder
 from vitpe.train.distributed import resolve_device
 from vitpe.train.progress import read_log
@@ -42,12 +41,9 @@ def evaluate_pretext(run: PretrainRun, weights: Path, log: Path, val_dir: Path, 
                      batch_size: int = 200, device: str | None = None) -> dict[str, Any]:
     dev = torch.device(resolve_device(device))
     model = build_autoencoder(run)
-    load_weights(model, Path(weights), expected={"model": run.model, "rpe_config": run.rpe,
-                                                 "adversary": run.adversary, "method": run.method})
+    load_weights(model, Path(weights), expected=architecture_record(run))
     model = model.to(dev).eval()
-    size = run.model["img_size"]
-    transform = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size),
-                           T.ToTensor(), T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)])
+    transform = eval_transform(run.model.img_size, crop_pct=1.0)  # the short side resized to the crop
     loader = DataLoader(image_folder(val_dir, transform), batch_size=batch_size, shuffle=False)
     generator = torch.Generator().manual_seed(MASK_SEED)
     total = count = 0.0
@@ -59,6 +55,6 @@ def evaluate_pretext(run: PretrainRun, weights: Path, log: Path, val_dir: Path, 
     metrics = {"val_loss": total / count, "num_images": int(count), "scale": run.scale,
                "method": run.method, **_log_summary(log)}
     if run.adversary is not None:
-        metrics.update(adv_norm=run.adversary["norm"], adv_eps=run.adversary["eps"])
+        metrics.update(adv_norm=run.adversary.norm, adv_eps=run.adversary.eps)
     write_json(out_json, metrics)
     return metrics

@@ -29,15 +29,15 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Subset
 
-from vitpe.config import SupervisedRun
+from vitpe.runs import SupervisedRun
 from vitpe.data.subsets import ALL_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, class_index_mask
+from vitpe.data.transforms import center_crop_transform, eval_transform
 from vitpe.errors import ConfigError, DataError
-from vitpe.evaluate.common import (center_crop_transform, eval_loader, iterate_logits, load_trained,
-                                   training_classes)
-from vitpe.evaluate.hendrycks_lists import OFFICIAL_INDICES
+from vitpe.evaluate.common import eval_loader, iterate_logits, load_trained, training_classes
+from vitpe.data.hendrycks_lists import OFFICIAL_INDICES
 from vitpe.evaluate.robustness_metrics import aurra, corruption_summary, ood_measures, rms_calibration_error
 from vitpe.io import write_json
-from vitpe.train.data import eval_transform, image_folder
+from vitpe.train.data import image_folder
 
 PARTS = ("c", "a", "o")
 _ROOT_KEYS = {"c": "imagenet_c", "a": "imagenet_a", "o": "imagenet_o"}
@@ -99,7 +99,7 @@ def imagenet_c_errors(model: nn.Module, device: torch.device, run: SupervisedRun
     All folders go through one loader (full batches across folder boundaries); the in-order
     predictions are split back by folder.
     """
-    transform = center_crop_transform(run.model["img_size"])
+    transform = center_crop_transform(run.model.img_size)
     sets, keys = [], []
     for corruption in corruptions:
         for severity in SEVERITIES:
@@ -120,7 +120,7 @@ def imagenet_c_errors(model: nn.Module, device: torch.device, run: SupervisedRun
 def imagenet_a_metrics(model: nn.Module, device: torch.device, run: SupervisedRun, root: Path,
                        classes: list[str]) -> dict[str, float]:
     """Top-1 (%) over the subset's masked logits, RMS calibration error (%) and AURRA (%)."""
-    dataset = image_folder(root, eval_transform(run.recipe, run.model["img_size"]))
+    dataset = image_folder(root, eval_transform(run.model.img_size, run.recipe.test_crop_ratio))
     mask = subset_mask(classes, root, "imagenet_a")
     confidence, correct = [], []
     for logits, targets in iterate_logits(model, eval_loader(dataset, run, device), device):
@@ -148,7 +148,7 @@ def _neg_msp(model: nn.Module, device: torch.device, run: SupervisedRun, dataset
 def imagenet_o_metrics(model: nn.Module, device: torch.device, run: SupervisedRun, root: Path,
                        classes: list[str]) -> dict[str, float]:
     """AUPR, AUROC, FPR95 (%) of -MSP over the ImageNet-O mask, OOD positive, ID = matching val classes."""
-    transform = eval_transform(run.recipe, run.model["img_size"])
+    transform = eval_transform(run.model.img_size, run.recipe.test_crop_ratio)
     ood = image_folder(root, transform)
     mask = subset_mask(classes, root, "imagenet_o")
     val = image_folder(run.val_dir, transform)

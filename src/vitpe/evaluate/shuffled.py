@@ -25,11 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from vitpe.config import SupervisedRun
+from vitpe.runs import SupervisedRun
 from vitpe.errors import ConfigError
-from vitpe.evaluate.common import eval_loader, load_trained, squash_transform
+from vitpe.data.transforms import squash_transform
+from vitpe.evaluate.common import TopKCounter, eval_loader, load_trained
 from vitpe.train.data import image_folder
 from vitpe.io import write_json
+from vitpe.mjp.forward import ShuffledForward, shuffled_features
 from vitpe.mjp.jigsaw import Jigsaw, draw_jigsaw
 from vitpe.train.data import build_eval_loader, mix_seed
 
@@ -68,26 +70,21 @@ def _stream_seed(seed: int, stream: int, ratio: float) -> int:
 @torch.inference_mode()
 def shuffled_accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                       draw: JigsawDraw, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Top-1/top-5 (%) with one jigsaw per batch, shared by its images (official eval.py).
+    """Top-1/top-5 (%) with one jigsaw per batch, shared by its images (official eval.py); ``model(images,
+    jigsaw)`` classifies shuffled input (a ViT inside vitpe.mjp.forward.ShuffledForward).
 
     Also returns ``shuffled_fraction``: the mean share of patch positions actually shuffled (the
     block sampler often selects slightly fewer than ratio x N).
     """
-    top1 = top5 = seen = 0
+    counts = TopKCounter(k=5)
     shuffled = 0.0
     for images, targets in batches:
         jigsaw = draw(1)
         jigsaw = None if jigsaw is None else jigsaw.to(device)
-        logits = model(images.to(device, non_blocking=True), jigsaw)
-        k = min(5, logits.shape[1])  # with fewer than 5 classes top-5 is top-all
-        hits = logits.topk(k, dim=1).indices.cpu() == targets[:, None]
-        top1 += int(hits[:, 0].sum())
-        top5 += int(hits.any(dim=1).sum())
-        seen += len(targets)
+        counts.update(model(images.to(device, non_blocking=True), jigsaw), targets)
         if jigsaw is not None and jigsaw.unk is not None:
             shuffled += float(jigsaw.unk.float().mean()) * len(targets)
-    return {"top1": 100.0 * top1 / seen, "top5": 100.0 * top5 / seen, "num_images": seen,
-            "shuffled_fraction": shuffled / seen}
+    return {**counts.percent(), "num_images": counts.seen, "shuffled_fraction": shuffled / counts.seen}
 
 
 @torch.inference_mode()
@@ -105,7 +102,7 @@ def prediction_consistency(model: nn.Module, batches: Iterable[tuple[torch.Tenso
         x = images.to(device, non_blocking=True)
         jigsaw = draw(len(x))
         tokens = model.forward_features(x)
-        shuffled = tokens if jigsaw is None else model.forward_features(x, jigsaw.to(device))
+        shuffled = tokens if jigsaw is None else shuffled_features(model, x, jigsaw.to(device))
         distance += float((tokens[:, 0] - shuffled[:, 0]).float().norm(dim=1).sum())
         same = model.forward_head(tokens).argmax(1) == model.forward_head(shuffled).argmax(1)
         agree += int(same.sum())
@@ -135,14 +132,16 @@ def evaluate_shuffle(run: SupervisedRun, weights: Path, out_json: Path,
     """
     ratios = _check_ratios(ratios)
     _check_ratios([consistency_ratio])
-    img = run.model["img_size"]
-    grid = img // run.model["patch_size"]
+    img = run.model.img_size
+    grid = run.model.grid_size
     model, dev = load_trained(run, weights, device)
-    loader = build_eval_loader(run.val_dir, run.recipe, img, run.num_classes, run.recipe["eval_batch_size"],
+    loader = build_eval_loader(run.val_dir, run.recipe, img, run.num_classes, run.runtime.eval_batch_size,
+                               run.runtime.num_workers,
                                pin_memory=dev.type == "cuda")
     metrics: dict[str, Any] = {}
     for ratio in ratios:
-        acc = shuffled_accuracy(model, loader, mjp_draws(grid, ratio, _stream_seed(run.seed, _SWEEP, ratio)), dev)
+        acc = shuffled_accuracy(ShuffledForward(model), loader,
+                                mjp_draws(grid, ratio, _stream_seed(run.seed, _SWEEP, ratio)), dev)
         key = ratio_key(ratio)
         metrics[f"shuffled_top1_{key}"] = acc["top1"]
         metrics[f"shuffled_top5_{key}"] = acc["top5"]
@@ -155,7 +154,7 @@ def evaluate_shuffle(run: SupervisedRun, weights: Path, out_json: Path,
         "consistency_l2": cons["l2"],
         "consistency_agreement": cons["agreement"],
         "num_images": acc["num_images"],
-        "eval_batch_size": run.recipe["eval_batch_size"],
+        "eval_batch_size": run.runtime.eval_batch_size,
         "seed": run.seed,
         "scale": run.scale,
     })

@@ -1,1 +1,3 @@
-"""MAE, MAE+ and AdPE pretraining, fine-tuning and linear probing (docs/FIDELITY.md rows 50-66)."""
+"""MAE, MAE+ and AdPE as methods (docs/FIDELITY.md rows 50-66): the masked autoencoder around the
+project's ViT (model.py), random masking and the pixel loss (masking.py), the adversarial PEs (adpe.py)
+and their settings (settings.py). The pretraining stage that drives them is vitpe.train.pretrain."""

@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from vitpe.models import patches
+
 
 @dataclass(frozen=True)
 class RandomMask:
@@ -35,10 +37,7 @@ def random_mask(batch: int, num_patches: int, mask_ratio: float, device: torch.d
 
 def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
     """[B, 3, H, W] -> [B, L, p·p·3] in MAE's layout (row-major patches, (p, q, c) inside a patch)."""
-    b, c, h, w = images.shape
-    gh, gw = h // patch_size, w // patch_size
-    x = images.reshape(b, c, gh, patch_size, gw, patch_size)
-    return torch.einsum("nchpwq->nhwpqc", x).reshape(b, gh * gw, patch_size * patch_size * c)
+    return patches.patchify(images, patch_size, "channels_last")
 
 
 def masked_patch_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,

@@ -15,7 +15,7 @@ weights save with timm key names (``encoder_state_dict``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict
 
 import torch
 from timm.layers import LayerNorm
@@ -23,24 +23,18 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from vitpe.mae.adpe import ADV_NAME, AbsoluteAdversary
+from vitpe.mae.settings import DecoderConfig  # noqa: F401 (re-exported)
 from vitpe.mae.masking import masked_patch_loss, patchify, random_mask
 from vitpe.models.irpe import RPEBlock, RPEConfig, RPEContext
 from vitpe.models.pos_embed import sincos_2d_table
-from vitpe.models.vit import MODEL_KEYS, VisionTransformer, forward_blocks, to_timm_state_dict
+from vitpe.models.vit import ViTSpec, VisionTransformer, forward_blocks
+from vitpe.models.weights import to_timm_state_dict
 
 METHODS = ("mae", "mae_plus")
 
 
-@dataclass(frozen=True)
-class DecoderConfig:
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float = 4.0
-
-
 class MaskedAutoencoder(nn.Module):
-    def __init__(self, model_cfg: Mapping, decoder: DecoderConfig, *, method: str = "mae",
+    def __init__(self, model_cfg: ViTSpec | Mapping, decoder: DecoderConfig, *, method: str = "mae",
                  mask_ratio: float = 0.75, norm_pix_loss: bool = True, rpe: RPEConfig | None = None,
                  adversary: str | None = None) -> None:
         """``model_cfg``: the encoder (params ``model`` keys; img_size = the pretraining crop size).
@@ -58,10 +52,10 @@ class MaskedAutoencoder(nn.Module):
         self.method = method
         self.mask_ratio = mask_ratio
         self.norm_pix_loss = norm_pix_loss
-        self.patch_size = model_cfg["patch_size"]
-        self.encoder = VisionTransformer(**{k: model_cfg[k] for k in MODEL_KEYS}, num_classes=0,
-                                         pos_embed="sincos", rpe=rpe)
-        dim, grid = model_cfg["embed_dim"], self.encoder.grid_size
+        spec = ViTSpec.of(model_cfg)
+        self.patch_size = spec.patch_size
+        self.encoder = VisionTransformer(**asdict(spec), num_classes=0, pos_embed="sincos", rpe=rpe)
+        dim, grid = spec.embed_dim, self.encoder.grid_size
         self.num_patches = grid * grid
         self.adversary = AbsoluteAdversary(adversary, dim, grid) if adversary else None
         # MAE+'s encoder-width mask token; in APE embedding mode δ takes its place (AdPE model/ad_ape.py)

@@ -57,3 +57,15 @@ def dal_weight(epoch: int, epochs: int, warmup_epochs: int, base: float, final_r
     final = base * final_ratio
     span = max(epochs - warmup_epochs, 1)
     return final + 0.5 * (base - final) * (1 + math.cos(math.pi * (epoch - warmup_epochs) / span))
+
+
+def attach_dal(vit: nn.Module, head: str) -> DenseLocalization:
+    """Give ``vit`` its DAL head (saved under ``dal.*``). Built after the ViT's own initialisation, as
+    in the official code (the head draws its init from the RNG after every ViT parameter)."""
+    vit.dal = DenseLocalization(vit.embed_dim, vit.grid_size, head)
+    return vit.dal
+
+
+def dal_head(vit: nn.Module) -> DenseLocalization | None:
+    """The DAL head of ``vit``, None without one."""
+    return getattr(vit, "dal", None)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from vitpe.mjp.block_mask import UniformSource, sample_block_mask
+from vitpe.models.patches import patchify, unpatchify
 
 MODES = ("mjp", "patches", "pixels")
 
@@ -85,15 +86,11 @@ def permute_tokens(tokens: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
 
 def _patches(images: torch.Tensor, patch: int) -> torch.Tensor:
     """[B, C, H, W] -> [B, N, C, P, P] (row-major patches)."""
-    b, c, h, w = images.shape
-    x = images.reshape(b, c, h // patch, patch, w // patch, patch)
-    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, -1, c, patch, patch)
+    return patchify(images, patch).unflatten(-1, (images.shape[1], patch, patch))
 
 
 def _image(patches: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    b, n, c, p, _ = patches.shape
-    x = patches.reshape(b, height // p, width // p, c, p, p)
-    return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, height, width)
+    return unpatchify(patches.flatten(2), patches.shape[-1], (height, width))
 
 
 def permute_pixels_in_patches(images: torch.Tensor, pixel_order: torch.Tensor, patch: int) -> torch.Tensor:

@@ -36,7 +36,8 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from vitpe.config import RPE_LOOKUPS
+from vitpe.models.spec import (ADVERSARIES, INTERP_VARIANTS, LOOKUPS, RPE_KINDS, RPE_LOOKUPS,  # noqa: F401
+                               RPEConfig, RPEOptions)
 
 RATIO = 1.9
 ALPHA, BETA, GAMMA = 1.0 * RATIO, 2.0 * RATIO, 8.0 * RATIO
@@ -44,32 +45,6 @@ BETA_INT = int(BETA)  # 3: the largest bucket offset
 SIDE = 2 * BETA_INT + 1  # 7 buckets per axis
 CLS_BUCKET = SIDE * SIDE  # 49: pairs that involve CLS
 NUM_BUCKETS = CLS_BUCKET + 1
-
-LOOKUPS = ("discrete", "interp")
-ADVERSARIES = (None, "embedding", "embedding_per_bucket", "coordinate")
-INTERP_VARIANTS = ("faithful", "corrected")
-
-
-@dataclass(frozen=True)
-class RPEConfig:
-    lookup: str = "discrete"
-    adversary: str | None = None
-    interp_variant: str = "faithful"
-    # Pretraining scales q before both q·kᵀ and the RPE term; the official fine-tune attention uses
-    # the unscaled q for the RPE term (√head_dim larger, docs/FIDELITY.md row 58): False reproduces that.
-    scale_rpe_query: bool = True
-
-    def __post_init__(self) -> None:
-        if self.lookup not in LOOKUPS:
-            raise ValueError(f"unknown RPE lookup {self.lookup!r} (known: {', '.join(LOOKUPS)})")
-        if self.adversary not in ADVERSARIES:
-            raise ValueError(f"unknown RPE adversary {self.adversary!r}")
-        if self.interp_variant not in INTERP_VARIANTS:
-            raise ValueError(f"unknown interp_variant {self.interp_variant!r} (known: {', '.join(INTERP_VARIANTS)})")
-        if (self.adversary == "coordinate") != (self.lookup == "interp") and self.adversary is not None:
-            raise ValueError("the RPE coordinate adversary needs the interpolated lookup, and the embedding "
-                             "adversaries the discrete one")
-
 
 @dataclass
 class RPEContext:

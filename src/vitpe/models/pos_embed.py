@@ -17,17 +17,26 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from vitpe.errors import CheckpointError
+from vitpe.models.registry import PE_CLASSES, pe_class, register_pe
+from vitpe.models.spec import grid_size_of  # noqa: F401 (re-exported)
 
-PE_KINDS = ("learnable", "sincos", "none", "mjp")
+PE_KINDS = ("learnable", "sincos", "none")  # the built-in ones; vitpe.mjp adds "mjp" (models.registry)
 
 
 class PositionEmbedding(nn.Module):
-    """Base class. Subclasses implement ``forward(tokens, mask=None) -> tokens`` (module docstring)."""
+    """Base class. Subclasses implement ``forward(tokens, mask=None) -> tokens`` (module docstring)
+    and declare what they are through the class attributes below."""
 
-    #: local parameter names that must not get weight decay (the optimizer reads this)
-    no_weight_decay: tuple[str, ...] = ()
+    #: the params.yaml ``pos_embed`` name it registers under
+    name: str = ""
     #: whether forward uses a per-token mask (the ViT passes a jigsaw's mask only to such PEs)
     takes_mask: bool = False
+    #: whether ``table`` is a learnable parameter (what MJP's DAL loss regresses)
+    learnable_table: bool = False
+    #: keyword options the constructor takes besides (grid_size, dim)
+    options: tuple[str, ...] = ()
+    #: local parameter names that must not get weight decay (the optimizer reads this)
+    no_weight_decay: tuple[str, ...] = ()
 
     def __init__(self, grid_size: int, dim: int) -> None:
         super().__init__()
@@ -39,9 +48,12 @@ class PositionEmbedding(nn.Module):
         if mask is not None:
             raise ValueError(f"{type(self).__name__} does not take a per-token mask")
 
+@register_pe
 class LearnablePosEmbed(PositionEmbedding):
     """DeiT's learnable absolute PE: one row per position incl. CLS, trunc-normal(0.02) init."""
 
+    name = "learnable"
+    learnable_table = True
     no_weight_decay = ("table",)
 
     def __init__(self, grid_size: int, dim: int) -> None:
@@ -104,8 +116,11 @@ def resize_pos_embed(table: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor
                                   interpolation="bicubic", antialias=False)
 
 
+@register_pe
 class SinCosPosEmbed(PositionEmbedding):
     """Fixed 2D sin-cos PE (MAE layout). A persistent buffer: saved, never trained or decayed."""
+
+    name = "sincos"
 
     def __init__(self, grid_size: int, dim: int) -> None:
         super().__init__(grid_size, dim)
@@ -116,64 +131,29 @@ class SinCosPosEmbed(PositionEmbedding):
         return x + self.table
 
 
+@register_pe
 class NoPosEmbed(PositionEmbedding):
     """No position information at all (a permutation-invariant ViT apart from CLS)."""
+
+    name = "none"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         self._reject_mask(mask)
         return x
 
 
-class UnknownPosEmbed(PositionEmbedding):
-    """MJP's PE: a learnable absolute table plus one shared "unknown" row for shuffled positions.
-
-    Official MJP code, ``models/vit_timm.py``: a 198-row ``nn.Embedding`` whose last row (197)
-    replaces the PE of every masked (shuffled) patch position; CLS and kept positions keep their own
-    rows. Here the 197 regular rows are ``table`` (timm's ``pos_embed``) and the unknown row is ``unk``
-    (saved as ``pos_embed_unk``). Faithful defaults: PyTorch's N(0, 1) init of every row (the official
-    code skips the trunc-normal init once unk is on) and weight decay on the table (its parameter name
-    ``pos_embed.weight`` escapes the skip list). Both are options (docs/FIDELITY.md rows 14, 15).
-    """
-
-    takes_mask = True
-    INITS = ("normal", "trunc_normal")
-
-    def __init__(self, grid_size: int, dim: int, init: str = "normal", weight_decay: bool = True) -> None:
-        super().__init__(grid_size, dim)
-        if init not in self.INITS:
-            raise ValueError(f"unknown unk-PE init {init!r} (known: {', '.join(self.INITS)})")
-        self.table = nn.Parameter(torch.empty(1, self.num_patches + 1, dim))
-        self.unk = nn.Parameter(torch.empty(1, 1, dim))
-        for param in (self.table, self.unk):
-            nn.init.normal_(param) if init == "normal" else nn.init.trunc_normal_(param, std=0.02)
-        self.no_weight_decay = () if weight_decay else ("table", "unk")
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None:
-            return x + self.table
-        # CLS never takes the unknown row: pad the patch mask with False in front
-        full = torch.cat([mask.new_zeros(mask.shape[0], 1), mask], dim=1).unsqueeze(-1)
-        return x + torch.where(full, self.unk, self.table)
-
-
 def build_pos_embed(kind: str, grid_size: int, dim: int, **options: object) -> PositionEmbedding:
-    """The PE component named in params.yaml (``pos_embed``); ``options`` go to the MJP PE."""
-    classes = {"learnable": LearnablePosEmbed, "sincos": SinCosPosEmbed, "none": NoPosEmbed,
-               "mjp": UnknownPosEmbed}
-    if kind not in classes:
-        raise ValueError(f"unknown position embedding {kind!r} (known: {', '.join(PE_KINDS)})")
-    if options and kind != "mjp":
-        raise ValueError(f"position embedding {kind!r} takes no options, got {sorted(options)}")
-    return classes[kind](grid_size, dim, **options)
-
-
-def grid_size_of(img_size: int, patch_size: int) -> int:
-    if img_size % patch_size:
-        raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
-    return img_size // patch_size
+    """The PE component named in params.yaml (``pos_embed``) with its ``options``."""
+    cls = pe_class(kind)
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        raise ValueError(f"position embedding {kind!r} takes no option(s) {unknown} (its options: "
+                         f"{', '.join(cls.options) or 'none'})")
+    return cls(grid_size, dim, **options)
 
 
 __all__ = [
-    "PE_KINDS", "PositionEmbedding", "LearnablePosEmbed", "SinCosPosEmbed", "NoPosEmbed", "UnknownPosEmbed",
+    "PE_KINDS", "PE_CLASSES", "register_pe", "pe_class", "PositionEmbedding", "LearnablePosEmbed", "SinCosPosEmbed",
+    "NoPosEmbed",
     "sincos_2d", "grid_coords", "sincos_2d_table", "resize_pos_embed", "build_pos_embed", "grid_size_of",
 ]

@@ -3,14 +3,17 @@
 Matches timm's ``VisionTransformer`` with ``class_token=True, global_pool='token'`` (DeiT/ViT-S as in
 the official MJP code, models/vit_timm.py): pre-norm blocks, LayerNorm eps 1e-6, GELU, qkv bias,
 head = Linear on the final-norm CLS token. It is composed here rather than subclassed so the PE is a
-separate module (``self.pe``) that methods swap or drive with a per-token mask.
+separate module (``self.pe``), and its forward is offered in public pieces (patch tokens, CLS + PE
+with an optional per-token PE mask, blocks, head) from which methods compose their own passes (MJP's
+shuffled forward: vitpe.mjp.forward).
 
-Parameter names equal timm's except the PE table, ``pe.table`` here and ``pos_embed`` in timm; the
-two helpers at the bottom convert, so saved weights load into a plain timm ViT with strict=True.
+Parameter names equal timm's except the PE table, ``pe.table`` here and ``pos_embed`` in timm
+(vitpe.models.weights converts, so saved weights load into a plain timm ViT with strict=True).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 
 import torch
 from timm.layers import LayerNorm, PatchEmbed, trunc_normal_
@@ -18,14 +21,13 @@ from timm.models import checkpoint
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from vitpe.errors import CheckpointError
-from vitpe.mjp.dal import DenseLocalization
-from vitpe.mjp.jigsaw import Jigsaw, permute_pixels_in_patches, permute_tokens
 from vitpe.models.april_block import apply_first_block
 from vitpe.models.irpe import RPEBlock, RPEConfig, RPEContext
-from vitpe.models.pos_embed import PositionEmbedding, build_pos_embed, grid_size_of
+from vitpe.models.pos_embed import PositionEmbedding, build_pos_embed
+from vitpe.models.spec import MODEL_KEYS, ViTSpec, grid_size_of  # noqa: F401 (MODEL_KEYS re-exported)
 
-MODEL_KEYS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
+
+
 
 
 class VisionTransformer(nn.Module):
@@ -41,7 +43,6 @@ class VisionTransformer(nn.Module):
         num_classes: int,
         pos_embed: str | PositionEmbedding = "learnable",
         drop_path: float = 0.0,
-        dal_head: str | None = None,
         rpe: RPEConfig | None = None,
         global_pool: bool = False,
         first_block: str = "standard",
@@ -73,8 +74,6 @@ class VisionTransformer(nn.Module):
         self.fc_norm = LayerNorm(embed_dim) if global_pool else None
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self._init_weights()
-        # MJP's side head on the PE table (initialises itself); saved under ``dal.*``
-        self.dal = DenseLocalization(embed_dim, grid, dal_head) if dal_head else None
 
     def _init_weights(self) -> None:
         # Official MJP/DeiT init (MJP code, models/vit_timm.py): trunc-normal 0.02 on every Linear, head
@@ -113,27 +112,26 @@ class VisionTransformer(nn.Module):
             ctx = RPEContext((self.grid_size, self.grid_size), has_cls=True, query_mask=query_mask)
         return forward_blocks(self.blocks, x, ctx, self.grad_checkpointing)
 
-    def embed(self, x: torch.Tensor, jigsaw: Jigsaw | None = None) -> torch.Tensor:
-        """Patch-embed (shuffled by ``jigsaw``), prepend CLS, add the PE: [B, 3, H, W] -> [B, 1 + N, D].
+    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] -> [B, N, D] patch embeddings, row-major (no CLS, no PE)."""
+        return self.patch_embed(images)
 
-        A jigsaw's mask reaches only PEs that use one (MJP's unknown row); any other PE simply stays
-        with the slot a shuffled patch moved into, as in the official code.
-        """
-        if jigsaw is not None and jigsaw.pixel_order is not None:
-            x = permute_pixels_in_patches(x, jigsaw.pixel_order, self.patch_size)
-        x = self.patch_embed(x)
-        if jigsaw is not None:
-            x = permute_tokens(x, jigsaw.order)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return self.pe(x, self.unknown_positions(jigsaw))
+    def add_cls_and_pe(self, tokens: torch.Tensor, pe_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Prepend CLS and add the PE: [B, N, D] -> [B, 1 + N, D]. ``pe_mask`` ([rows, N] bool) reaches
+        the PE, which rejects it unless it takes one (``takes_mask``)."""
+        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        return self.pe(x, pe_mask)
 
-    def unknown_positions(self, jigsaw: Jigsaw | None) -> torch.Tensor | None:
-        """[rows, N] bool: the positions served by the PE's unknown row under ``jigsaw``; None when
-        this PE has no such row (official: ``unk_mask`` exists only with ``--use-unk-pos``)."""
-        return jigsaw.unk if jigsaw is not None and self.pe.takes_mask else None
+    def embed(self, images: torch.Tensor, pe_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Patch-embed, prepend CLS, add the PE: [B, 3, H, W] -> [B, 1 + N, D]."""
+        return self.add_cls_and_pe(self.patch_tokens(images), pe_mask)
 
-    def forward_features(self, x: torch.Tensor, jigsaw: Jigsaw | None = None) -> torch.Tensor:
-        return self.norm(self.run_blocks(self.embed(x, jigsaw)))
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode(self.embed(images))
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The blocks and the final norm over embedded tokens [B, 1 + N, D]."""
+        return self.norm(self.run_blocks(tokens))
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """The image feature the head sees: CLS, or the fc-normed mean patch token (global pool)."""
@@ -144,21 +142,9 @@ class VisionTransformer(nn.Module):
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.pooled(tokens))
 
-    def forward(self, x: torch.Tensor, jigsaw: Jigsaw | None = None,
-                with_dal: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits [B, num_classes]; with ``with_dal`` also the DAL loss (inside forward, so DDP sees it).
-
-        DAL regresses the positions that keep their own PE row: with MJP's unknown row all but the
-        shuffled ones, with any other PE every position, shuffled or not (official keep-mask
-        ``1 - unk_mask``, all ones without it; docs/FIDELITY.md row 16).
-        """
-        logits = self.forward_head(self.forward_features(x, jigsaw))
-        if not with_dal:
-            return logits
-        if self.dal is None:
-            raise ValueError("this model has no DAL head (build it with dal_head=...)")
-        unknown = self.unknown_positions(jigsaw)
-        return logits, self.dal(self.pe.table[0, 1:], None if unknown is None else ~unknown)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits [B, num_classes]."""
+        return self.forward_head(self.forward_features(images))
 
 
 def forward_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, ctx: RPEContext | None = None,
@@ -173,72 +159,16 @@ def forward_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, ctx: RPEContext
     return x
 
 
-def build_vit(model_cfg: Mapping, num_classes: int, pos_embed: str, drop_path: float,
-              pe_options: Mapping | None = None, dal_head: str | None = None,
-              rpe: RPEConfig | None = None, global_pool: bool = False,
+def build_vit(model_cfg: ViTSpec | Mapping, num_classes: int, pos_embed: str, drop_path: float,
+              pe_options: Mapping | None = None, rpe: RPEConfig | None = None, global_pool: bool = False,
               first_block: str = "standard") -> VisionTransformer:
-    """The backbone described by a params.yaml ``model`` block (``pe_options``: MJP's unk PE)."""
-    missing = [k for k in MODEL_KEYS if k not in model_cfg]
-    if missing:
-        raise ValueError(f"model config lacks {', '.join(missing)}")
-    cfg = {k: model_cfg[k] for k in MODEL_KEYS}
-    pe = build_pos_embed(pos_embed, grid_size_of(cfg["img_size"], cfg["patch_size"]), cfg["embed_dim"],
-                         **dict(pe_options or {}))
-    return VisionTransformer(**cfg, num_classes=num_classes, pos_embed=pe, drop_path=drop_path, dal_head=dal_head,
-                             rpe=rpe, global_pool=global_pool, first_block=first_block)
+    """The backbone of a ViTSpec or a params.yaml ``model`` block (``pe_options``: its PE's options)."""
+    spec = ViTSpec.of(model_cfg)
+    pe = build_pos_embed(pos_embed, spec.grid_size, spec.embed_dim, **dict(pe_options or {}))
+    return VisionTransformer(**asdict(spec), num_classes=num_classes, pos_embed=pe, drop_path=drop_path, rpe=rpe,
+                             global_pool=global_pool, first_block=first_block)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside a DistributedDataParallel (or similar ``.module``) wrapper."""
     return getattr(model, "module", model)
-
-
-def _to_timm_key(key: str) -> str:
-    if key == "pe.table":
-        return "pos_embed"
-    if key.startswith("pe."):  # extra PE state (e.g. MJP's unknown row) keeps a pos_embed_ prefix
-        return "pos_embed_" + key[3:]
-    return key
-
-
-def _from_timm_key(key: str) -> str:
-    if key == "pos_embed":
-        return "pe.table"
-    if key.startswith("pos_embed_"):
-        return "pe." + key[len("pos_embed_"):]
-    return key
-
-
-def to_timm_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's state with timm's key names, as contiguous CPU tensors (ready for safetensors)."""
-    return {_to_timm_key(k): v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
-
-
-def _listing(items: Iterable[str], limit: int = 6) -> str:
-    items = sorted(items)
-    shown = ", ".join(items[:limit])
-    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
-def key_problems(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple[int, ...]], *,
-                 unused: Iterable[str] = (), new: Iterable[str] = (), target: str = "model") -> list[str]:
-    """What keeps ``state`` (checkpoint keys) from loading into ``expected`` (keys -> shapes).
-
-    ``unused``: checkpoint keys the target ignores by design; ``new``: target keys no checkpoint
-    provides by design. Every other missing, unexpected or misshapen key is named; [] means it fits.
-    """
-    missing = set(expected) - set(state) - set(new)
-    unexpected = set(state) - set(expected) - set(unused)
-    mismatched = [f"{k} {tuple(state[k].shape)} vs {target} {tuple(expected[k])}"
-                  for k in set(state) & set(expected) if tuple(state[k].shape) != tuple(expected[k])]
-    return [f"{what}: {_listing(keys)}" for what, keys in
-            (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)) if keys]
-
-
-def load_timm_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Load timm-named weights; raise CheckpointError naming every missing/unexpected/misshapen key."""
-    model = unwrap(model)
-    problems = key_problems(state, {_to_timm_key(k): v.shape for k, v in model.state_dict().items()})
-    if problems:
-        raise CheckpointError(f"{source} does not fit this architecture; " + "; ".join(problems))
-    model.load_state_dict({_from_timm_key(k): v for k, v in state.items()}, strict=True)

@@ -3,7 +3,6 @@ linear-probe accuracy per pretraining variant. The loss curves reuse ``figures.t
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,8 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vitpe.errors import DataError  # noqa: E402
+from vitpe.io import read_json  # noqa: E402
 from vitpe.train.progress import read_log  # noqa: E402
-from vitpe.report.mjp_figures import save_figure  # noqa: E402
+from vitpe.report.figures import save_figure  # noqa: E402
 
 
 def delta_norms(logs: Sequence[Path], outputs: Sequence[Path]) -> int:
@@ -45,10 +45,10 @@ def delta_norms(logs: Sequence[Path], outputs: Sequence[Path]) -> int:
 
 
 def _top1(path: Path) -> float:
-    try:
-        return float(json.loads(Path(path).read_text())["top1"])
-    except (OSError, KeyError, json.JSONDecodeError, TypeError) as exc:
-        raise DataError(f"{path}: expected a classification metrics JSON with 'top1' ({exc.__class__.__name__})")
+    metrics = read_json(path, "classification metrics file", require_object=True)
+    if not isinstance(metrics.get("top1"), (int, float)):
+        raise DataError(f"{path}: expected a number under 'top1' (written by `vitpe eval classify`)")
+    return float(metrics["top1"])
 
 
 def accuracy_bars(finetune: Sequence[Path], linprobe: Sequence[Path], outputs: Sequence[Path]) -> None:

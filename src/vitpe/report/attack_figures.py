@@ -3,7 +3,6 @@ then each model's reconstruction, for original and shuffled client inputs) and t
 per-model PSNR distributions. Inputs: ``vitpe attack run``'s reconstructions and per-image tables."""
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,23 +13,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vitpe.errors import DataError  # noqa: E402
-from vitpe.report.mjp_figures import save_figure  # noqa: E402
-from vitpe.report.tables import DISPLAY  # noqa: E402
-
-SHORT = {"inverting_gradients": "IG", "gradvit": "GradViT", "april": "APRIL", "april_adaptive": "APRIL adaptive"}
-MODE_LABEL = {"plain": "original", "shuffled": "shuffled"}
+from vitpe.report.figures import save_figure  # noqa: E402
+from vitpe.report.names import attack_name, client_mode_name, experiment_name  # noqa: E402
 
 
-def read_reconstructions(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    from safetensors import safe_open
+def _reconstructions(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    from vitpe.attacks.outputs import read_reconstructions
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: reconstruction file not found")
-    with safe_open(str(path), framework="np") as f:
-        meta = json.loads((f.metadata() or {}).get("vitpe", "{}"))
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return meta, tensors
+    tensors, meta = read_reconstructions(path)
+    return meta, {k: v.numpy() for k, v in tensors.items()}
 
 
 def _hwc(image: np.ndarray) -> np.ndarray:
@@ -40,7 +31,7 @@ def _hwc(image: np.ndarray) -> np.ndarray:
 def reconstruction_grid(recon_files: Sequence[Path], attacks: Sequence[str], outputs: Sequence[Path],
                         max_images: int = 3) -> None:
     """Rows: image × client mode; columns: the image the client fed, then model × attack."""
-    loaded = [read_reconstructions(p) for p in recon_files]
+    loaded = [_reconstructions(p) for p in recon_files]
     columns = [(meta, tensors, attack) for meta, tensors in loaded for attack in attacks
                if any(k.startswith(f"{attack}/") for k in tensors)]
     if not columns:
@@ -53,14 +44,14 @@ def reconstruction_grid(recon_files: Sequence[Path], attacks: Sequence[str], out
                              squeeze=False)
     for r, (i, mode) in enumerate(rows):
         axes[r, 0].imshow(_hwc(tensors0[f"fed/{mode}"][i]))
-        axes[r, 0].set_ylabel(f"{MODE_LABEL.get(mode, mode)}", fontsize=7)
+        axes[r, 0].set_ylabel(f"{client_mode_name(mode)}", fontsize=7)
         for c, (meta, tensors, attack) in enumerate(columns, start=1):
             key = f"{attack}/{mode}"
             if key in tensors:
                 axes[r, c].imshow(_hwc(tensors[key][i]))
     for c, (meta, _, attack) in enumerate(columns, start=1):
         name = meta.get("experiment", "?")
-        axes[0, c].set_title(f"{DISPLAY.get(name, name)}\n{SHORT.get(attack, attack)}", fontsize=7)
+        axes[0, c].set_title(f"{experiment_name(name)}\n{attack_name(attack)}", fontsize=7)
     axes[0, 0].set_title("ground truth\n(as fed)", fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -73,12 +64,9 @@ def psnr_distributions(tables: Sequence[Path], outputs: Sequence[Path]) -> None:
     """One panel per attack: per-image PSNR (vs the original image) per model, original vs shuffled."""
     import pandas as pd
 
-    frames = []
-    for path in tables:
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{path}: per-image attack table not found")
-        frames.append(pd.read_csv(path).assign(model=path.parent.name))
+    from vitpe.attacks.outputs import read_attack_table
+
+    frames = [read_attack_table(path).assign(model=Path(path).parent.name) for path in tables]
     data = pd.concat(frames, ignore_index=True)
     attacks = sorted(data["attack"].unique())
     fig, axes = plt.subplots(1, len(attacks), figsize=(4.2 * len(attacks), 3.2), squeeze=False)
@@ -92,11 +80,11 @@ def psnr_distributions(tables: Sequence[Path], outputs: Sequence[Path]) -> None:
             pos = np.arange(len(models)) + (j - (len(modes) - 1) / 2) * width
             ax.boxplot(values, positions=pos, widths=width * 0.9, showfliers=False)
             for p, v in zip(pos, values):
-                label = MODE_LABEL.get(mode, mode) if p == pos[0] else None
+                label = client_mode_name(mode) if p == pos[0] else None
                 ax.scatter(np.full(len(v), p), v, s=8, alpha=0.7, label=label, color=f"C{j}")
         ax.set_xticks(range(len(models)))
-        ax.set_xticklabels([DISPLAY.get(m, m) for m in models], rotation=30, ha="right", fontsize=7)
-        ax.set_title(SHORT.get(attack, attack))
+        ax.set_xticklabels([experiment_name(m) for m in models], rotation=30, ha="right", fontsize=7)
+        ax.set_title(attack_name(attack))
         ax.set_ylabel("PSNR vs original (dB)")
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -88,6 +88,39 @@ def _accuracy_bars(args: argparse.Namespace) -> int:
     return 0
 
 
+def _attack_grid(args: argparse.Namespace) -> int:
+    from vitpe.report.attack_figures import reconstruction_grid
+
+    reconstruction_grid(args.recon, args.attacks, args.out, args.max_images)
+    print("wrote " + ", ".join(map(str, args.out)))
+    return 0
+
+
+def _attack_psnr(args: argparse.Namespace) -> int:
+    from vitpe.report.attack_figures import psnr_distributions
+
+    psnr_distributions(args.tables, args.out)
+    print("wrote " + ", ".join(map(str, args.out)))
+    return 0
+
+
+def register_attack_figures(commands: argparse._SubParsersAction) -> None:
+    """The attack figures, run as ``vitpe attack grid-figure`` / ``psnr-figure`` (cli.py adds them to
+    the attack group, whose own code never imports the report)."""
+    p = commands.add_parser("grid-figure", help="reconstruction grid: ground truth, then each model")
+    p.add_argument("--recon", nargs="+", required=True, type=Path, help="reconstruction files, one per model")
+    p.add_argument("--attacks", nargs="+", required=True, help="which attacks' reconstructions to show")
+    p.add_argument("--max-images", type=int, default=3, help="how many attacked images (columns) to show (default: 3)")
+    p.add_argument("--out", nargs="+", required=True, type=Path, help=".png and/or .pdf")
+    p.set_defaults(func=_attack_grid)
+
+    p = commands.add_parser("psnr-figure", help="per-model PSNR distributions, one panel per attack")
+    p.add_argument("--tables", nargs="+", required=True, type=Path,
+                   help="per-image CSVs written by attack merge, one per model")
+    p.add_argument("--out", nargs="+", required=True, type=Path, help=".png and/or .pdf")
+    p.set_defaults(func=_attack_psnr)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     table = commands.add_parser("table", help="write results/tables/main.tex")
     add_params_arguments(table)

@@ -1,6 +1,8 @@
-"""Training-curve figures from the engine's per-step JSON-lines logs (PDF and PNG)."""
+"""Training-curve figures from the engine's per-step JSON-lines logs (PDF and PNG), and the one way
+every report figure is saved."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +14,14 @@ import pandas as pd  # noqa: E402
 
 from vitpe.io import atomic_path, write_text  # noqa: E402
 from vitpe.train.progress import read_log  # noqa: E402
+
+
+def save_figure(fig: plt.Figure, outputs: Sequence[Path]) -> None:
+    """Save ``fig`` to every path (format from the extension) via a temporary file, then close it."""
+    for out in outputs:
+        with atomic_path(out, keep_extension=True) as tmp:  # savefig picks the format from the extension
+            fig.savefig(tmp, dpi=150)
+    plt.close(fig)
 
 
 def training_curves(logs: list[Path], outputs: list[Path]) -> None:
@@ -34,7 +44,4 @@ def training_curves(logs: list[Path], outputs: list[Path]) -> None:
     ax_loss.legend(fontsize=8)
     for out in [o for o in outputs if Path(o).suffix == ".csv"]:
         write_text(out, pd.DataFrame(losses).to_csv())
-    for out in [o for o in outputs if Path(o).suffix != ".csv"]:
-        with atomic_path(out, keep_extension=True) as tmp:  # savefig picks the format from the extension
-            fig.savefig(tmp, dpi=150)
-    plt.close(fig)
+    save_figure(fig, [o for o in outputs if Path(o).suffix != ".csv"])

@@ -7,7 +7,6 @@ Every figure is written as each requested file (.png, .pdf), atomically.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
@@ -21,18 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vitpe.errors import DataError  # noqa: E402
-from vitpe.io import atomic_path  # noqa: E402
+from vitpe.io import read_json  # noqa: E402
+from vitpe.report.figures import save_figure  # noqa: E402
 
 _SWEEP_KEY = re.compile(r"^shuffled_top1_r(\d+\.\d+)$")
 _SV_KEY = re.compile(r"^sv_(\d{3,})$")
-
-
-def save_figure(fig: plt.Figure, outputs: Sequence[Path]) -> None:
-    """Save ``fig`` to every path (format from the extension) via a temporary file, then close it."""
-    for out in outputs:
-        with atomic_path(out, keep_extension=True) as tmp:  # savefig picks the format from the extension
-            fig.savefig(tmp, dpi=150)
-    plt.close(fig)
 
 
 def _labels(paths: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
@@ -42,16 +34,6 @@ def _labels(paths: Sequence[Path], labels: Sequence[str] | None) -> list[str]:
             raise DataError(f"{len(labels)} labels for {len(paths)} input files")
         return list(labels)
     return [Path(p).parent.name for p in paths]
-
-
-def _read_json(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: metrics file not found")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise DataError(f"{path}: not valid JSON") from None
 
 
 def sweep_points(metrics: dict) -> tuple[list[float], list[float]]:
@@ -65,7 +47,7 @@ def shuffle_curves(jsons: Sequence[Path], outputs: Sequence[Path], labels: Seque
     fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
     scale = None
     for path, label in zip(jsons, _labels(jsons, labels)):
-        metrics = _read_json(path)
+        metrics = read_json(path, "metrics file", require_object=True)
         ratios, top1 = sweep_points(metrics)
         if not ratios:
             raise DataError(f"{path}: no shuffled_top1_r* keys (written by `vitpe eval shuffle`?)")
@@ -96,7 +78,7 @@ def pe_spectra(jsons: Sequence[Path], outputs: Sequence[Path], labels: Sequence[
     fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
     skipped = []
     for path, label in zip(jsons, _labels(jsons, labels)):
-        values = spectrum(_read_json(path))
+        values = spectrum(read_json(path, "metrics file", require_object=True))
         if values is None:
             skipped.append(label)
             continue
@@ -113,7 +95,7 @@ def pe_spectra(jsons: Sequence[Path], outputs: Sequence[Path], labels: Sequence[
 
 def pe_table(weights: Path) -> np.ndarray | None:
     """The [N, D] patch rows of ``pos_embed`` in a timm-keyed safetensors file (None: no table)."""
-    from vitpe.train.checkpoint import read_weights  # torch import only when needed
+    from vitpe.models.weights import read_weights  # torch import only when needed
 
     state = read_weights(Path(weights))
     if "pos_embed" not in state:
@@ -198,8 +180,8 @@ def mjp_illustration(image_path: Path, outputs: Sequence[Path], img_size: int, p
     """
     import torch
     from PIL import Image, UnidentifiedImageError
-    from torchvision import transforms as T
 
+    from vitpe.data.transforms import eval_transform
     from vitpe.mjp.jigsaw import draw_jigsaw, shuffle_pixels
 
     path = Path(image_path)
@@ -215,8 +197,7 @@ def mjp_illustration(image_path: Path, outputs: Sequence[Path], img_size: int, p
     except (UnidentifiedImageError, OSError):
         raise DataError(f"{path}: not a readable image") from None
     # what the model sees at test time (Resize + CenterCrop), kept in [0, 1] for display
-    to_tensor = T.Compose([T.Resize(int(img_size / crop_ratio), interpolation=T.InterpolationMode.BICUBIC),
-                           T.CenterCrop(img_size), T.ToTensor()])
+    to_tensor = eval_transform(img_size, crop_ratio, output="tensor")
     x = to_tensor(picture).unsqueeze(0)
     grid = img_size // patch_size
     np_rng = np.random.default_rng(seed)

@@ -6,7 +6,6 @@ both exist at the same (paper) scale.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,12 +13,8 @@ import pandas as pd
 import yaml
 
 from vitpe.errors import DataError
-
-DISPLAY = {"deit_s": "DeiT-S", "naive_shuffle": "Naive shuffle", "pixel_shuffle": "Pixel shuffle", "mjp": "MJP",
-           "mae": "MAE", "mae_plus_abs": "MAE+ (APE)", "adpe_abs_embedding": "AdPE APE, embedding",
-           "adpe_abs_coordinate": "AdPE APE, coordinate", "mae_plus_rel": "MAE+ (RPE)",
-           "adpe_rel_embedding": "AdPE RPE, embedding", "adpe_rel_coordinate": "AdPE RPE, coordinate",
-           "deit_s_april": "DeiT-S, APRIL block", "mjp_april": "MJP, APRIL block"}
+from vitpe.io import read_json
+from vitpe.report.names import attack_name, experiment_name
 
 
 @dataclass(frozen=True)
@@ -88,13 +83,7 @@ def load_paper_numbers(path: Path) -> dict:
 
 
 def load_metrics(path: Path) -> dict[str, float]:
-    try:
-        metrics = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path}: metrics file missing")
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})")
-    return metrics
+    return read_json(path, "metrics file", require_object=True)
 
 
 def _fmt(value: float | None, digits: int = 1, signed: bool = False) -> str:
@@ -112,7 +101,7 @@ def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, pa
     sourced = {col.metric for col in study.columns if any(col.metric in section.get(row, {}) for row in rows)}
     records, sources = [], []
     for row in rows:
-        record = {"Model": DISPLAY.get(row, row.replace("_", " ")), "Scale": scale}
+        record = {"Model": experiment_name(row), "Scale": scale}
         for col in study.columns:
             value = load_metrics(metrics_dir / row / f"{col.source}.json").get(col.key or col.metric)
             ours = None if value is None else float(value) * col.scale
@@ -123,7 +112,7 @@ def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, pa
             ref_value = None if ref is None else float(ref["value"])
             if ref is not None:
                 tag = " (derived)" if ref.get("kind") == "derived" else ""
-                sources.append(f"{DISPLAY.get(row, row)} {col.label}: {ref['source']}{tag}")
+                sources.append(f"{experiment_name(row)} {col.label}: {ref['source']}{tag}")
             # a tiny-scale run is not comparable with a published number: no delta
             delta = ours - ref_value if (ours is not None and ref_value is not None and scale == "paper") else None
             record[f"{col.label} (paper)"] = _fmt(ref_value, col.digits)
@@ -215,7 +204,7 @@ def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) ->
                     ref = stated[row]
                     paper_gain.append(_fmt(None if ref is None else float(ref["value"]), col.digits, signed=True))
                     if ref is not None:
-                        sources.append(f"{DISPLAY.get(row, row)} {col.label} over MAE: {ref['source']}")
+                        sources.append(f"{experiment_name(row)} {col.label} over MAE: {ref['source']}")
                 frame[f"{col.label} vs MAE (run)"] = run_gain
                 frame[f"{col.label} vs MAE (paper)"] = paper_gain
         sources = list(dict.fromkeys(sources))
@@ -227,9 +216,6 @@ def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) ->
 
 
 # --- privacy: gradient-inversion attacks, per model and paired ------------------------------------
-
-ATTACK_SHORT = {"inverting_gradients": "IG", "gradvit": "GradViT", "april": "APRIL", "april_adaptive": "APRIL adapt."}
-
 
 def privacy_rows(params: dict) -> tuple[list[str], list[str]]:
     """(models of the optimisation attacks, APRIL-compatible models), as the workflow attacks them."""
@@ -245,12 +231,12 @@ def privacy_studies(params: dict) -> tuple[Study, Study]:
     opt = params.get("attacks", {}).get("optimisation", [])
     cols = [Column("clean_top1", "Top-1", "attacks")]
     for attack in opt:
-        short = ATTACK_SHORT.get(attack, attack)
+        short = attack_name(attack)
         cols += [Column(f"{attack}_plain_psnr_mean", f"{short} PSNR", "attacks"),
                  Column(f"{attack}_shuffled_psnr_mean", f"{short} PSNR shuf.", "attacks"),
                  Column(f"{attack}_plain_ssim_mean", f"{short} SSIM", "attacks", digits=3)]
     if opt:
-        cols += [Column(f"{opt[0]}_plain_fft2d_mean", f"{ATTACK_SHORT.get(opt[0], opt[0])} FFT2D", "attacks", digits=3),
+        cols += [Column(f"{opt[0]}_plain_fft2d_mean", f"{attack_name(opt[0])} FFT2D", "attacks", digits=3),
                  Column(f"{opt[0]}_shuffled_pos_acc_mean", "Pos. acc. shuf.", "attacks", scale=100.0)]
     optimisation = Study(key="privacy", label="tab:privacy",
                          title="Privacy: optimisation attacks, batch 1, labels recovered (mean over images, dB)",
@@ -275,8 +261,8 @@ def paired_frame(params: dict, paired: dict, metric: str = "psnr") -> pd.DataFra
                 if f"{key}_mean" not in paired:
                     continue
                 records.append({
-                    "Pair": f"{DISPLAY.get(a, a)} - {DISPLAY.get(b, b)}",
-                    "Attack": ATTACK_SHORT.get(attack, attack), "Client": mode,
+                    "Pair": f"{experiment_name(a)} - {experiment_name(b)}",
+                    "Attack": attack_name(attack), "Client": mode,
                     "n": str(int(paired[f"{key}_n"])),
                     "Mean": _fmt(paired[f"{key}_mean"], 2, signed=True),
                     "Median": _fmt(paired[f"{key}_median"], 2, signed=True),

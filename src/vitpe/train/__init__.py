@@ -1,2 +1,2 @@
-"""Training: one engine (engine.py) and the methods that drive it (supervised.py here; MAE, MAE+ and
-AdPE pretraining, fine-tuning and linear probing in vitpe.mae)."""
+"""Training stages on one engine (engine.py): supervised training, fine-tuning and linear probing of
+pretrained encoders (supervised.py, finetune.py) and MAE / MAE+ / AdPE pretraining (pretrain.py)."""

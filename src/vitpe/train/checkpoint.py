@@ -1,83 +1,24 @@
-"""Safe, portable checkpoints.
-
-- ``model.safetensors``: weights only, timm key names (loads into a plain timm ViT), no code.
-- ``state.pt``: everything needed to resume bit-exactly (weights, optimizer, scheduler, scaler,
-  position in the epoch, RNG states of python/numpy/torch/cuda), tensors and plain types only, so
-  it loads with ``torch.load(weights_only=True)``.
-
-Both are written to a temporary file and renamed into place, so a kill never leaves half a file.
+"""Training state: ``state.pt`` holds everything needed to resume bit-exactly (weights, optimizer,
+scheduler, scaler, position in the epoch, RNG states of python/numpy/torch/cuda), tensors and plain
+types only, so it loads with ``torch.load(weights_only=True)``; written to a temporary file and renamed
+into place, so a kill never leaves half a file. The weights themselves: vitpe.models.weights.
 """
 from __future__ import annotations
 
 import json
-import pickle
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 from vitpe.errors import CheckpointError
 from vitpe.io import atomic_path
-from vitpe.models.vit import load_timm_state_dict, to_timm_state_dict
+from vitpe.models.weights import load_weights_only
 
-WEIGHTS_NAME = "model.safetensors"
 STATE_NAME = "state.pt"
 STATE_FORMAT = "vitpe-train-state/1"
-
-
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, Any] | None = None) -> None:
-    """Atomically write timm-keyed weights; ``metadata`` is stored as one sorted JSON string.
-
-    One key only: safetensors keeps header metadata in a hash map whose order varies between
-    processes, and identical weights should give identical bytes (DVC, reproducibility checks).
-    """
-    save_tensors(to_timm_state_dict(model), path, metadata)
-
-
-def save_tensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, Any] | None = None) -> None:
-    """Atomically write a (timm-keyed) tensor dict as safetensors with ``save_weights``' metadata."""
-    header = {"vitpe": json.dumps(metadata or {}, sort_keys=True)}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=header)
-
-
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The JSON metadata ``save_weights`` stored ({} for foreign safetensors files)."""
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("vitpe")
-    return json.loads(raw) if raw else {}
-
-
-def load_weights(model: nn.Module, path: Path, expected: dict[str, Any] | None = None) -> None:
-    """Load timm-keyed safetensors weights into ``model``; CheckpointError on any mismatch.
-
-    ``expected`` (e.g. {"model": ..., "pos_embed": ...}) is compared with the metadata written at
-    training time: some differences (number of heads, PE kind) leave every tensor shape unchanged
-    and would otherwise load silently into the wrong model.
-    """
-    state = read_weights(path)
-    saved = read_metadata(path)
-    for key, value in (expected or {}).items():
-        if key in saved and saved[key] != json.loads(json.dumps(value)):
-            raise CheckpointError(f"{path}: trained with {key}={saved[key]!r}, but the configuration "
-                                  f"says {key}={value!r}")
-    load_timm_state_dict(model, state, source=str(path))
 
 
 # --- random number generators -----------------------------------------------------------------
@@ -121,22 +62,6 @@ def restore_rng(state: dict[str, Any], device: torch.device) -> None:
 def save_state(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save({"format": STATE_FORMAT, **state}, tmp)
-
-
-def load_weights_only(path: str | Path, what: str, map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)``, CheckpointError naming ``path`` if it fails.
-
-    Passed explicitly, weights_only=True holds even under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (that
-    variable only changes the default), so no file the workflow loads can run code.
-    """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"{path}: not a readable {what} (it pickles objects other than tensors and "
-                              "plain types; refused without running them)") from None
-    except Exception as exc:  # a truncated zip (RuntimeError), EOFError, OSError, ...
-        raise CheckpointError(f"{path}: not a readable {what} ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
 def load_state(path: Path) -> dict[str, Any]:

@@ -56,7 +56,8 @@ def _positive_int(text: str) -> int:
 
 
 def _supervised(args: argparse.Namespace) -> int:
-    from vitpe.config import params_from_args, supervised_run
+    from vitpe.config import params_from_args
+    from vitpe.runs import supervised_run
     from vitpe.train.supervised import train_supervised
 
     run = supervised_run(params_from_args(args), args.experiment)
@@ -65,8 +66,9 @@ def _supervised(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from vitpe.config import params_from_args, pretrain_run
-    from vitpe.mae.pretrain import train_pretrain
+    from vitpe.config import params_from_args
+    from vitpe.runs import pretrain_run
+    from vitpe.train.pretrain import train_pretrain
 
     run = pretrain_run(params_from_args(args), args.experiment)
     train_pretrain(run, args.out, device=args.device, max_steps=args.max_steps)
@@ -74,7 +76,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _encoder_run(args: argparse.Namespace) -> int:
-    from vitpe.config import encoder_run, params_from_args
+    from vitpe.config import params_from_args
+    from vitpe.runs import encoder_run
     from vitpe.train.supervised import train_supervised
 
     run = encoder_run(params_from_args(args), args.experiment, args.protocol, str(args.pretrained))

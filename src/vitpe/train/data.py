@@ -8,7 +8,7 @@ A sample that cannot be decoded or transformed fails with one line naming the fi
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +23,24 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from torchvision.datasets import ImageFolder
 
+from vitpe.data.transforms import eval_transform
 from vitpe.errors import DataError
+from vitpe.runs import ClassifierRecipe
 
 
-def train_transform(recipe: Mapping, img_size: int) -> Callable:
+def train_transform(recipe: ClassifierRecipe, img_size: int) -> Callable:
     # timm (0.4.12 as in the official code, and 1.x alike) drops colour jitter once a RandAugment
     # policy is set; passing the configured value through keeps that behaviour (fidelity table).
-    jitter = recipe["color_jitter"] or None
+    jitter = recipe.color_jitter or None
     transform = create_transform(
         img_size,
         is_training=True,
-        scale=tuple(recipe["crop_scale"]),
-        hflip=recipe["hflip"],
+        scale=tuple(recipe.crop_scale),
+        hflip=recipe.hflip,
         color_jitter=jitter,
-        auto_augment=recipe["randaugment"] or None,
+        auto_augment=recipe.randaugment or None,
         interpolation="bicubic",
-        re_prob=recipe["reprob"],
+        re_prob=recipe.reprob,
         re_mode="pixel",
         re_count=1,
     )
@@ -72,10 +74,6 @@ def with_faithful_posterize(transform: Callable) -> Callable:
             if op.name in POSTERIZE_OPS:
                 op.aug_fn = posterize_keeping
     return transform
-
-
-def eval_transform(recipe: Mapping, img_size: int) -> Callable:
-    return create_transform(img_size, is_training=False, interpolation="bicubic", crop_pct=recipe["test_crop_ratio"])
 
 
 class SampleError(DataError):
@@ -167,10 +165,11 @@ class ResumableSampler(Sampler[int]):
         return len(self.base)
 
 
-def build_train_sampler(dataset: ImageFolder, recipe: Mapping, seed: int, rank: int, world_size: int) -> ResumableSampler:
-    if recipe["repeated_aug"] > 1:
+def build_train_sampler(dataset: ImageFolder, recipe: ClassifierRecipe, seed: int, rank: int,
+                        world_size: int) -> ResumableSampler:
+    if recipe.repeated_aug > 1:
         base = RepeatAugSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True,
-                                num_repeats=recipe["repeated_aug"])
+                                num_repeats=recipe.repeated_aug)
     else:
         base = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=0)
     return ResumableSampler(base, seed)
@@ -229,39 +228,40 @@ class TrainData:
         )
 
 
-def build_train_data(root: Path, recipe: Mapping, img_size: int, num_classes: int, batch_size: int,
-                     seed: int, rank: int, world_size: int, pin_memory: bool = False) -> TrainData:
+def build_train_data(root: Path, recipe: ClassifierRecipe, img_size: int, num_classes: int, batch_size: int,
+                     seed: int, rank: int, world_size: int, num_workers: int = 0,
+                     pin_memory: bool = False) -> TrainData:
     dataset = image_folder(root, train_transform(recipe, img_size), num_classes)
     sampler = build_train_sampler(dataset, recipe, seed, rank, world_size)
-    return TrainData(dataset, sampler, batch_size, recipe["num_workers"], seed, pin_memory)
+    return TrainData(dataset, sampler, batch_size, num_workers, seed, pin_memory)
 
 
-def build_eval_loader(root: Path, recipe: Mapping, img_size: int, num_classes: int, batch_size: int,
-                      pin_memory: bool = False) -> DataLoader:
-    dataset = image_folder(root, eval_transform(recipe, img_size), num_classes)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=recipe["num_workers"],
+def build_eval_loader(root: Path, recipe: ClassifierRecipe, img_size: int, num_classes: int, batch_size: int,
+                      num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    dataset = image_folder(root, eval_transform(img_size, recipe.test_crop_ratio), num_classes)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=False)
 
 
-def build_mixup(recipe: Mapping, num_classes: int) -> Mixup | None:
+def build_mixup(recipe: ClassifierRecipe, num_classes: int) -> Mixup | None:
     """timm's batch-mode Mixup/CutMix with label smoothing, or None when both alphas are 0."""
-    if recipe["mixup"] <= 0 and recipe["cutmix"] <= 0:
+    if recipe.mixup <= 0 and recipe.cutmix <= 0:
         return None
     return Mixup(
-        mixup_alpha=recipe["mixup"],
-        cutmix_alpha=recipe["cutmix"],
-        prob=recipe["mixup_prob"],
-        switch_prob=recipe["mixup_switch_prob"],
+        mixup_alpha=recipe.mixup,
+        cutmix_alpha=recipe.cutmix,
+        prob=recipe.mixup_prob,
+        switch_prob=recipe.mixup_switch_prob,
         mode="batch",
-        label_smoothing=recipe["smoothing"],
+        label_smoothing=recipe.smoothing,
         num_classes=num_classes,
     )
 
 
-def build_criterion(recipe: Mapping, mixup: Mixup | None) -> nn.Module:
+def build_criterion(recipe: ClassifierRecipe, mixup: Mixup | None) -> nn.Module:
     """Soft-target CE with Mixup (targets already smoothed), else label-smoothing CE, else CE."""
     if mixup is not None:
         return SoftTargetCrossEntropy()
-    if recipe["smoothing"] > 0:
-        return LabelSmoothingCrossEntropy(smoothing=recipe["smoothing"])
+    if recipe.smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=recipe.smoothing)
     return nn.CrossEntropyLoss()

@@ -26,17 +26,15 @@ from torch import nn
 
 from vitpe.errors import CheckpointError, Preempted, TrainingDiverged
 from vitpe.io import atomic_path
-from vitpe.models.vit import load_timm_state_dict, to_timm_state_dict
+from vitpe.models.weights import WEIGHTS_NAME, load_timm_state_dict, save_weights, to_timm_state_dict
 from vitpe.train.checkpoint import (
     STATE_NAME,
-    WEIGHTS_NAME,
     capture_rng,
     check_fingerprint,
     fingerprint_json,
     load_state,
     restore_rng,
     save_state,
-    save_weights,
 )
 from vitpe.train.data import TrainData, close_batches
 from vitpe.train.distributed import DistEnv, all_reduce_mean, any_rank, barrier, gather_objects, wrap_ddp
@@ -134,6 +132,8 @@ class TrainingSetup:
     ``extra_log`` adds fields to every per-step log record (e.g. AdPE's ‖δ‖); ``publish`` writes
     extra finished artefacts (e.g. the encoder alone) before the weights mark the run complete,
     adding the metadata it is given (the truncation record of a ``max_steps`` run, else nothing).
+    ``train_module`` is what ``loss_fn`` runs and DDP wraps when it is not ``model`` itself (MJP's
+    shuffled forward around the ViT); ``model`` is what is saved and resumed.
     """
 
     model: nn.Module
@@ -144,12 +144,18 @@ class TrainingSetup:
     settings: LoopSettings
     extra_log: Callable[[], dict[str, float]] | None = None
     publish: Callable[[nn.Module, Path, dict[str, Any]], None] | None = None
+    train_module: nn.Module | None = None
+
+    @property
+    def forward_module(self) -> nn.Module:
+        """The module ``loss_fn`` expects."""
+        return self.model if self.train_module is None else self.train_module
 
     def run(self, env: DistEnv, out_dir: Path, max_steps: int | None = None) -> Path:
         return run_training(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                             data=self.data, loss_fn=self.loss_fn, settings=self.settings, env=env,
                             out_dir=Path(out_dir), max_steps=max_steps, extra_log=self.extra_log,
-                            publish=self.publish)
+                            publish=self.publish, train_module=self.forward_module)
 
 
 @dataclass
@@ -172,6 +178,7 @@ def run_training(
     max_steps: int | None = None,
     extra_log: Callable[[], dict[str, float]] | None = None,
     publish: Callable[[nn.Module, Path, dict[str, Any]], None] | None = None,
+    train_module: nn.Module | None = None,
 ) -> Path:
     """Train to the end (or to ``max_steps``), resuming from ``out_dir/state/state.pt`` if present.
 
@@ -204,7 +211,7 @@ def run_training(
         scheduler.load_state_dict(resumed_state["scheduler"])
         pos = _Position(resumed_state["step"], resumed_state["epoch"], resumed_state["batch"])
         saved = pos.step
-    ddp_model = wrap_ddp(model, env, settings.find_unused_parameters)
+    ddp_model = wrap_ddp(model if train_module is None else train_module, env, settings.find_unused_parameters)
     runner = StepRunner(ddp_model, optimizer, loss_fn, accum_steps=settings.accum_steps,
                         clip_grad=settings.clip_grad, amp=settings.amp, env=env)
     if resumed_state is not None:

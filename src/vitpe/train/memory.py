@@ -45,13 +45,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from vitpe.errors import ConfigError, VitpeError
+from vitpe.mae.settings import DecoderConfig
+from vitpe.models.spec import RPEConfig, ViTSpec
+from vitpe.runs import (ClassifierRecipe, PretrainRecipe, PretrainRun, Runtime, SupervisedRun, encoder_run,
+                        pretrain_run, supervised_run)
 from vitpe.train.progress import print_stamped
 
 GIB = 2**30
@@ -145,11 +150,11 @@ def estimate_memory(workload: Workload, world_size: int) -> MemoryEstimate:
     return MemoryEstimate(static, plain, checkpointed)
 
 
-def vit_tower(model: Mapping, tokens: int, rpe: Mapping | None = None) -> Tower:
-    """The tower of a params ``model`` block at ``tokens`` tokens (``rpe``: RPEConfig fields)."""
-    return Tower(depth=model["depth"], tokens=tokens, dim=model["embed_dim"], heads=model["num_heads"],
-                 mlp_ratio=model.get("mlp_ratio", 4.0), rpe=rpe is not None,
-                 rpe_scaled_query=bool(rpe and rpe.get("scale_rpe_query", True)))
+def vit_tower(model: ViTSpec | DecoderConfig, tokens: int, rpe: RPEConfig | None = None) -> Tower:
+    """The tower of a ViT (or MAE decoder) at ``tokens`` tokens, with ``rpe`` in every block."""
+    return Tower(depth=model.depth, tokens=tokens, dim=model.embed_dim, heads=model.num_heads,
+                 mlp_ratio=model.mlp_ratio, rpe=rpe is not None,
+                 rpe_scaled_query=rpe is not None and rpe.scale_rpe_query)
 
 
 def image_bytes(image_size: int, act: int) -> int:
@@ -301,17 +306,16 @@ def plan_batch(batch_size: int, world_size: int, estimate: MemoryEstimate, gpu_m
                       f"({budget / GIB:.1f} GiB){hint}")
 
 
-def plan_recipe(recipe: Mapping, world_size: int, workload: Callable[[], Workload], *, multiple_of: int = 1,
-                where: str = "recipe") -> BatchPlan:
-    """The plan of a recipe (``batch_size``, ``accum_steps``, ``gpu_memory_gb``, ``grad_checkpointing``);
-    ``workload`` is only built when the recipe gives a GPU memory."""
-    accum, checkpointing = recipe["accum_steps"], recipe.get("grad_checkpointing", False)
-    memory = recipe.get("gpu_memory_gb")
+def plan_recipe(recipe: ClassifierRecipe | PretrainRecipe, runtime: Runtime, world_size: int,
+                workload: Callable[[], Workload], *, multiple_of: int = 1, where: str = "recipe") -> BatchPlan:
+    """The plan of a recipe (``batch_size``, ``accum_steps``) on the runtime's ``gpu_memory_gb`` with its
+    ``grad_checkpointing``; ``workload`` is only built when a GPU memory is given."""
+    accum, checkpointing, memory = recipe.accum_steps, runtime.grad_checkpointing, runtime.gpu_memory_gb
     if memory is None:
         if accum == "auto":
             raise ConfigError(f"{where}: accum_steps 'auto' needs gpu_memory_gb (the memory to plan for)")
-        return fixed_plan(recipe["batch_size"], accum, world_size, checkpointing is True, where)
-    return plan_batch(recipe["batch_size"], world_size, estimate_memory(workload(), world_size), memory,
+        return fixed_plan(recipe.batch_size, accum, world_size, checkpointing is True, where)
+    return plan_batch(recipe.batch_size, world_size, estimate_memory(workload(), world_size), memory,
                       min_accum=1 if accum == "auto" else accum, grad_checkpointing=checkpointing,
                       multiple_of=multiple_of, where=where)
 
@@ -339,24 +343,22 @@ def check_card_memory(total_bytes: int, gpu_memory_gb: float, device: str, where
 
 # --- the table of the paper stages (README) -------------------------------------------------------
 
-def stage_workloads(params: dict) -> list[tuple[str, str, Mapping, Callable[[], Workload], int]]:
-    """(stage, experiment, recipe, workload, micro-batch multiple) of every training job of the DAG."""
-    from vitpe.config import encoder_run, pretrain_run, supervised_run
-    from vitpe.mae.pretrain import memory_workload as pretrain_workload
+def stage_workloads(params: dict) -> list[tuple[str, str, SupervisedRun | PretrainRun, Callable[[], Workload], int]]:
+    """(stage, experiment, run, workload, micro-batch multiple) of every training job of the DAG."""
+    from vitpe.train.pretrain import memory_workload as pretrain_workload
     from vitpe.train.supervised import memory_workload, micro_batch_multiple
 
     jobs = []
     for name in params["experiments"]["supervised"]:
         run = supervised_run(params, name)
-        jobs.append(("supervised", name, run.recipe, lambda run=run: memory_workload(run), micro_batch_multiple(run)))
+        jobs.append(("supervised", name, run, lambda run=run: memory_workload(run), micro_batch_multiple(run)))
     for name in params["experiments"].get("pretrain", []):
         run = pretrain_run(params, name)
-        jobs.append(("pretrain", name, run.recipe, lambda run=run: pretrain_workload(run), 1))
+        jobs.append(("pretrain", name, run, lambda run=run: pretrain_workload(run), 1))
     for protocol in ("finetune", "linprobe"):
         for name in params["experiments"].get("pretrain", []):
             run = encoder_run(params, name, protocol)
-            jobs.append((protocol, name, run.recipe, lambda run=run: memory_workload(run),
-                         micro_batch_multiple(run)))
+            jobs.append((protocol, name, run, lambda run=run: memory_workload(run), micro_batch_multiple(run)))
     return jobs
 
 
@@ -365,17 +367,17 @@ def plan_table(params: dict, world_size: int, memories: list[float]) -> str:
     header = ["stage", "experiments", "global batch", "views x tokens (width)", "static GiB", "GiB/image (ckpt)"]
     header += [f"{world_size} x {m:g} GB: micro x accum, ckpt, est. GiB" for m in memories]
     rows: dict[tuple, list] = {}
-    for stage, name, recipe, workload, multiple in stage_workloads(params):
+    for stage, name, run, workload, multiple in stage_workloads(params):
         work = workload()
         estimate = estimate_memory(work, world_size)
         towers = " / ".join(f"{t.tokens} ({t.dim})" for t in work.towers)
-        cells = [stage, [name], str(recipe["batch_size"]), f"{work.views} x {towers}",
+        cells = [stage, [name], str(run.recipe.batch_size), f"{work.views} x {towers}",
                  f"{estimate.static_bytes / GIB:.2f}",
                  f"{estimate.image_bytes / GIB:.3f} ({estimate.image_bytes_checkpointed / GIB:.3f})"]
         for memory in memories:
             try:
-                plan = plan_recipe({**recipe, "gpu_memory_gb": memory}, world_size, lambda: work,
-                                   multiple_of=multiple, where=f"{stage} {name}")
+                plan = plan_recipe(run.recipe, dataclasses.replace(run.runtime, gpu_memory_gb=memory), world_size,
+                                   lambda: work, multiple_of=multiple, where=f"{stage} {name}")
                 cells.append(f"{plan.micro_batch} x {plan.accum_steps}, {'on' if plan.grad_checkpointing else 'off'}, "
                              f"{plan.peak_bytes / GIB:.1f}")
             except ConfigError as exc:

@@ -1,20 +1,21 @@
-"""AdamW with DeiT's weight-decay exclusions and timm's per-iteration warm-up + cosine schedule."""
+"""AdamW with DeiT's weight-decay exclusions, LARS for linear probing, and timm's per-iteration warm-up +
+cosine schedule."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import Lars, create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 
 from vitpe.errors import ConfigError
+from vitpe.models.vit import unwrap
+from vitpe.runs import ClassifierRecipe, PretrainRecipe
 
 
-def scaled_lrs(recipe: Mapping) -> tuple[float, float, float]:
+def scaled_lrs(recipe: ClassifierRecipe | PretrainRecipe) -> tuple[float, float, float]:
     """(lr, warmup_lr, min_lr) scaled linearly by global batch / lr_batch_divisor (official main.py)."""
-    scale = recipe["batch_size"] / recipe["lr_batch_divisor"]
-    return recipe["base_lr"] * scale, recipe["warmup_lr"] * scale, recipe["min_lr"] * scale
+    scale = recipe.batch_size / recipe.lr_batch_divisor
+    return recipe.base_lr * scale, recipe.warmup_lr * scale, recipe.min_lr * scale
 
 
 def build_optimizer(
@@ -33,6 +34,15 @@ def build_optimizer(
     """
     return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
                                layer_decay=layer_decay)
+
+
+def build_lars(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """LARS (timm's) on the trainable (head) parameters, as MAE's linear probing: the trust ratio adapts
+    weights only, never biases."""
+    params = [p for p in unwrap(model).parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "always_adapt": True},
+              {"params": [p for p in params if p.ndim <= 1], "always_adapt": False, "weight_decay": 0.0}]
+    return Lars([g for g in groups if g["params"]], lr=lr, momentum=0.9, weight_decay=weight_decay)
 
 
 def build_scheduler(

@@ -32,7 +32,8 @@ from timm.models.vision_transformer_sam import Block as WindowBlock
 from torch import nn
 
 from vitpe.errors import CheckpointError, ConfigError
-from vitpe.models.vit import VisionTransformer, load_timm_state_dict, to_timm_state_dict
+from vitpe.models.vit import VisionTransformer
+from vitpe.models.weights import load_timm_state_dict, to_timm_state_dict
 from vitpe.models.pos_embed import resize_pos_embed
 from vitpe.transfer.convert import Encoder, LoadReport, check_transferable, match_state, read_encoder
 

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from vitpe.errors import CheckpointError
-from vitpe.models.vit import MODEL_KEYS, key_problems
+from vitpe.models.spec import MODEL_KEYS
+from vitpe.models.weights import key_problems
 
 TASKS = {"ade20k": "ADE20K (UperNet)", "coco": "COCO (Mask R-CNN, ViTDet)"}
 
@@ -59,7 +60,7 @@ class LoadReport:
 
 def read_encoder(path: str | Path) -> Encoder:
     """Read ``encoder.safetensors`` (vitpe.train.checkpoint format) and check its metadata."""
-    from vitpe.train.checkpoint import read_metadata, read_weights
+    from vitpe.models.weights import read_metadata, read_weights
 
     path = Path(path)
     state = read_weights(path)

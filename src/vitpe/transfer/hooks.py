@@ -28,7 +28,7 @@ from mmengine.runner import CheckpointLoader
 
 from vitpe.errors import CheckpointError, Preempted
 from vitpe.io import atomic_path
-from vitpe.train.checkpoint import load_weights_only
+from vitpe.models.weights import load_weights_only
 from vitpe.train.signals import PreemptionGuard
 
 STATE_NAME = "last.pth"

@@ -7,7 +7,6 @@ processes (SyncBN and the per-GPU batch under torchrun) and the work directory.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -15,8 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from vitpe.config import dataset_paths
+from vitpe.runs import dataset_paths
 from vitpe.errors import CheckpointError, ConfigError, DataError, EvaluationError
+from vitpe.io import read_json
 from vitpe.transfer.convert import Encoder, check_transferable, read_encoder
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -65,9 +65,9 @@ def _embedded_classes(root: Path, task: str) -> tuple[str, ...] | None:
     """Classes of the embedded sets (a subset of ADE20K-150 / shapes); None for the real datasets."""
     if task == "ade20k":
         path = root / "classes.json"
-        return tuple(json.loads(path.read_text())["classes"]) if path.is_file() else None
+        return tuple(read_json(path, "embedded ADE20K class list")["classes"]) if path.is_file() else None
     path = root / "annotations" / "instances_train2017.json"
-    doc = json.loads(path.read_text())
+    doc = read_json(path, "COCO instances annotation file", require_object=True)
     return tuple(c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"]))
 
 
@@ -267,9 +267,8 @@ def run_transfer(params: Mapping, task: str, experiment: str, encoder_path: str 
         torch.set_num_threads(threads)
     from mmengine.dist import is_main_process
     from mmengine.runner import Runner
-    from safetensors.torch import save_file
-
-    from vitpe.io import atomic_path, write_json
+    from vitpe.io import write_json
+    from vitpe.models.weights import save_tensors
     from vitpe.transfer.hooks import STATE_NAME, resume_uri
 
     work_dir = Path(work_dir)
@@ -287,10 +286,8 @@ def run_transfer(params: Mapping, task: str, experiment: str, encoder_path: str 
     if is_main_process():
         if weights_out is not None:
             model = getattr(runner.model, "module", runner.model)
-            tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            with atomic_path(weights_out) as tmp:
-                save_file(tensors, str(tmp), metadata={"vitpe": json.dumps(
-                    {"experiment": experiment, "task": task, "scale": params["scale"]}, sort_keys=True)})
+            tensors = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            save_tensors(tensors, weights_out, {"experiment": experiment, "task": task, "scale": params["scale"]})
         write_json(out, metrics)
         if not keep_state:
             shutil.rmtree(work_dir / "state", ignore_errors=True)

@@ -3,8 +3,11 @@
 # Inherits mmdet's Mask R-CNN model and its LSJ 100-epoch COCO instance base from the installed wheel
 # (mmdet/.mim/configs); the changes are those of ViTDet (projects/ViTDet, not in the wheel): backbone,
 # pyramid, 2-conv RPN, 4conv1fc box head and LN in the heads, LSJ with a fixed-size pad, AdamW with
-# layer decay, iteration-based 100-epoch schedule.
-# vitpe.transfer.runner fills in params.yaml (scales.<scale>.transfer.coco), the encoder and the paths.
+# layer decay, an iteration-based schedule. What is set here is not a number of params.yaml:
+# vitpe.transfer.runner fills in the per-scale recipe (scales.<scale>.transfer.coco: image size,
+# iterations, milestones, batch, lr, weight and layer decay, warm-up, drop path, windows, global blocks,
+# head widths, test score threshold, RoI samples, proposals, checkpoint and log intervals, AMP, loader
+# workers), the encoder's architecture and checkpoint, and the dataset paths.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::common/lsj-100e_coco-instance.py',
@@ -12,53 +15,41 @@ _base_ = [
 
 custom_imports = dict(imports=['vitpe.transfer.mm_det'], allow_failed_imports=False)
 
-image_size = (1024, 1024)
 norm_cfg = dict(type='LN2d', requires_grad=True)
 model = dict(
     data_preprocessor=dict(
         pad_size_divisor=32,
-        batch_augments=[dict(type='BatchFixedSizePad', size=image_size, pad_mask=True)]),
-    backbone=dict(
-        _delete_=True,
-        type='VitpeViTDet',
-        img_size=1024, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
-        drop_path=0.1, window_size=14, global_blocks=[2, 5, 8, 11], use_rel_pos=True,
-        checkpoint=None),
-    neck=dict(
-        _delete_=True,
-        type='VitpeSimpleFPN', in_channels=768, out_channels=256, scales=(4.0, 2.0, 1.0, 0.5), num_outs=5),
+        batch_augments=[dict(type='BatchFixedSizePad', pad_mask=True)]),  # size: the LSJ image size
+    backbone=dict(_delete_=True, type='VitpeViTDet'),
+    # ViTDet's simple feature pyramid: 4 levels at 4x .. 0.5x of the patch grid, plus a pooled 5th
+    neck=dict(_delete_=True, type='VitpeSimpleFPN', scales=(4.0, 2.0, 1.0, 0.5), num_outs=5),
     rpn_head=dict(num_convs=2),
     roi_head=dict(
-        bbox_head=dict(
-            type='Shared4Conv1FCBBoxHead',
-            conv_out_channels=256,
-            norm_cfg=norm_cfg),
+        bbox_head=dict(type='Shared4Conv1FCBBoxHead', norm_cfg=norm_cfg),
         # FCNMaskHead; a box wholly in the LSJ padding gets an empty mask on CPU too (mask_paste.py)
         mask_head=dict(type='VitpeFCNMaskHead', norm_cfg=norm_cfg)))
 
+# LSJ (ViTDet): scale jitter 0.1-2.0 of the image size, a crop and a pad to it (the runner sets the sizes)
 backend_args = None
 train_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='RandomFlip', prob=0.5),
-    dict(type='RandomResize', scale=image_size, ratio_range=(0.1, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_type='absolute_range', crop_size=image_size, recompute_bbox=True,
-         allow_negative_crop=True),
+    dict(type='RandomResize', ratio_range=(0.1, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_type='absolute_range', recompute_bbox=True, allow_negative_crop=True),
     dict(type='FilterAnnotations', min_gt_bbox_wh=(1e-2, 1e-2)),
-    dict(type='Pad', size=image_size, pad_val=dict(img=(114, 114, 114))),
+    dict(type='Pad', pad_val=dict(img=(114, 114, 114))),
     dict(type='PackDetInputs'),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile', backend_args=backend_args),
-    dict(type='Resize', scale=image_size, keep_ratio=True),
-    dict(type='Pad', size=image_size, pad_val=dict(img=(114, 114, 114))),
+    dict(type='Resize', keep_ratio=True),
+    dict(type='Pad', pad_val=dict(img=(114, 114, 114))),
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(
     _delete_=True,
-    batch_size=8,
-    num_workers=8,
     persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(
@@ -72,20 +63,13 @@ train_dataloader = dict(
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# ViTDet 100-epoch schedule at batch 64: 184375 iterations, drops at 163889 and 177546, 250 warm-up
-max_iters = 184375
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=250),
-    dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, milestones=[163889, 177546], gamma=0.1),
-]
+# ViTDet's AdamW (detectron2 configs/common/optim.py, as mask_rcnn_vitdet_b_100ep.py uses it); AmpOptimWrapper
+# on CUDA, the iteration-based loop and the warm-up + step schedule: the runner.
 optim_wrapper = dict(
     _delete_=True,
-    type='OptimWrapper',  # AmpOptimWrapper on CUDA (runner)
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
-    constructor='VitpeLayerDecayConstructor',
-    paramwise_cfg=dict(layer_decay_rate=0.7, decay_pos_embed=False))
-auto_scale_lr = dict(enable=False, base_batch_size=64)
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', betas=(0.9, 0.999)),
+    constructor='VitpeLayerDecayConstructor')
+auto_scale_lr = dict(enable=False)
 log_processor = dict(by_epoch=False)
-default_hooks = dict(checkpoint=None, logger=dict(interval=50))
-custom_hooks = [dict(type='VitpeCheckpointHook', interval=5000)]
+default_hooks = dict(checkpoint=None)

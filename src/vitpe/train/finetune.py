@@ -1,7 +1,7 @@
 """Fine-tuning and linear probing of pretrained encoders (MAE recipe; docs/FIDELITY.md rows 61-64).
 
 Both are supervised runs of the shared engine (vitpe.train.supervised) on a ``protocol`` run made by
-``vitpe.config.encoder_run``; this module holds what differs from training from scratch:
+``vitpe.runs.encoder_run``; this module holds what differs from training from scratch:
 
 - loading the encoder: every encoder key must match (the official code loads non-strictly and only
   tolerates a missing head / fc_norm); the sin-cos pos_embed of the pretraining grid is resized
@@ -11,7 +11,7 @@ Both are supervised runs of the shared engine (vitpe.train.supervised) on a ``pr
   trunc-normal(2e-5), AdamW with MAE's layer-wise lr decay (timm's ``layer_decay`` with the
   backbone's ``group_matcher``);
 - linear probing: BatchNorm1d without affine (eps 1e-6) before the head, head trunc-normal(0.01),
-  every other parameter frozen, LARS (timm's; trust ratio on the weight only, as MAE's LARS).
+  every other parameter frozen, LARS (vitpe.train.optim.build_lars).
 """
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ from pathlib import Path
 
 import torch
 from timm.layers import trunc_normal_
-from timm.optim import Lars
 from torch import nn
 
-from vitpe.config import RPE_KINDS, SupervisedRun
 from vitpe.errors import CheckpointError
+from vitpe.models.irpe import RPE_KINDS
 from vitpe.models.pos_embed import resize_pos_embed, sincos_2d_table
-from vitpe.models.vit import VisionTransformer, load_timm_state_dict, to_timm_state_dict, unwrap
-from vitpe.train.checkpoint import read_metadata, read_weights
+from vitpe.models.vit import VisionTransformer
+from vitpe.models.weights import load_timm_state_dict, to_timm_state_dict
+from vitpe.runs import SupervisedRun
+from vitpe.models.weights import read_metadata, read_weights
 
 PE_RESIZE = ("bicubic", "sincos")
 
@@ -69,18 +70,11 @@ def load_encoder(model: VisionTransformer, path: Path, pe_resize: str = "bicubic
 
 def prepare_from_pretrained(model: VisionTransformer, run: SupervisedRun) -> None:
     """Load ``run.pretrained`` and initialise the head (and freeze the encoder) as the protocol says."""
-    load_encoder(model, Path(run.pretrained), run.recipe["pe_resize"])
+    load_encoder(model, Path(run.pretrained), run.recipe.pe_resize)
     linear = model.head[1] if run.protocol == "linprobe" else model.head
-    trunc_normal_(linear.weight, std=run.recipe["head_init_std"])
+    trunc_normal_(linear.weight, std=run.recipe.head_init_std)
     nn.init.zeros_(linear.bias)
     if run.protocol == "linprobe":
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("head.")
 
-
-def build_lars(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """LARS on the trainable (head) parameters; MAE's LARS adapts weights only, never biases."""
-    params = [p for p in unwrap(model).parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "always_adapt": True},
-              {"params": [p for p in params if p.ndim <= 1], "always_adapt": False, "weight_decay": 0.0}]
-    return Lars([g for g in groups if g["params"]], lr=lr, momentum=0.9, weight_decay=weight_decay)

@@ -20,20 +20,20 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from torchvision import transforms as T
 
-from vitpe.config import RPE_KINDS, PretrainRun
 from vitpe.mae.adpe import adversarial_group, adversarial_parameters, attach_ascent, delta_norms
 from vitpe.mae.masking import num_visible
-from vitpe.mae.model import DecoderConfig, MaskedAutoencoder
-from vitpe.models.irpe import RPEConfig
+from vitpe.mae.model import MaskedAutoencoder
 from vitpe.models.vit import unwrap
-from vitpe.train.checkpoint import save_tensors, seed_everything
+from vitpe.runs import PretrainRun, dependency_record
+from vitpe.train.checkpoint import seed_everything
+from vitpe.models.weights import save_tensors
 from vitpe.train.data import ResumableSampler, TrainData, image_folder
 from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
 from vitpe.train.engine import LoopSettings, TrainingSetup
 from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, autoencoder_other_bytes, check_device_memory,
                                 log_plan, parameter_counts, plan_recipe, vit_tower)
 from vitpe.train.optim import build_scheduler, scaled_lrs
-from vitpe.train.supervised import RUNTIME_KEYS, epoch_steps
+from vitpe.train.supervised import epoch_steps, run_fingerprint
 
 ENCODER_NAME = "encoder.safetensors"
 
@@ -59,10 +59,9 @@ def view_transform(crop_size: int, crop_scale: tuple[float, float], hflip: float
 
 
 def build_autoencoder(run: PretrainRun) -> MaskedAutoencoder:
-    absolute = run.adversary["mode"] if run.adversary and run.adversary["target"] == "absolute" else None
-    return MaskedAutoencoder(run.model, DecoderConfig(**run.decoder), method=run.method,
-                             mask_ratio=run.recipe["mask_ratio"], norm_pix_loss=run.recipe["norm_pix_loss"],
-                             rpe=RPEConfig(**run.rpe) if run.rpe else None, adversary=absolute)
+    absolute = run.adversary.mode if run.adversary and run.adversary.target == "absolute" else None
+    return MaskedAutoencoder(run.model, run.decoder, method=run.method, mask_ratio=run.recipe.mask_ratio,
+                             norm_pix_loss=run.recipe.norm_pix_loss, rpe=run.rpe_config, adversary=absolute)
 
 
 def build_pretrain_optimizer(model: nn.Module, run: PretrainRun, lr: float) -> torch.optim.Optimizer:
@@ -70,84 +69,74 @@ def build_pretrain_optimizer(model: nn.Module, run: PretrainRun, lr: float) -> t
     recipe = run.recipe
     deltas = {id(p) for _, p in adversarial_parameters(model)}
     groups = []
-    for group in param_groups_weight_decay(model, recipe["weight_decay"]):
+    for group in param_groups_weight_decay(model, recipe.weight_decay):
         params = [p for p in group["params"] if id(p) not in deltas]
         if params:
             groups.append({**group, "params": params})
     if deltas:
-        adv_lr = recipe["adv_lr"] * recipe["batch_size"] / recipe["lr_batch_divisor"]
+        adv_lr = recipe.adv_lr * recipe.batch_size / recipe.lr_batch_divisor
         groups.append(adversarial_group((p for _, p in adversarial_parameters(model)), adv_lr / lr))
-    optimizer = create_optimizer_v2(groups, "adamw", lr=lr, weight_decay=recipe["weight_decay"],
-                                    betas=tuple(recipe["betas"]))
+    optimizer = create_optimizer_v2(groups, "adamw", lr=lr, weight_decay=recipe.weight_decay,
+                                    betas=tuple(recipe.betas))
     if deltas:
-        attach_ascent(optimizer, run.adversary["norm"], run.adversary["eps"])
+        attach_ascent(optimizer, run.adversary.norm, run.adversary.eps)
     return optimizer
-
-
-def encoder_metadata(run: PretrainRun) -> dict:
-    rpe_kind = None if run.rpe is None else RPE_KINDS[run.rpe["lookup"]]
-    return {"experiment": run.name, "scale": run.scale, "method": run.method, "model": dict(run.model),
-            "pos_embed": "sincos", "rpe": rpe_kind, "rpe_config": run.rpe, "adversary": run.adversary}
 
 
 def memory_workload(run: PretrainRun) -> Workload:
     """What one image (its ``num_crops`` views) costs on a GPU (vitpe.train.memory): MAE's encoder sees
     the visible tokens only, MAE+'s all of them; the decoder always sees every position."""
     params, trainable = parameter_counts(lambda: build_autoencoder(run))
-    crop = run.crops["crop_size"]
-    patches = (crop // run.model["patch_size"]) ** 2
-    seen = patches if run.method == "mae_plus" else num_visible(patches, run.recipe["mask_ratio"])
-    encoder = vit_tower(run.model, 1 + seen, run.rpe)
-    decoder = vit_tower(run.decoder, 1 + patches, run.rpe)
-    amp = run.recipe["amp"]
+    crop = run.crops.crop_size
+    patches = run.model.num_patches
+    seen = patches if run.method == "mae_plus" else num_visible(patches, run.recipe.mask_ratio)
+    encoder = vit_tower(run.model, 1 + seen, run.rpe_config)
+    decoder = vit_tower(run.decoder, 1 + patches, run.rpe_config)
+    amp = run.recipe.amp
     other = autoencoder_other_bytes(encoder, decoder, crop, patches, ACT_BYTES[amp])
-    return Workload((encoder, decoder), run.crops["num_crops"], other, params, trainable, "adamw", amp)
+    return Workload((encoder, decoder), run.crops.num_crops, other, params, trainable, "adamw", amp)
 
 
 def batch_plan(run: PretrainRun, world_size: int) -> BatchPlan:
     """Micro-batch (images), accumulation and activation checkpointing of ``run``."""
-    return plan_recipe(run.recipe, world_size, lambda: memory_workload(run), where=f"pretrain {run.name}")
+    return plan_recipe(run.recipe, run.runtime, world_size, lambda: memory_workload(run),
+                       where=f"pretrain {run.name}")
 
 
 def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
     plan = batch_plan(run, env.world_size)
     check_device_memory(plan, env.device, f"pretrain {run.name}")
     log_plan(plan, env.is_main)
-    recipe = {**run.recipe, "accum_steps": plan.accum_steps}  # 'auto' or a minimum, resolved
+    recipe, accum_steps = run.recipe, plan.accum_steps  # the recipe's 'auto' or minimum, resolved
     batch = plan.micro_batch
     seed_everything(run.seed + env.rank)  # official: seed + rank
-    view = view_transform(run.crops["crop_size"], run.crops["crop_scale"], recipe["hflip"])
-    dataset = image_folder(run.train_dir, MultiCrop(view, run.crops["num_crops"]))
+    view = view_transform(run.crops.crop_size, run.crops.crop_scale, recipe.hflip)
+    dataset = image_folder(run.train_dir, MultiCrop(view, run.crops.num_crops))
     sampler = ResumableSampler(DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
                                                   shuffle=True, seed=0), run.seed)
-    data = TrainData(dataset, sampler, batch, recipe["num_workers"], run.seed, env.device.type == "cuda")
-    steps_per_epoch = epoch_steps(data, recipe, run.train_dir)
+    data = TrainData(dataset, sampler, batch, run.runtime.num_workers, run.seed, env.device.type == "cuda")
+    steps_per_epoch = epoch_steps(data, recipe, accum_steps, run.train_dir)
 
     model = build_autoencoder(run).to(env.device)
     model.set_grad_checkpointing(plan.grad_checkpointing)
     lr, warmup_lr, min_lr = scaled_lrs(recipe)
     optimizer = build_pretrain_optimizer(model, run, lr)
-    scheduler = build_scheduler(optimizer, recipe["epochs"] * steps_per_epoch,
-                                recipe["warmup_epochs"] * steps_per_epoch, warmup_lr, min_lr, warmup_prefix=True)
+    scheduler = build_scheduler(optimizer, recipe.epochs * steps_per_epoch,
+                                recipe.warmup_epochs * steps_per_epoch, warmup_lr, min_lr, warmup_prefix=True)
 
     def loss_fn(net: nn.Module, batch: list[torch.Tensor], epoch: int) -> torch.Tensor:
         views = batch[0]  # [B, K, 3, h, w]: the K crops of an image are independent samples
         return net(views.flatten(0, 1))[0]
 
-    def publish(trained: nn.Module, out_dir: Path, extra_metadata: dict) -> None:
-        save_tensors(unwrap(trained).encoder_state_dict(), out_dir / ENCODER_NAME,
-                     {**encoder_metadata(run), **extra_metadata})
+    record = dependency_record(run, accum_steps)
 
-    fingerprint = {
-        "method": run.method, "model": run.model, "decoder": run.decoder, "crops": run.crops,
-        "recipe": {k: v for k, v in recipe.items() if k not in RUNTIME_KEYS},
-        "rpe": run.rpe, "adversary": run.adversary, "seed": run.seed, "world_size": env.world_size,
-        "train_images": len(dataset),
-    }
+    def publish(trained: nn.Module, out_dir: Path, extra_metadata: dict) -> None:
+        save_tensors(unwrap(trained).encoder_state_dict(), out_dir / ENCODER_NAME, {**record, **extra_metadata})
+
     settings = LoopSettings(
-        epochs=recipe["epochs"], steps_per_epoch=steps_per_epoch, accum_steps=recipe["accum_steps"],
-        clip_grad=recipe["clip_grad"], amp=recipe["amp"], checkpoint_every=recipe["checkpoint_every"],
-        fingerprint=fingerprint, weights_metadata={**encoder_metadata(run), "decoder": run.decoder},
+        epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, accum_steps=accum_steps,
+        clip_grad=recipe.clip_grad, amp=recipe.amp, checkpoint_every=run.runtime.checkpoint_every,
+        fingerprint=run_fingerprint(record, env.world_size, len(dataset)), weights_metadata=record,
         # MAE's DDP sets find_unused_parameters (main_pretrain.py); the RPE embedding δ may get none
         find_unused_parameters=True,
     )

@@ -1,0 +1,370 @@
+"""Typed, frozen descriptions of the runs the workflow trains, built once from the resolved params.
+
+``supervised_run`` / ``encoder_run`` / ``stage_run`` give a :class:`SupervisedRun` (training from
+scratch, fine-tuning, linear probing), ``pretrain_run`` a :class:`PretrainRun` (MAE, MAE+, AdPE).
+Their parts belong to the packages that use them: the architecture (:class:`ViTSpec`,
+:class:`RPEConfig`) to vitpe.models, MJP's settings to vitpe.mjp, AdPE's adversary and MAE's decoder to
+vitpe.mae; the recipes and :class:`Runtime` live here.
+
+:func:`dependency_record` is what a run's results depend on: the run minus its :class:`Runtime` (which
+may change on resume) and machine paths. It is the workflow's run-config file
+(results/configs/<scale>/[<stage>/]<exp>.json, a rule input), the config part of the resume
+fingerprint and the weights metadata.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from vitpe.data.paths import dataset_paths, num_classes
+from vitpe.errors import ConfigError
+from vitpe.mae.settings import AdversarySettings, DecoderConfig
+from vitpe.mjp.settings import DALSettings, JigsawSettings, UnknownPESettings
+from vitpe.models.registry import pe_class
+from vitpe.models.spec import RPE_KINDS, RPE_LOOKUPS, RPEConfig, RPEOptions, ViTSpec
+
+__all__ = [
+    "Runtime", "ClassifierRecipe", "PretrainRecipe", "Crops", "SupervisedRun", "PretrainRun", "RUNTIME_KEYS",
+    "supervised_run", "encoder_run", "stage_run", "pretrain_run", "transfer_record", "stage_record",
+    "dependency_record", "architecture_record", "with_recipe", "dataset_paths", "num_classes", "RPE_LOOKUPS",
+    "RPE_KINDS",
+]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Recipe keys that change how a run executes, not what it computes: they may differ on resume
+    and are not part of its dependency record (the accumulation the memory plan resolves is)."""
+
+    num_workers: int = 0
+    checkpoint_every: int = 100  # optimizer steps between state.pt writes
+    eval_batch_size: int | None = None  # classifiers only
+    gpu_memory_gb: float | None = None  # None: no memory plan, accum_steps used as given
+    grad_checkpointing: bool | str = False  # True | False | "auto"
+
+
+RUNTIME_KEYS = tuple(f.name for f in fields(Runtime))
+
+
+@dataclass(frozen=True)
+class ClassifierRecipe:
+    """A supervised / fine-tuning / linear-probing recipe (params ``scales.<scale>.supervised``,
+    ``finetune``, ``linprobe``); the last six keys are for pretrained encoders and default to
+    training from scratch."""
+
+    epochs: int
+    warmup_epochs: int
+    batch_size: int  # global: micro-batch x accum_steps x processes
+    accum_steps: int | str  # a number, or "auto" with gpu_memory_gb
+    base_lr: float
+    warmup_lr: float
+    min_lr: float
+    lr_batch_divisor: int
+    weight_decay: float
+    clip_grad: float
+    drop_path: float
+    smoothing: float
+    mixup: float
+    cutmix: float
+    mixup_prob: float
+    mixup_switch_prob: float
+    hflip: float
+    randaugment: str
+    color_jitter: float
+    reprob: float
+    repeated_aug: int
+    crop_scale: tuple[float, float]
+    test_crop_ratio: float
+    amp: str
+    steps_per_epoch: int | None = None
+    layer_decay: float | None = None
+    warmup_prefix: bool = False
+    head_init_std: float | None = None
+    pe_resize: str = "bicubic"
+    optimizer: str = "adamw"
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """A pretraining recipe (params ``scales.<scale>.pretrain.recipe``)."""
+
+    epochs: int
+    warmup_epochs: int
+    batch_size: int  # global batch of images (each gives num_crops crops)
+    accum_steps: int | str
+    base_lr: float
+    warmup_lr: float
+    min_lr: float
+    lr_batch_divisor: int
+    weight_decay: float
+    betas: tuple[float, float]
+    clip_grad: float
+    adv_lr: float
+    mask_ratio: float
+    norm_pix_loss: bool
+    hflip: float
+    amp: str
+    steps_per_epoch: int | None = None
+
+
+@dataclass(frozen=True)
+class Crops:
+    """The pretraining views of one image: MAE one view at the input size, MAE+ several small crops."""
+
+    num_crops: int
+    crop_size: int
+    crop_scale: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class SupervisedRun:
+    """Everything a supervised training/evaluation job needs, resolved for the active scale."""
+
+    name: str
+    scale: str
+    seed: int
+    data: str  # the scale's datasets: embedded | mini | real
+    model: ViTSpec
+    recipe: ClassifierRecipe
+    runtime: Runtime
+    pos_embed: str
+    num_classes: int
+    train_dir: Path
+    val_dir: Path
+    jigsaw: JigsawSettings | None = None  # None: no shuffle
+    dal: DALSettings | None = None  # None: no DAL head
+    unk: UnknownPESettings | None = None  # pos_embed "mjp" only
+    first_block: str = "standard"  # "april": block 0 without norm1/residual (supervised.<exp>.april)
+    protocol: str = "supervised"  # supervised | finetune | linprobe
+    pretrained: str | None = None  # encoder.safetensors the run starts from (a machine path)
+    rpe: RPEConfig | None = None  # None: no iRPE
+    global_pool: bool = False  # MAE fine-tuning: mean patch token + fc_norm instead of CLS
+
+    @property
+    def pe_options(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.unk) if self.unk is not None else {}
+
+
+@dataclass(frozen=True)
+class PretrainRun:
+    """One MAE / MAE+ / AdPE pretraining run, resolved for the active scale."""
+
+    name: str
+    scale: str
+    seed: int
+    data: str
+    method: str  # mae | mae_plus
+    model: ViTSpec  # the encoder at the pretraining input size (MAE+: the crop size)
+    decoder: DecoderConfig
+    recipe: PretrainRecipe
+    runtime: Runtime
+    crops: Crops
+    train_dir: Path
+    rpe: str | None = None  # the params name: irpe | irpe_interp | None
+    rpe_config: RPEConfig | None = None  # the pretraining blocks' iRPE
+    adversary: AdversarySettings | None = None
+    pos_embed: str = "sincos"  # MAE's fixed 2D table
+
+
+Run = TypeVar("Run", SupervisedRun, PretrainRun)
+MACHINE_PATHS = ("train_dir", "val_dir", "pretrained")
+# What weights must have been trained with to load into a run's model (tensor shapes aside).
+ARCHITECTURE_KEYS = {SupervisedRun: ("model", "pos_embed", "num_classes", "protocol", "rpe", "global_pool",
+                                     "first_block"),
+                     PretrainRun: ("model", "method", "rpe_config", "adversary")}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))  # tuples -> lists, as the files hold them
+
+
+def dependency_record(run: SupervisedRun | PretrainRun, accum_steps: int | None = None) -> dict[str, Any]:
+    """What a run's results depend on: every field but the runtime and machine paths, JSON-ready
+    (``name`` recorded as ``experiment``): the run-config file, the fingerprint's config and the
+    weights metadata. Training passes the ``accum_steps`` its memory plan resolved (the recipe may say
+    ``auto``): the same computation then gives the same record, whichever way the split was given."""
+    if accum_steps is not None:
+        run = dataclasses.replace(run, recipe=dataclasses.replace(run.recipe, accum_steps=accum_steps))
+    record = {f.name: getattr(run, f.name) for f in fields(run) if f.name not in ("runtime", *MACHINE_PATHS)}
+    record["experiment"] = record.pop("name")
+    return _jsonable({k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in record.items()})
+
+
+def architecture_record(run: SupervisedRun | PretrainRun) -> dict[str, Any]:
+    """The part of the record that load-time checks compare with the weights metadata."""
+    record = dependency_record(run)
+    return {key: record[key] for key in ARCHITECTURE_KEYS[type(run)]}
+
+
+def with_recipe(run: Run, **keys: Any) -> Run:
+    """``run`` with recipe keys changed; runtime keys (RUNTIME_KEYS) go to ``run.runtime``."""
+    runtime = {k: v for k, v in keys.items() if k in RUNTIME_KEYS}
+    recipe = {k: v for k, v in keys.items() if k not in RUNTIME_KEYS}
+    return dataclasses.replace(run, recipe=dataclasses.replace(run.recipe, **recipe),
+                               runtime=dataclasses.replace(run.runtime, **runtime))
+
+
+# --- building runs from the resolved params ---------------------------------------------------------
+
+def _split_recipe(base: dict, override: dict, where: str, recipe_type: type) -> tuple[Any, Runtime]:
+    """The scale's recipe with the experiment's overrides, as (recipe, runtime)."""
+    unknown = set(override) - set(base)
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown key {sorted(unknown)[0]!r} under {where}")
+    merged = {**base, **override}
+    known = {f.name for f in fields(recipe_type)} | set(RUNTIME_KEYS)
+    extra = set(merged) - known
+    if extra:
+        raise ConfigError(f"params.yaml: {where}: key {sorted(extra)[0]!r} is not a {recipe_type.__name__} key")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items() if k not in RUNTIME_KEYS}
+    runtime = Runtime(**{k: v for k, v in merged.items() if k in RUNTIME_KEYS})
+    return recipe_type(**values), runtime
+
+
+def _common(params: dict) -> dict[str, Any]:
+    return {"scale": params["scale"], "seed": params["seed"], "data": params["scales"][params["scale"]]["data"]}
+
+
+def _mjp_settings(name: str, exp: dict, warmup_epochs: int) -> dict[str, Any]:
+    """The experiment's jigsaw/DAL/unk blocks with defaults filled in, checked against its PE."""
+    where = f"params.yaml: supervised.{name}"
+    jigsaw = dal = unk = None
+    if "jigsaw" in exp:
+        jigsaw = JigsawSettings(**exp["jigsaw"])
+        if jigsaw.start_epoch is None:
+            jigsaw = dataclasses.replace(jigsaw, start_epoch=warmup_epochs)
+    if "dal" in exp:
+        if not pe_class(exp["pos_embed"]).learnable_table:  # loads the PE's module (torch)
+            raise ConfigError(f"{where}.dal: DAL regresses a learnable PE table; pos_embed is {exp['pos_embed']!r}")
+        dal = DALSettings(**exp["dal"])
+    if exp["pos_embed"] == "mjp":
+        unk = UnknownPESettings(**exp.get("unk", {}))
+    elif "unk" in exp:
+        raise ConfigError(f"{where}.unk: only for pos_embed 'mjp', not {exp['pos_embed']!r}")
+    return {"jigsaw": jigsaw, "dal": dal, "unk": unk}
+
+
+def supervised_run(params: dict, name: str) -> SupervisedRun:
+    if name not in params["supervised"]:
+        raise ConfigError(f"params.yaml: unknown supervised experiment {name!r} "
+                          f"(known: {', '.join(sorted(params['supervised']))})")
+    exp = params["supervised"][name]
+    scale = params["scales"][params["scale"]]
+    recipe, runtime = _split_recipe(scale["supervised"], exp.get("recipe", {}), f"supervised.{name}.recipe",
+                                    ClassifierRecipe)
+    paths = dataset_paths(params)
+    return SupervisedRun(
+        name=name, **_common(params), model=ViTSpec.of(scale["model"]), recipe=recipe, runtime=runtime,
+        pos_embed=exp["pos_embed"], num_classes=num_classes(params),
+        train_dir=paths["imagenet"] / "train", val_dir=paths["imagenet"] / "val",
+        **_mjp_settings(name, exp, recipe.warmup_epochs),
+        first_block="april" if exp.get("april") else "standard",
+    )
+
+
+# --- pretraining (MAE, MAE+, AdPE) and the runs built on its encoders -------------------------------
+
+def _pretrain_exp(params: dict, name: str) -> dict:
+    if name not in params.get("pretrain", {}):
+        known = ", ".join(sorted(params.get("pretrain", {}))) or "none"
+        raise ConfigError(f"params.yaml: unknown pretraining experiment {name!r} (known: {known})")
+    return params["pretrain"][name]
+
+
+def _rpe_settings(name: str, exp: dict) -> tuple[RPEConfig | None, RPEOptions]:
+    """(the pretraining iRPE or None, the RPE options incl. the fine-tune ones)."""
+    options = RPEOptions(**exp.get("rpe_options", {}))
+    kind = exp.get("rpe")
+    if kind is None:
+        if "rpe_options" in exp:
+            raise ConfigError(f"params.yaml: pretrain.{name}.rpe_options given without rpe")
+        return None, options
+    return RPEConfig(lookup=RPE_LOOKUPS[kind], interp_variant=options.interp_variant, scale_rpe_query=True), options
+
+
+def pretrain_run(params: dict, name: str) -> PretrainRun:
+    exp = _pretrain_exp(params, name)
+    scale = params["scales"][params["scale"]]["pretrain"]
+    recipe, runtime = _split_recipe(scale["recipe"], exp.get("recipe", {}), f"pretrain.{name}.recipe",
+                                    PretrainRecipe)
+    method = exp["method"]
+    model = {**scale["model"], **exp.get("model", {})}
+    crops = dict(scale[method])
+    if method == "mae_plus":
+        model["img_size"] = crops["crop_size"]  # MAE+ encodes the low-resolution crops
+    else:
+        crops = {"num_crops": 1, "crop_size": model["img_size"], **crops}
+    rpe, _ = _rpe_settings(name, exp)
+    adversary = None
+    if "adversary" in exp:
+        where = f"params.yaml: pretrain.{name}"
+        if method != "mae_plus":
+            raise ConfigError(f"{where}.adversary: AdPE extends MAE+ (method mae_plus), not {method!r}")
+        adversary = AdversarySettings(**exp["adversary"], target="relative" if rpe else "absolute")
+        if rpe is not None:
+            if adversary.mode == "coordinate" and rpe.lookup != "interp":
+                raise ConfigError(f"{where}: the RPE coordinate adversary needs rpe: irpe_interp")
+            if adversary.mode == "embedding" and rpe.lookup != "discrete":
+                raise ConfigError(f"{where}: the RPE embedding adversary needs rpe: irpe")
+            per_bucket = adversary.mode == "embedding" and adversary.per_bucket
+            rpe = dataclasses.replace(rpe, adversary="embedding_per_bucket" if per_bucket else adversary.mode)
+    return PretrainRun(
+        name=name, **_common(params), method=method, model=ViTSpec.of(model),
+        decoder=DecoderConfig(**scale["decoder"]), recipe=recipe, runtime=runtime,
+        crops=Crops(crops["num_crops"], crops["crop_size"], tuple(crops["crop_scale"])),
+        train_dir=dataset_paths(params)["imagenet"] / "train",
+        rpe=exp.get("rpe"), rpe_config=rpe, adversary=adversary,
+    )
+
+
+def encoder_run(params: dict, name: str, protocol: str, pretrained: str | None = None) -> SupervisedRun:
+    """Fine-tuning (``finetune``) or linear probing (``linprobe``) of pretraining experiment ``name``.
+
+    A supervised run on the scale's ``finetune`` / ``linprobe`` recipe with the pretraining
+    encoder's architecture at the full input size, its PE learnable (MAE: pos_embed is loaded and
+    stays learnable), the matching iRPE (docs/FIDELITY.md row 57) and, for fine-tuning, global pooling.
+    """
+    if protocol not in ("finetune", "linprobe"):
+        raise ConfigError(f"unknown protocol {protocol!r} (finetune or linprobe)")
+    exp = _pretrain_exp(params, name)
+    scale = params["scales"][params["scale"]]
+    recipe, runtime = _split_recipe(scale[protocol], exp.get(f"{protocol}_recipe", {}),
+                                    f"pretrain.{name}.{protocol}_recipe", ClassifierRecipe)
+    rpe, options = _rpe_settings(name, exp)
+    if rpe is not None:
+        # docs/FIDELITY.md row 58: the official fine-tune attention adds the RPE term with unscaled q;
+        # linear probing has no official code and keeps the pretraining attention.
+        scaled = options.finetune_scale_rpe_query if protocol == "finetune" else True
+        rpe = dataclasses.replace(rpe, scale_rpe_query=scaled)
+    paths = dataset_paths(params)
+    return SupervisedRun(
+        name=name, **_common(params), model=ViTSpec.of({**scale["pretrain"]["model"], **exp.get("model", {})}),
+        recipe=recipe, runtime=runtime, pos_embed="learnable", num_classes=num_classes(params),
+        train_dir=paths["imagenet"] / "train", val_dir=paths["imagenet"] / "val",
+        protocol=protocol, pretrained=pretrained, rpe=rpe, global_pool=protocol == "finetune",
+    )
+
+
+def stage_run(params: dict, stage: str, name: str) -> SupervisedRun:
+    """The classifier a workflow stage trains: ``supervised``, ``finetune`` or ``linprobe``."""
+    return supervised_run(params, name) if stage == "supervised" else encoder_run(params, name, stage)
+
+
+def transfer_record(params: dict, task: str, name: str) -> dict[str, Any]:
+    """The dependency record of the ``transfer_<task>`` stage of encoder ``name`` (the encoder itself
+    is a rule input): the scale's ``transfer.<task>`` recipe, the seed and the datasets."""
+    _pretrain_exp(params, name)
+    recipe = params["scales"][params["scale"]].get("transfer", {}).get(task)
+    return _jsonable({"experiment": name, "task": task, "recipe": recipe, **_common(params)})
+
+
+def stage_record(params: dict, stage: str, name: str) -> dict[str, Any]:
+    """The run-config file of ``stage`` (supervised, pretrain, finetune, linprobe, transfer_<task>)."""
+    if stage.startswith("transfer_"):
+        return transfer_record(params, stage[len("transfer_"):], name)
+    if stage == "pretrain":
+        return dependency_record(pretrain_run(params, name))
+    return dependency_record(stage_run(params, stage, name))

@@ -1,0 +1,91 @@
+"""The typed runs (vitpe.runs): one frozen description of a run, one dependency record for the
+workflow's run-config file, the resume fingerprint and the weights metadata."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import yaml
+
+from conftest import ROOT, copy_workflow, make_image_folder, micro_params_file, run as run_command
+from vitpe.config import apply_overrides, load_params
+from vitpe.runs import (RUNTIME_KEYS, dependency_record, encoder_run, pretrain_run, stage_record, supervised_run,
+                        with_recipe)
+from vitpe.train.checkpoint import load_state
+from vitpe.models.weights import read_metadata
+from vitpe.train.supervised import train_supervised
+
+
+def test_run_config_file_fingerprint_and_weights_metadata_are_one_record(tmp_path):
+    """The file Snakemake writes, the state a resumed run checks and the metadata of the weights."""
+    data_root = tmp_path / "data"
+    make_image_folder(data_root / "imagenet")
+    params_file = micro_params_file(tmp_path, data_root)
+    (tmp_path / "workflow_copy").mkdir()
+    workflow = copy_workflow(tmp_path / "workflow_copy", yaml.safe_load(params_file.read_text()))
+    run_command(["snakemake", "--list-rules"], workflow)  # parsing the workflow writes the run configs
+    written = json.loads((workflow / "results/configs/tiny/mjp.json").read_text())
+
+    run = supervised_run(load_params(params_file), "mjp")
+    out = tmp_path / "out"
+    train_supervised(run, out, device="cpu", max_steps=1)  # publishes truncated weights, keeps the state
+    metadata = read_metadata(out / "model.safetensors")
+    assert metadata.pop("truncated") == {"steps": 1, "total_steps": 15}
+    fingerprint = json.loads(load_state(out / "state" / "state.pt")["fingerprint"])
+    assert fingerprint["run"] == metadata == written == dependency_record(run)
+    assert written["experiment"] == "mjp" and written["jigsaw"]["start_epoch"] == 1
+    assert written["dal"] == {"head": "nonlinear", "weight": 0.01, "final_ratio": 0.5}
+    assert set(fingerprint) == {"run", "world_size", "train_images"} and fingerprint["train_images"] == 20
+    assert not set(RUNTIME_KEYS) & (set(written) | set(written["recipe"]))
+    assert "train_dir" not in written and "val_dir" not in written and "pretrained" not in written
+
+
+@pytest.mark.parametrize("key, value", [("num_workers", 3), ("checkpoint_every", 7), ("eval_batch_size", 5),
+                                        ("gpu_memory_gb", 40.0), ("grad_checkpointing", True)])
+def test_a_runtime_key_changes_no_record(key, value):
+    params = load_params(ROOT / "params.yaml")
+    for stage, section in (("supervised", "supervised"), ("finetune", "finetune"), ("linprobe", "linprobe"),
+                           ("pretrain", "pretrain.recipe")):
+        name = "mjp" if stage == "supervised" else "adpe_rel_coordinate"
+        if key == "eval_batch_size" and stage == "pretrain":
+            continue  # pretraining evaluates nothing
+        changed = apply_overrides(params, [f"scales.tiny.{section}.{key}={json.dumps(value)}"])
+        assert stage_record(changed, stage, name) == stage_record(params, stage, name), (stage, key)
+        run = pretrain_run(changed, name) if stage == "pretrain" else encoder_run(changed, name, stage) \
+            if stage != "supervised" else supervised_run(changed, name)
+        assert getattr(run.runtime, key) == value
+    # a recipe key is a dependency
+    longer = apply_overrides(params, ["scales.tiny.supervised.epochs=31"])
+    assert stage_record(longer, "supervised", "mjp")["recipe"]["epochs"] == 31
+    assert stage_record(longer, "supervised", "mjp") != stage_record(params, "supervised", "mjp")
+
+
+def test_with_recipe_routes_runtime_keys_and_the_record_ignores_them():
+    run = supervised_run(load_params(ROOT / "params.yaml"), "deit_s")
+    faster = with_recipe(run, num_workers=4, checkpoint_every=1)
+    assert (faster.runtime.num_workers, faster.runtime.checkpoint_every) == (4, 1)
+    assert dependency_record(faster) == dependency_record(run)
+    assert dependency_record(with_recipe(run, epochs=2))["recipe"]["epochs"] == 2
+    # the accumulation the memory plan resolves replaces the recipe's as written
+    assert dependency_record(with_recipe(run, accum_steps="auto"), accum_steps=1) == dependency_record(run)
+
+
+def test_a_frozen_run_refuses_assignment():
+    params = load_params(ROOT / "params.yaml")
+    run = supervised_run(params, "mjp")
+    for target, field, value in ((run, "seed", 1), (run.recipe, "epochs", 1), (run.jigsaw, "ratio", 0.3),
+                                 (run.model, "depth", 1), (run.runtime, "num_workers", 2),
+                                 (pretrain_run(params, "adpe_abs_coordinate").adversary, "eps", 2.0)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(target, field, value)
+
+
+def test_unknown_recipe_keys_name_the_block():
+    from vitpe.errors import ConfigError
+
+    params = load_params(ROOT / "params.yaml")
+    bad = json.loads(json.dumps(params))
+    bad["supervised"]["mjp"]["recipe"] = {"epochz": 3}
+    with pytest.raises(ConfigError, match=r"unknown key 'epochz' under supervised\.mjp\.recipe"):
+        supervised_run(bad, "mjp")
