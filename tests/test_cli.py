@@ -131,3 +131,28 @@ def test_snakemake_configfile_override_reaches_jobs_typed(workflow_copy):
     dotted = run(["snakemake", "-n", "--cores", "1", "--config", "supervised.mjp.jigsaw.ratio=0.3"],
                  workflow_copy, check=False)
     assert dotted.returncode != 0  # why the README documents --configfile
+
+
+def test_a_command_declared_with_the_shared_helpers_parses_runs_and_says_what_it_wrote(tmp_path, capsys):
+    from pathlib import Path
+
+    from vitpe.commands import add_command, add_weights_arguments, reports_writes, wrote
+
+    @reports_writes
+    def write(args: argparse.Namespace) -> str:
+        args.out.write_text("{}")
+        return "1 key"
+
+    parser = argparse.ArgumentParser(prog="vitpe")
+    p = add_command(parser.add_subparsers(dest="command", required=True), "demo", write, "a demo", params=True)
+    add_weights_arguments(p, "model.safetensors", "metrics JSON to write")
+    out = tmp_path / "metrics.json"
+    args = parser.parse_args(["demo", "--weights", "w.safetensors", "--out", str(out), "--device", "cpu",
+                              "--set", "seed=1"])
+    assert (args.params, args.set, args.weights, args.device) == ("params.yaml", ["seed=1"], Path("w.safetensors"),
+                                                                  "cpu")
+    assert args.func(args) == 0 and out.read_text() == "{}"
+    assert capsys.readouterr().out == f"wrote {out} (1 key)\n"
+    assert wrote(["a.png", Path("a.pdf")]) == "wrote a.png, a.pdf"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--weights", "w", "--out", "o", "--device", "tpu"])

@@ -196,23 +196,25 @@ def test_coco_without_detections_fails_in_one_line_and_writes_nothing(tmp_path, 
     ("ade20k", {"aAcc": 80.0, "mAcc": 50.0}, "ade20k: the evaluator returned no mIoU"),
 ])
 def test_incomplete_or_undefined_metrics_fail(tmp_path, monkeypatch, task, evaluated, message):
+    from vitpe.runs import transfer_run
     from vitpe.transfer.runner import run_transfer
 
     _transfer_with_evaluator_output(monkeypatch, evaluated)
-    params = load_params(ROOT / "params.yaml")
+    run = transfer_run(load_params(ROOT / "params.yaml"), task, "mae")
     with pytest.raises(EvaluationError, match=message.replace("(", r"\(")):
-        run_transfer(params, task, "mae", tmp_path / "e.safetensors", tmp_path / "w", tmp_path / "m.json")
+        run_transfer(run, tmp_path / "e.safetensors", tmp_path / "w", tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()
 
 
 @pytest.mark.mm
 def test_complete_metrics_keep_the_evaluator_values(tmp_path, monkeypatch):
+    from vitpe.runs import transfer_run
     from vitpe.transfer.runner import run_transfer
 
     # AP_s = -1 is COCO's answer for "no small object in the validation set", not a failure
     evaluated = {**{k: 0.25 for k in COCO_KEYS}, "coco/bbox_mAP_s": -1.0, "coco/segm_mAP_s": -1.0}
     _transfer_with_evaluator_output(monkeypatch, evaluated)
-    metrics = run_transfer(load_params(ROOT / "params.yaml"), "coco", "mae", tmp_path / "e.safetensors",
+    metrics = run_transfer(transfer_run(load_params(ROOT / "params.yaml"), "coco", "mae"), tmp_path / "e.safetensors",
                            tmp_path / "w", tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     assert metrics["coco_ap_box"] == 0.25 and metrics["coco_aps_box"] == -1.0 and metrics["coco_status"] == "ok"

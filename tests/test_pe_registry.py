@@ -12,7 +12,7 @@ from conftest import ROOT, micro_params
 from vitpe.errors import ConfigError
 from vitpe.models import build_vit
 from vitpe.models.pos_embed import PositionEmbedding, build_pos_embed, pe_class, register_pe
-from vitpe.models.registry import PE_CLASSES
+from vitpe.models.registry import PE_CLASSES, PE_FLAGS, PE_PROVIDERS, PEFlags, provide_pe
 from vitpe.runs import supervised_run
 
 MICRO = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}
@@ -66,3 +66,27 @@ def test_a_new_pe_is_one_registered_class_and_dal_follows_its_flags():
             supervised_run(params, "deit_s")
     finally:
         PE_CLASSES.pop("half_test")
+
+
+def test_checking_a_dal_run_reads_the_pe_flags_without_importing_torch():
+    """Snakemake parses params (and builds the runs) at every invocation: no torch for the DAL check."""
+    code = ("import sys\n"
+            "from vitpe.config import load_params\n"
+            "from vitpe.runs import supervised_run\n"
+            "run = supervised_run(load_params('params.yaml'), 'mjp')\n"
+            "print(run.pos_embed, run.dal is not None, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["mjp", "True", "False"]
+
+
+def test_a_class_whose_flags_differ_from_its_announcement_is_refused():
+    provide_pe("announced_test", "vitpe.models.pos_embed", PEFlags(learnable_table=True))
+    try:
+        with pytest.raises(ValueError, match="'announced_test': the class declares .*learnable_table=False"):
+            @register_pe
+            class AnnouncedPosEmbed(PositionEmbedding):  # says no learnable table, announced with one
+                name = "announced_test"
+        assert "announced_test" not in PE_CLASSES
+    finally:
+        PE_FLAGS.pop("announced_test")
+        PE_PROVIDERS.pop("announced_test")

@@ -135,3 +135,21 @@ def test_completion_publishes_weights_and_log_and_drops_the_state(data_root, ref
 def test_batch_must_split_over_accumulation(data_root, tmp_path):
     with pytest.raises(ConfigError, match="batch_size 4 is not a multiple of accum_steps 3"):
         train_supervised(micro_run(data_root, accum_steps=3), tmp_path, device="cpu")
+
+
+def test_every_trainer_starts_a_rank_by_planning_then_seeding_seed_plus_rank(data_root):
+    from vitpe.train.distributed import DistEnv
+    from vitpe.train.prelude import loop_settings, start_rank
+    from vitpe.train.supervised import batch_plan
+
+    run = micro_run(data_root)
+    env = DistEnv(rank=1, world_size=2, local_rank=1, device=torch.device("cpu"))
+    plan = start_rank(run, env, batch_plan, "supervised test")
+    drawn = torch.rand(3)
+    torch.manual_seed(run.seed + 1)  # the official seed + rank
+    assert torch.equal(drawn, torch.rand(3))
+    assert plan.world_size == 2 and plan.micro_batch * plan.accum_steps * 2 == run.recipe.batch_size
+    settings = loop_settings(run, plan, steps_per_epoch=5, train_images=40, find_unused_parameters=False)
+    assert settings.fingerprint == {"run": settings.weights_metadata, "world_size": 2, "train_images": 40}
+    assert settings.weights_metadata["recipe"]["accum_steps"] == settings.accum_steps == plan.accum_steps
+    assert settings.total_steps == run.recipe.epochs * 5

@@ -14,7 +14,8 @@ import yaml
 from conftest import deep_update, micro_params, run
 from vitpe.errors import CheckpointError, ConfigError
 from vitpe.models.vit import VisionTransformer
-from vitpe.models.weights import read_weights, save_weights
+from vitpe.models.weights import read_metadata, read_weights, save_weights
+from vitpe.runs import dependency_record, transfer_run, with_recipe
 
 pytestmark = pytest.mark.mm
 
@@ -236,8 +237,10 @@ def test_train_and_evaluate_on_the_embedded_data(task, embedded, tmp_path, monke
 
     monkeypatch.setattr(Runner, "test", spy)
     work, out, weights = tmp_path / "work", tmp_path / f"{task}.json", tmp_path / "model.safetensors"
-    run_transfer(params, task, "mae", encoder, work, out, weights_out=weights, keep_state=True)
+    run = transfer_run(params, task, "mae")
+    run_transfer(run, encoder, work, out, weights_out=weights, keep_state=True)
     metrics = json.loads(out.read_text())
+    assert read_metadata(weights) == dependency_record(run)  # the fine-tuned model says what it was trained by
     assert metrics[f"{task}_status"] == "ok" and metrics["scale"] == "tiny" and metrics[f"{task}_iters"] == 2
     for theirs, ours in METRIC_KEYS[task].items():  # the evaluator's numbers, not recomputed
         assert str(metrics[ours]) == str(evaluated[theirs])  # as printed (mmseg: numpy float32)
@@ -253,7 +256,7 @@ def test_train_and_evaluate_on_the_embedded_data(task, embedded, tmp_path, monke
     assert torch.equal(final[prefix + "blocks.0.attn.qkv.weight"], state["state_dict"][prefix + "blocks.0.attn.qkv.weight"])
     # a rerun resumes from that state (mmengine's resume, through hooks.load_training_state)
     evaluated.clear()
-    again = run_transfer(params, task, "mae", encoder, work, tmp_path / "again.json")
+    again = run_transfer(run, encoder, work, tmp_path / "again.json")
     assert again == metrics and not (work / "state").exists()
 
 
@@ -263,8 +266,8 @@ def test_preemption_saves_state_then_the_rerun_resumes(embedded, tmp_path, monke
     from vitpe.transfer.hooks import TensorCheckpointHook
     from vitpe.transfer.runner import run_transfer
 
-    params = validate_params(micro_transfer_params(embedded[0]))
-    params["scales"]["tiny"]["transfer"]["ade20k"]["checkpoint_every"] = 100
+    run = with_recipe(transfer_run(validate_params(micro_transfer_params(embedded[0])), "ade20k", "mae"),
+                      checkpoint_every=100)
     before_train = TensorCheckpointHook.before_train
 
     def signalled(self, runner):  # as if SLURM sent SIGTERM before the first iteration ended
@@ -274,11 +277,11 @@ def test_preemption_saves_state_then_the_rerun_resumes(embedded, tmp_path, monke
     monkeypatch.setattr(TensorCheckpointHook, "before_train", signalled)
     work, out = tmp_path / "work", tmp_path / "ade20k.json"
     with pytest.raises(Preempted, match="SIGTERM received: state saved at iteration 1"):
-        run_transfer(params, "ade20k", "mae", encoder, work, out)
+        run_transfer(run, encoder, work, out)
     assert not out.exists()
     assert torch.load(work / "state" / "last.pth", weights_only=True)["meta"]["iter"] == 1
     monkeypatch.setattr(TensorCheckpointHook, "before_train", before_train)
-    metrics = run_transfer(params, "ade20k", "mae", encoder, work, out)
+    metrics = run_transfer(run, encoder, work, out)
     log = "".join(p.read_text() for p in work.glob("*/*.log"))
     assert "resumed epoch: 0, iter: 1" in log and json.loads(out.read_text()) == metrics
 
@@ -310,7 +313,7 @@ def test_resume_loads_the_state_weights_only_whatever_the_environment(planted, e
     if planted == "truncated":  # a state cut short by a full disk
         state.write_bytes(state.read_bytes()[:100])
     with pytest.raises(CheckpointError, match=f"{re.escape(str(state))}: not a readable transfer training state") as err:
-        run_transfer(params, "ade20k", "mae", encoder, work, out)
+        run_transfer(transfer_run(params, "ade20k", "mae"), encoder, work, out)
     assert "\n" not in str(err.value)
     if planted == "pickle":
         assert "pickles objects other than tensors and plain types" in str(err.value)
@@ -324,20 +327,20 @@ def test_config_inherits_the_upstream_recipes(embedded, tmp_path, encoder):
     params = deep_update(embedded[0], {"scale": "paper", "data": {"real": {
         "ade20k": str(embedded[1] / "ade20k"), "coco": str(embedded[1] / "coco")}}})
     encoder16 = make_encoder(tmp_path / "b16.safetensors", scale="paper", img_size=224, patch_size=16, depth=12)
-    ade = build_config(params, "ade20k", encoder16, tmp_path / "a", cuda=True, world=8)
+    ade = build_config(transfer_run(params, "ade20k", "mae"), encoder16, tmp_path / "a", cuda=True, world=8)
     assert ade.optim_wrapper.type == "AmpOptimWrapper" and ade.optim_wrapper.optimizer.lr == 1e-4
     assert ade.optim_wrapper.paramwise_cfg.layer_decay_rate == 0.65 and ade.train_dataloader.batch_size == 2
     assert ade.model.test_cfg == dict(mode="slide", crop_size=(512, 512), stride=(341, 341))
     assert ade.model.decode_head.norm_cfg.type == "SyncBN" and ade.launcher == "pytorch"
     assert ade.param_scheduler[0]["end"] == 1500 and ade.param_scheduler[1]["end"] == 160000
     assert ade.model.decode_head.type == "UPerHead" and ade.model.neck.type == "Feature2Pyramid"
-    coco = build_config(params, "coco", encoder16, tmp_path / "c", cuda=True, world=8)
+    coco = build_config(transfer_run(params, "coco", "mae"), encoder16, tmp_path / "c", cuda=True, world=8)
     assert coco.train_dataloader.batch_size == 8 and coco.train_cfg.max_iters == 184375
     assert coco.model.rpn_head.anchor_generator.strides == [4, 8, 16, 32, 64]
     assert coco.model.roi_head.bbox_head.type == "Shared4Conv1FCBBoxHead" and coco.model.rpn_head.num_convs == 2
     assert coco.model.backbone.global_blocks == [2, 5, 8, 11] and coco.model.backbone.window_size == 14
     assert coco.val_evaluator.type == "CocoMetric" and coco.val_evaluator.metric == ["bbox", "segm"]
-    cpu = build_config(params, "ade20k", encoder16, tmp_path / "a", cuda=False, world=1)
+    cpu = build_config(transfer_run(params, "ade20k", "mae"), encoder16, tmp_path / "a", cuda=False, world=1)
     assert cpu.optim_wrapper.type == "OptimWrapper" and cpu.model.decode_head.norm_cfg.type == "BN"
     # the paper-scale models build from these configs (registries, heads, LN2d in the ViTDet heads)
     from mmengine.registry import init_default_scope
@@ -345,7 +348,7 @@ def test_config_inherits_the_upstream_recipes(embedded, tmp_path, encoder):
     from vitpe.transfer import mm_det, mm_seg  # noqa: F401
 
     for task in ("ade20k", "coco"):
-        cfg = build_config(params, task, encoder16, tmp_path / task, cuda=False, world=1)
+        cfg = build_config(transfer_run(params, task, "mae"), encoder16, tmp_path / task, cuda=False, world=1)
         scope = "mmseg" if task == "ade20k" else "mmdet"
         init_default_scope(scope)
         registry = mm_seg.MODELS if task == "ade20k" else mm_det.MODELS
@@ -353,7 +356,7 @@ def test_config_inherits_the_upstream_recipes(embedded, tmp_path, encoder):
         assert type(model.backbone).__name__ == ("ViTBackbone" if task == "ade20k" else "ViTDetBackbone")
         assert model.backbone.grid == (32 if task == "ade20k" else 64)
     with pytest.raises(CheckpointError, match="pretrained at the 'tiny' scale"):
-        build_config(params, "ade20k", encoder, tmp_path / "a", cuda=False, world=1)
+        build_config(transfer_run(params, "ade20k", "mae"), encoder, tmp_path / "a", cuda=False, world=1)
 
 
 def test_cli_reports_a_bad_encoder_in_one_line(tmp_path):

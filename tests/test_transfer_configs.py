@@ -41,13 +41,14 @@ def _dataset_root(tmp: Path, scale: str) -> Path:
 
 def built_config(tmp: Path, scale: str, task: str) -> dict:
     """The config dict build_config makes on one CPU process, temporary paths replaced by <tmp>."""
+    from vitpe.runs import transfer_run
     from vitpe.transfer.runner import build_config
 
     kind = "embedded" if scale == "tiny" else "mini"
     root = _dataset_root(tmp, scale)
     params = load_params(ROOT / "params.yaml", [f"scale={scale}", f"data.{kind}.root={root}"])
     encoder = make_encoder(tmp / "encoder.safetensors", scale=scale, **ENCODERS[scale])
-    cfg = build_config(params, task, encoder, tmp / "work", cuda=False, world=1)
+    cfg = build_config(transfer_run(params, task, "mae"), encoder, tmp / "work", cuda=False, world=1)
     text = json.dumps(cfg.to_dict(), sort_keys=True, default=repr).replace(str(tmp), "<tmp>")
     return json.loads(text)  # tuples -> lists, as frozen
 

@@ -235,15 +235,3 @@ def _merge(base: dict, override: dict) -> dict:
         out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
-
-_MOVED_TO_RUNS = ("SupervisedRun", "PretrainRun", "supervised_run", "pretrain_run", "encoder_run", "stage_run",
-                  "dataset_paths", "num_classes")
-
-
-def __getattr__(name: str) -> Any:
-    """The run builders live in vitpe.runs; their names stay importable from here."""
-    if name in _MOVED_TO_RUNS:
-        import vitpe.runs
-
-        return getattr(vitpe.runs, name)
-    raise AttributeError(f"module 'vitpe.config' has no attribute {name!r}")

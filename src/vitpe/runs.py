@@ -1,14 +1,15 @@
 """Typed, frozen descriptions of the runs the workflow trains, built once from the resolved params.
 
 ``supervised_run`` / ``encoder_run`` / ``stage_run`` give a :class:`SupervisedRun` (training from
-scratch, fine-tuning, linear probing), ``pretrain_run`` a :class:`PretrainRun` (MAE, MAE+, AdPE).
+scratch, fine-tuning, linear probing), ``pretrain_run`` a :class:`PretrainRun` (MAE, MAE+, AdPE),
+``transfer_run`` a :class:`TransferRun` (ADE20K / COCO fine-tuning of a pretraining encoder).
 Their parts belong to the packages that use them: the architecture (:class:`ViTSpec`,
 :class:`RPEConfig`) to vitpe.models, MJP's settings to vitpe.mjp, AdPE's adversary and MAE's decoder to
-vitpe.mae; the recipes and :class:`Runtime` live here.
+vitpe.mae; the recipes, :class:`Runtime` and :class:`TransferRuntime` live here.
 
 :func:`dependency_record` is what a run's results depend on: the run minus its :class:`Runtime` (which
 may change on resume) and machine paths. It is the workflow's run-config file
-(results/configs/<scale>/[<stage>/]<exp>.json, a rule input), the config part of the resume
+(results/configs/<scale>/[<stage>/]<exp>.json, a rule input; :func:`stage_record`), the config part of the resume
 fingerprint and the weights metadata.
 """
 from __future__ import annotations
@@ -23,12 +24,13 @@ from vitpe.data.paths import dataset_paths, num_classes
 from vitpe.errors import ConfigError
 from vitpe.mae.settings import AdversarySettings, DecoderConfig
 from vitpe.mjp.settings import DALSettings, JigsawSettings, UnknownPESettings
-from vitpe.models.registry import pe_class
+from vitpe.models.registry import pe_flags
 from vitpe.models.spec import RPE_KINDS, RPE_LOOKUPS, RPEConfig, RPEOptions, ViTSpec
 
 __all__ = [
     "Runtime", "ClassifierRecipe", "PretrainRecipe", "Crops", "SupervisedRun", "PretrainRun", "RUNTIME_KEYS",
-    "supervised_run", "encoder_run", "stage_run", "pretrain_run", "transfer_record", "stage_record",
+    "TransferRuntime", "TransferRecipe", "SegmentationRecipe", "DetectionRecipe", "TransferRun", "TRANSFER_RECIPES",
+    "supervised_run", "encoder_run", "stage_run", "pretrain_run", "transfer_run", "stage_record",
     "dependency_record", "architecture_record", "with_recipe", "dataset_paths", "num_classes", "RPE_LOOKUPS",
     "RPE_KINDS",
 ]
@@ -169,8 +171,89 @@ class PretrainRun:
     pos_embed: str = "sincos"  # MAE's fixed 2D table
 
 
-Run = TypeVar("Run", SupervisedRun, PretrainRun)
-MACHINE_PATHS = ("train_dir", "val_dir", "pretrained")
+# --- downstream transfer (vitpe.transfer) -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TransferRuntime:
+    """Transfer recipe keys that change how a run executes, not what it computes (as :class:`Runtime`)."""
+
+    num_workers: int
+    checkpoint_every: int  # iterations between state/last.pth writes
+    log_every: int  # iterations between log lines
+
+
+@dataclass(frozen=True)
+class TransferRecipe:
+    """The keys both transfer recipes hold (params ``scales.<scale>.transfer.<task>``)."""
+
+    iters: int
+    batch_size: int  # global: per process = batch_size / processes
+    lr: float
+    weight_decay: float
+    layer_decay: float
+    decay_pos_embed: bool  # weight decay on the absolute PE and CLS token
+    warmup_iters: int
+    drop_path: float
+    head_channels: int
+    amp: str  # none | bf16 | fp16 (AmpOptimWrapper on CUDA; CPU runs fp32)
+    # 0: evaluate once, after training. Not a runtime key: each validation during training draws its
+    # loader's seed from the global torch RNG, which shifts the training stream (drop path).
+    val_interval: int
+
+
+@dataclass(frozen=True)
+class SegmentationRecipe(TransferRecipe):
+    """ADE20K, UperNet on the MAE-style backbone (``transfer.ade20k``)."""
+
+    crop_size: int
+    resize_scale: tuple[int, int]  # RandomResize (w, h) before the crop; the test Resize
+    out_blocks: tuple[int, ...] | None  # None: MAE's blocks 4/6/8/12 of 12, the same depth fractions otherwise
+    rel_pos_bias: bool  # BEiT relative position bias per block (mmseg MAE backbone)
+    layer_scale: float | None  # layer-scale init; None: none
+    aux_channels: int
+    test_stride: int  # sliding-window stride
+
+
+@dataclass(frozen=True)
+class DetectionRecipe(TransferRecipe):
+    """COCO, Mask R-CNN on the ViTDet backbone (``transfer.coco``)."""
+
+    image_size: int  # LSJ size
+    milestones: tuple[int, ...]
+    window_size: int
+    global_blocks: tuple[int, ...] | None  # None: ViTDet's last block of each quarter
+    rel_pos: bool  # ViTDet's decomposed relative position
+    fc_channels: int
+    test_score_thr: float
+    roi_samples: int
+    rpn_proposals: int | None  # None: mmdet's 2000 (train) / 1000 (test)
+
+
+TRANSFER_RECIPES: dict[str, type[TransferRecipe]] = {"ade20k": SegmentationRecipe, "coco": DetectionRecipe}
+
+
+@dataclass(frozen=True)
+class TransferRun:
+    """The downstream fine-tuning of pretraining experiment ``name``'s encoder, resolved for the active scale.
+
+    ``model`` and ``rpe`` are the encoder's architecture as its pretraining run defines it (what the
+    results depend on); the backbone is built from the encoder file's own metadata, which that run wrote.
+    """
+
+    name: str  # the pretraining experiment
+    task: str  # ade20k | coco
+    scale: str
+    seed: int
+    data: str  # the scale's datasets: embedded | mini | real
+    model: ViTSpec  # the encoder as pretrained (MAE+: at the crop size)
+    rpe: RPEConfig | None  # the pretraining iRPE, kept downstream without its adversary (docs/FIDELITY.md row 34)
+    recipe: SegmentationRecipe | DetectionRecipe
+    runtime: TransferRuntime
+    data_root: Path  # the task's dataset (a machine path)
+
+
+Run = TypeVar("Run", SupervisedRun, PretrainRun, TransferRun)
+MACHINE_PATHS = ("train_dir", "val_dir", "pretrained", "data_root")
 # What weights must have been trained with to load into a run's model (tensor shapes aside).
 ARCHITECTURE_KEYS = {SupervisedRun: ("model", "pos_embed", "num_classes", "protocol", "rpe", "global_pool",
                                      "first_block"),
@@ -181,7 +264,7 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value))  # tuples -> lists, as the files hold them
 
 
-def dependency_record(run: SupervisedRun | PretrainRun, accum_steps: int | None = None) -> dict[str, Any]:
+def dependency_record(run: SupervisedRun | PretrainRun | TransferRun, accum_steps: int | None = None) -> dict[str, Any]:
     """What a run's results depend on: every field but the runtime and machine paths, JSON-ready
     (``name`` recorded as ``experiment``): the run-config file, the fingerprint's config and the
     weights metadata. Training passes the ``accum_steps`` its memory plan resolved (the recipe may say
@@ -200,27 +283,30 @@ def architecture_record(run: SupervisedRun | PretrainRun) -> dict[str, Any]:
 
 
 def with_recipe(run: Run, **keys: Any) -> Run:
-    """``run`` with recipe keys changed; runtime keys (RUNTIME_KEYS) go to ``run.runtime``."""
-    runtime = {k: v for k, v in keys.items() if k in RUNTIME_KEYS}
-    recipe = {k: v for k, v in keys.items() if k not in RUNTIME_KEYS}
+    """``run`` with recipe keys changed; runtime keys (those of ``run.runtime``) go to ``run.runtime``."""
+    runtime_keys = {f.name for f in fields(run.runtime)}
+    runtime = {k: v for k, v in keys.items() if k in runtime_keys}
+    recipe = {k: v for k, v in keys.items() if k not in runtime_keys}
     return dataclasses.replace(run, recipe=dataclasses.replace(run.recipe, **recipe),
                                runtime=dataclasses.replace(run.runtime, **runtime))
 
 
 # --- building runs from the resolved params ---------------------------------------------------------
 
-def _split_recipe(base: dict, override: dict, where: str, recipe_type: type) -> tuple[Any, Runtime]:
+def _split_recipe(base: dict, override: dict, where: str, recipe_type: type,
+                  runtime_type: type = Runtime) -> tuple[Any, Any]:
     """The scale's recipe with the experiment's overrides, as (recipe, runtime)."""
     unknown = set(override) - set(base)
     if unknown:
         raise ConfigError(f"params.yaml: unknown key {sorted(unknown)[0]!r} under {where}")
     merged = {**base, **override}
-    known = {f.name for f in fields(recipe_type)} | set(RUNTIME_KEYS)
+    runtime_keys = {f.name for f in fields(runtime_type)}
+    known = {f.name for f in fields(recipe_type)} | runtime_keys
     extra = set(merged) - known
     if extra:
         raise ConfigError(f"params.yaml: {where}: key {sorted(extra)[0]!r} is not a {recipe_type.__name__} key")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items() if k not in RUNTIME_KEYS}
-    runtime = Runtime(**{k: v for k, v in merged.items() if k in RUNTIME_KEYS})
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in merged.items() if k not in runtime_keys}
+    runtime = runtime_type(**{k: v for k, v in merged.items() if k in runtime_keys})
     return recipe_type(**values), runtime
 
 
@@ -237,7 +323,7 @@ def _mjp_settings(name: str, exp: dict, warmup_epochs: int) -> dict[str, Any]:
         if jigsaw.start_epoch is None:
             jigsaw = dataclasses.replace(jigsaw, start_epoch=warmup_epochs)
     if "dal" in exp:
-        if not pe_class(exp["pos_embed"]).learnable_table:  # loads the PE's module (torch)
+        if not pe_flags(exp["pos_embed"]).learnable_table:
             raise ConfigError(f"{where}.dal: DAL regresses a learnable PE table; pos_embed is {exp['pos_embed']!r}")
         dal = DALSettings(**exp["dal"])
     if exp["pos_embed"] == "mjp":
@@ -353,18 +439,29 @@ def stage_run(params: dict, stage: str, name: str) -> SupervisedRun:
     return supervised_run(params, name) if stage == "supervised" else encoder_run(params, name, stage)
 
 
-def transfer_record(params: dict, task: str, name: str) -> dict[str, Any]:
-    """The dependency record of the ``transfer_<task>`` stage of encoder ``name`` (the encoder itself
-    is a rule input): the scale's ``transfer.<task>`` recipe, the seed and the datasets."""
-    _pretrain_exp(params, name)
-    recipe = params["scales"][params["scale"]].get("transfer", {}).get(task)
-    return _jsonable({"experiment": name, "task": task, "recipe": recipe, **_common(params)})
+def transfer_run(params: dict, task: str, name: str) -> TransferRun:
+    """The ``transfer_<task>`` stage of pretraining experiment ``name``: the scale's ``transfer.<task>``
+    recipe on the encoder of ``pretrain_run(params, name)``."""
+    if task not in TRANSFER_RECIPES:
+        raise ConfigError(f"unknown transfer task {task!r} (known: {', '.join(TRANSFER_RECIPES)})")
+    pretrain = pretrain_run(params, name)
+    where = f"scales.{params['scale']}.transfer.{task}"
+    recipes = params["scales"][params["scale"]].get("transfer", {})
+    if task not in recipes:
+        raise ConfigError(f"params.yaml: {where} is not defined")
+    recipe, runtime = _split_recipe(recipes[task], {}, where, TRANSFER_RECIPES[task], TransferRuntime)
+    if task == "ade20k" and recipe.iters <= recipe.warmup_iters:
+        raise ConfigError(f"params.yaml: {where}: iters ({recipe.iters}) must exceed warmup_iters "
+                          f"({recipe.warmup_iters}): the poly decay follows the warm-up")
+    rpe = None if pretrain.rpe_config is None else dataclasses.replace(pretrain.rpe_config, adversary=None)
+    return TransferRun(name=name, task=task, **_common(params), model=pretrain.model, rpe=rpe, recipe=recipe,
+                       runtime=runtime, data_root=dataset_paths(params)[task])
 
 
 def stage_record(params: dict, stage: str, name: str) -> dict[str, Any]:
     """The run-config file of ``stage`` (supervised, pretrain, finetune, linprobe, transfer_<task>)."""
     if stage.startswith("transfer_"):
-        return transfer_record(params, stage[len("transfer_"):], name)
+        return dependency_record(transfer_run(params, stage[len("transfer_"):], name))
     if stage == "pretrain":
         return dependency_record(pretrain_run(params, name))
     return dependency_record(stage_run(params, stage, name))

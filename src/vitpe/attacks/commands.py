@@ -8,54 +8,53 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vitpe.config import add_params_arguments
+from vitpe.commands import add_command, add_device_argument, reports_writes, wrote
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "run", help="attack one trained model with every configured attack",
+    p = add_command(
+        subparsers, "run", _run, "attack one trained model with every configured attack", params=True,
         description="Client steps (plain and MJP-shuffled) on the attack images, then the closed-form "
                     "(kind april) or optimisation attacks (kinds supervised, finetuned); writes the "
                     "aggregated metrics JSON (<attack>_<mode>_<metric>_<stat>, threat model and settings), "
                     "the per-image CSV and the reconstructions (safetensors).")
-    add_params_arguments(p)
     p.add_argument("--experiment", required=True, help="a name under supervised: (or pretrain: for finetuned)")
     p.add_argument("--kind", choices=("supervised", "april", "finetuned"), required=True,
                    help="which attacks apply: supervised models, APRIL-compatible models (closed form) "
                         "or fine-tuned pretrained encoders")
     p.add_argument("--weights", required=True, type=Path, help="model.safetensors")
-    p.add_argument("--out", required=True, type=Path, help="metrics JSON")
-    p.add_argument("--table", required=True, type=Path, help="per-image CSV")
-    p.add_argument("--recon", required=True, type=Path, help="reconstructions (safetensors)")
+    _output_arguments(p)
     p.add_argument("--images", type=int, default=None, help="override scales.<scale>.attacks.images")
     p.add_argument("--iterations", type=int, default=None, help="override every optimisation attack's iterations")
     p.add_argument("--jobs", type=int, default=None, help="override scales.<scale>.attacks.jobs")
     p.add_argument("--job", type=int, default=0, help="which job's share of the images to attack (0-based)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    add_device_argument(p)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.set_defaults(func=_run)
 
-    p = subparsers.add_parser(
-        "merge", help="merge one model's attack jobs into its metrics, table and reconstructions",
+    p = add_command(
+        subparsers, "merge", _merge, "merge one model's attack jobs into its metrics, table and reconstructions",
         description="Concatenates the jobs' per-image tables and reconstructions in image order, checks that "
                     "their settings agree and recomputes the aggregates: the outputs of a single run.")
     p.add_argument("--metrics", nargs="+", required=True, type=Path, help="each job's metrics JSON")
     p.add_argument("--tables", nargs="+", required=True, type=Path, help="each job's per-image CSV")
     p.add_argument("--recons", nargs="+", required=True, type=Path, help="each job's reconstructions")
-    p.add_argument("--out", required=True, type=Path, help="metrics JSON")
-    p.add_argument("--table", required=True, type=Path, help="per-image CSV")
-    p.add_argument("--recon", required=True, type=Path, help="reconstructions (safetensors)")
-    p.set_defaults(func=_merge)
+    _output_arguments(p)
 
-    p = subparsers.add_parser(
-        "compare", help="paired per-image differences between models (attacks.compare)",
+    p = add_command(
+        subparsers, "compare", _compare, "paired per-image differences between models (attacks.compare)",
+        params=True,
         description="For each pair A:B, A - B per image on the images both were attacked on: mean, median, "
                     "std, bootstrap 95% CI of the mean, Wilcoxon p; flat JSON.")
-    add_params_arguments(p)
     p.add_argument("--tables", nargs="+", required=True, type=Path,
                    help="per-image CSVs written by attack merge (results/attacks/<scale>/<exp>/images.csv)")
     p.add_argument("--out", required=True, type=Path, help="the comparison JSON to write")
-    p.set_defaults(func=_compare)
+
+
+def _output_arguments(p: argparse.ArgumentParser) -> None:
+    """The three outputs of one model's attacks (``run`` writes them per job, ``merge`` for all jobs)."""
+    p.add_argument("--out", required=True, type=Path, help="metrics JSON")
+    p.add_argument("--table", required=True, type=Path, help="per-image CSV")
+    p.add_argument("--recon", required=True, type=Path, help="reconstructions (safetensors)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -78,7 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     dal_weight = run.dal.weight if run.dal else 0.0
     summary = run_attacks(model, run, args.kind, settings, device, args.out, args.table, args.recon, dal_weight,
                           log=print_stamped, job=args.job)
-    print(f"{args.experiment}: {summary['num_images']} images, {summary['seconds']:.1f} s; wrote {args.out}")
+    print(f"{args.experiment}: {summary['num_images']} images, {summary['seconds']:.1f} s; {wrote(args.out)}")
     return 0
 
 
@@ -87,11 +86,12 @@ def _merge(args: argparse.Namespace) -> int:
 
     summary = merge_jobs(args.metrics, args.tables, args.recons, args.out, args.table, args.recon)
     print(f"{summary['experiment']}: merged {summary['attack_jobs']} jobs, {summary['num_images']} images; "
-          f"wrote {args.out}")
+          f"{wrote(args.out)}")
     return 0
 
 
-def _compare(args: argparse.Namespace) -> int:
+@reports_writes
+def _compare(args: argparse.Namespace) -> str:
     from vitpe.attacks.metrics import paired_comparison
     from vitpe.attacks.outputs import read_attack_table
     from vitpe.config import params_from_args
@@ -106,5 +106,4 @@ def _compare(args: argparse.Namespace) -> int:
     out.update({"pairs": ";".join(f"{a}-{b}" for a, b in pairs if a in tables and b in tables),
                 "scale": params["scale"]})
     write_json(args.out, out)
-    print(f"wrote {args.out} ({len(out)} keys)")
-    return 0
+    return f"{len(out)} keys"

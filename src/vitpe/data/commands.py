@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vitpe.config import add_params_arguments
+from vitpe.commands import add_command
 
 DATASETS = ("imagenet", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco", "attack")
 KINDS = ("imagenet", "imagefolder", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco", "attack")
@@ -13,25 +13,24 @@ LAYOUT_SECTIONS = {"embedded": "embedded", "real": "mini"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "synth", help="generate the embedded (tiny scale) or mini (smoke scale, real layouts) datasets",
+    p = add_command(
+        subparsers, "synth", _synth, params=True,
+        help="generate the embedded (tiny scale) or mini (smoke scale, real layouts) datasets",
         description="Generate every dataset of a layout deterministically from its seed into its root "
                     "(cleared first); manifest.json is written last. --layout embedded (default): the "
                     "embedded sets, data.embedded; --layout real: the mini sets in the real layouts and "
                     "sizes with real class ids, data.mini.",
     )
-    add_params_arguments(p)
     p.add_argument("--layout", choices=tuple(LAYOUT_SECTIONS), default="embedded",
                    help="embedded (data.embedded, default) or real (data.mini)")
-    p.set_defaults(func=_synth)
 
-    p = subparsers.add_parser(
-        "check", help="check dataset layouts (the active scale's, or one --kind/--path)",
+    p = add_command(
+        subparsers, "check", _check, params=True,
+        help="check dataset layouts (the active scale's, or one --kind/--path)",
         description="Check the active scale's datasets (or those named by --dataset), or one dataset given "
                     "by --kind and --path. Decodes a sample of the images unless --full. Prints one "
                     "'check:' line per dataset; --out writes the JSON report.",
     )
-    add_params_arguments(p)
     p.add_argument("--out", type=Path, default=None, help="JSON report to write")
     p.add_argument("--full", action="store_true", help="decode every image, not a sample")
     p.add_argument("--dataset", nargs="+", choices=DATASETS, default=None, metavar="NAME",
@@ -42,7 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="expected class folders (ade20k: largest label id, default 150) (with --kind)")
     p.add_argument("--train-classes", type=Path, default=None, metavar="DIR",
                    help="training ImageFolder: subset folders must be its classes (with --kind)")
-    p.set_defaults(func=_check)
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -98,27 +98,40 @@ def synthesize(params: dict, root: str | Path, log: Log = print, workers: int | 
     grid, layouts = _layouts(cfg["num_classes"] + cfg["o_classes"], cfg["seed"])  # may fail: before clearing
     root = Path(root)
     clear_root(root)
+    classes = class_names(cfg["num_classes"])
+    downstream = [(make_ade20k, (root / "ade20k", cfg)), (make_coco, (root / "coco", cfg)),
+                  (make_attack, (root / "attack", cfg, classes))]
+    write_sets(root, cfg, classes, grid, layouts, EMBEDDED_MAKERS, downstream, cfg, log, workers)
+    return root
+
+
+def write_sets(root: Path, cfg: dict, classes: list[str], grid: int, layouts: list[Layout], makers: ClassMakers,
+               downstream: list[tuple[Callable, tuple]], c_cfg: dict, log: Log, workers: int | None) -> None:
+    """Every set of a generated layout into the cleared ``root``, the manifest last: ImageNet train/val
+    (a job per class and split), -A and -O drawn by ``makers`` in the layout's format, and the
+    ``downstream`` jobs, all in ``workers`` processes; then ImageNet-C from the written validation
+    images (``c_cfg``: its seed, image size and images per class) and layouts.json.
+
+    ``layouts``: one per training class, then the held-out ones of ImageNet-O."""
+    make_class, make_a, make_o = makers
     seed, n = cfg["seed"], cfg["num_classes"]
-    classes = class_names(n)
     train_layouts = dict(zip(classes, layouts))
     a_classes = [classes[i] for i in _choose(seed, "imagenet-a/classes", n, cfg["a_classes"])]
     o_folders = dict(zip((classes[i] for i in _choose(seed, "imagenet-o/classes", n, cfg["o_classes"])), layouts[n:]))
 
     splits = (("train", cfg["train_per_class"]), ("val", cfg["val_per_class"]))
     summaries = run_jobs(workers, [
-        *[(make_imagenet_class, (root / "imagenet" / split, cfg, split, per_class, i, name, train_layouts[name], grid))
+        *[(make_class, (root / "imagenet" / split, cfg, split, per_class, i, name, train_layouts[name], grid))
           for split, per_class in splits for i, name in enumerate(classes)],
-        (make_imagenet_a, (root / "imagenet-a", cfg, {name: train_layouts[name] for name in a_classes}, classes, grid)),
-        (make_imagenet_o, (root / "imagenet-o", cfg, o_folders, grid)),
-        (make_ade20k, (root / "ade20k", cfg)),
-        (make_coco, (root / "coco", cfg)),
-        (make_attack, (root / "attack", cfg, classes)),
+        (make_a, (root / "imagenet-a", cfg, {name: train_layouts[name] for name in a_classes}, classes, grid)),
+        (make_o, (root / "imagenet-o", cfg, o_folders, grid)),
+        *downstream,
     ])
     for split, per_class in splits:
         log(f"synth: imagenet/{split}: {n * per_class} images, {n} classes")
     for summary in summaries[2 * n:]:
         log(summary)
-    make_imagenet_c(root / "imagenet" / "val", root / "imagenet-c", cfg, log, workers)  # reads the val PNGs
+    make_imagenet_c(root / "imagenet" / "val", root / "imagenet-c", c_cfg, log, workers)  # reads the val images
     _write_json(root / "layouts.json", {
         "grid": grid,
         "parts": list(PARTS),
@@ -128,7 +141,6 @@ def synthesize(params: dict, root: str | Path, log: Log = print, workers: int | 
     })
     write_manifest(root, cfg)
     log(f"synth: done, {root}")
-    return root
 
 
 def _validate(cfg: dict) -> None:
@@ -415,6 +427,12 @@ def make_imagenet_o(out: Path, cfg: dict, folders: dict[str, Layout], grid: int)
             image = _render_layout(_rng(cfg["seed"], f"imagenet-o/{k}", j), layout, grid, cfg["image_size"])
             _save(image, out / name / f"o_{j:05d}.jpg", quality=JPEG_QUALITY)
     return f"synth: imagenet-o: {len(folders) * cfg['o_per_class']} images, {len(folders)} held-out layouts"
+
+
+# the ImageNet-style sets' image makers (write_sets), one per generated layout
+ClassMakers = tuple[Callable, Callable, Callable]  # (make_imagenet_class, make_imagenet_a, make_imagenet_o)
+EMBEDDED_MAKERS: ClassMakers = (make_imagenet_class, make_imagenet_a, make_imagenet_o)
+
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitpe.data.synth import (JPEG_QUALITY, PARTS, CocoLabels, Layout, Log, _choose, _layout_json, _layouts,
-                              _render_layout, _rng, _save, _write_json, clear_root, draw_shape, make_ade20k,
-                              make_coco, make_imagenet_c, run_jobs, write_manifest)
+from vitpe.data.synth import (JPEG_QUALITY, ClassMakers, CocoLabels, Layout, Log, _layouts, _render_layout, _rng,
+                              _save, clear_root, draw_shape, make_ade20k, make_coco, write_sets)
 from vitpe.errors import ConfigError
 
 IMAGENET_C_SIZE = 224  # ImageNet-C: Resize(256) + CenterCrop(224) of the validation image
@@ -69,35 +68,10 @@ def synthesize_real(params: dict, root: str | Path, log: Log = print, workers: i
     grid, layouts = _layouts(cfg["num_classes"] + cfg["o_classes"], cfg["seed"], section="data.mini")
     root = Path(root)
     clear_root(root, "data.mini")
-    seed, n = cfg["seed"], cfg["num_classes"]
-    train_layouts = dict(zip(wnids, layouts))
-    a_classes = [wnids[i] for i in _choose(seed, "imagenet-a/classes", n, cfg["a_classes"])]
-    o_folders = dict(zip((wnids[i] for i in _choose(seed, "imagenet-o/classes", n, cfg["o_classes"])), layouts[n:]))
-
-    splits = (("train", cfg["train_per_class"]), ("val", cfg["val_per_class"]))
-    summaries = run_jobs(workers, [
-        *[(make_imagenet_class, (root / "imagenet" / split, cfg, split, per_class, i, wnid, train_layouts[wnid], grid))
-          for split, per_class in splits for i, wnid in enumerate(wnids)],
-        (make_imagenet_a, (root / "imagenet-a", cfg, {wnid: train_layouts[wnid] for wnid in a_classes}, wnids, grid)),
-        (make_imagenet_o, (root / "imagenet-o", cfg, o_folders, grid)),
-        (make_ade20k, (root / "ade20k", cfg, tuple(cfg["seg_sides"]))),
-        (make_coco, (root / "coco", cfg, tuple(cfg["det_sides"]), MINI_COCO)),
-    ])
-    for split, per_class in splits:
-        log(f"synth: imagenet/{split}: {n * per_class} images, {n} classes")
-    for summary in summaries[2 * n:]:
-        log(summary)
-    c_cfg = {"seed": seed, "image_size": IMAGENET_C_SIZE, "corruption_per_class": cfg["corruption_per_class"]}
-    make_imagenet_c(root / "imagenet" / "val", root / "imagenet-c", c_cfg, log, workers)
-    _write_json(root / "layouts.json", {
-        "parts": list(PARTS),
-        "grid": grid,
-        "train_classes": {wnid: _layout_json(layout) for wnid, layout in train_layouts.items()},
-        "imagenet_o_folders": {wnid: _layout_json(layout) for wnid, layout in o_folders.items()},
-        "imagenet_a_classes": a_classes,
-    })
-    write_manifest(root, cfg)
-    log(f"synth: done, {root}")
+    downstream = [(make_ade20k, (root / "ade20k", cfg, tuple(cfg["seg_sides"]))),
+                  (make_coco, (root / "coco", cfg, tuple(cfg["det_sides"]), MINI_COCO))]
+    c_cfg = {"seed": cfg["seed"], "image_size": IMAGENET_C_SIZE, "corruption_per_class": cfg["corruption_per_class"]}
+    write_sets(root, cfg, wnids, grid, layouts, MINI_MAKERS, downstream, c_cfg, log, workers)
     return root
 
 
@@ -160,3 +134,6 @@ def make_imagenet_o(out: Path, cfg: dict, folders: dict[str, Layout], grid: int)
         for j in range(cfg["o_per_class"]):
             _save(_render(cfg, f"imagenet-o/{k}", j, layout, grid), out / wnid / f"o_{j:05d}.jpg", quality=JPEG_QUALITY)
     return f"synth: imagenet-o: {len(folders) * cfg['o_per_class']} images, {len(folders)} held-out layouts"
+
+
+MINI_MAKERS: ClassMakers = (make_imagenet_class, make_imagenet_a, make_imagenet_o)

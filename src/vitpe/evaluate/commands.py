@@ -4,72 +4,62 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vitpe.config import add_params_arguments
+from vitpe.commands import Command, add_command, add_weights_arguments
+
+METRICS_HELP = "metrics JSON to write"
 
 
-def _model_arguments(p: argparse.ArgumentParser, device: bool = True) -> None:
-    add_params_arguments(p)
+def _model_command(subparsers: argparse._SubParsersAction, name: str, run: Command, help: str, description: str,
+                   device: bool = True) -> argparse.ArgumentParser:
+    """A command evaluating one trained classifier (supervised, fine-tuned or linear-probed)."""
+    p = add_command(subparsers, name, run, help, description, params=True)
     p.add_argument("--experiment", required=True,
                    help="a name under `supervised:` (or `pretrain:` with --stage finetune/linprobe)")
     p.add_argument("--stage", choices=("supervised", "finetune", "linprobe"), default="supervised",
                    help="which classifier the weights are (default: supervised)")
-    p.add_argument("--weights", required=True, type=Path, help="model.safetensors (timm keys)")
-    p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
-    if device:
-        p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    add_weights_arguments(p, "model.safetensors (timm keys)", METRICS_HELP, device=device)
+    return p
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("classify", help="top-1/top-5 accuracy on the validation set",
-                              description="Evaluate trained weights on the validation ImageFolder and "
-                                          "write {top1, top5, num_images, scale} as JSON.")
-    _model_arguments(p)
-    p.set_defaults(func=_classify)
+    _model_command(subparsers, "classify", _classify, "top-1/top-5 accuracy on the validation set",
+                   "Evaluate trained weights on the validation ImageFolder and write {top1, top5, num_images, "
+                   "scale} as JSON.")
 
-    p = subparsers.add_parser(
-        "shuffle", help="accuracy under MJP-shuffled inputs (ratio sweep) and prediction consistency",
-        description="MJP eval.py over a sweep of shuffle ratios (one seeded mask per batch) and "
-                    "consistency.py (CLS-feature L2 and argmax agreement, original vs shuffled); writes "
-                    "shuffled_top1_rX.XX, shuffled_top5_rX.XX, shuffled_fraction_rX.XX, consistency_l2, "
-                    "consistency_agreement, ... as flat JSON.")
-    _model_arguments(p)
+    p = _model_command(
+        subparsers, "shuffle", _shuffle,
+        "accuracy under MJP-shuffled inputs (ratio sweep) and prediction consistency",
+        "MJP eval.py over a sweep of shuffle ratios (one seeded mask per batch) and consistency.py (CLS-feature "
+        "L2 and argmax agreement, original vs shuffled); writes shuffled_top1_rX.XX, shuffled_top5_rX.XX, "
+        "shuffled_fraction_rX.XX, consistency_l2, consistency_agreement, ... as flat JSON.")
     p.add_argument("--ratios", type=float, nargs="+", default=None, metavar="R",
                    help="shuffle ratios in [0, 1] (default: 0 0.1 0.2 0.3 0.5 0.7 0.9; 0 = unshuffled)")
     p.add_argument("--consistency-ratio", type=float, default=0.5, help="official consistency.py: 0.5")
-    p.set_defaults(func=_shuffle)
 
-    p = subparsers.add_parser(
-        "robustness", help="ImageNet-C error matrix and mCE, ImageNet-A top-1, ImageNet-O AUPR",
-        description="Evaluate on the ImageNet-C/-A/-O roots of the active scale and write err_<c>_<s>, "
-                    "ce_<c>, mce, mce_unnorm_15/19, a_top1, o_aupr, o_auroc, o_fpr95, ... as flat JSON.")
-    _model_arguments(p)
+    p = _model_command(
+        subparsers, "robustness", _robustness, "ImageNet-C error matrix and mCE, ImageNet-A top-1, ImageNet-O AUPR",
+        "Evaluate on the ImageNet-C/-A/-O roots of the active scale and write err_<c>_<s>, ce_<c>, mce, "
+        "mce_unnorm_15/19, a_top1, o_aupr, o_auroc, o_fpr95, ... as flat JSON.")
     p.add_argument("--parts", nargs="+", choices=("c", "a", "o"), default=["c", "a", "o"],
                    help="which datasets (default: all three)")
     p.add_argument("--corruptions", nargs="+", default=None, metavar="NAME",
                    help="ImageNet-C corruptions, all required (default: the 15 benchmark ones, required "
                         "for mCE, and those of the 4 extras that are present)")
-    p.set_defaults(func=_robustness)
 
-    p = subparsers.add_parser(
-        "pe-probe", help="linear probes of position from the PE table, and its singular values",
-        description="pestudy: 5-fold CV linear regression (MAE) of absolute/relative 1D/2D positions from "
-                    "the PE rows, plus the singular-value spectrum (sv_000, ...); a PE without a table "
-                    "gets status 'skipped' and a reason.")
-    _model_arguments(p, device=False)
+    p = _model_command(
+        subparsers, "pe-probe", _pe_probe, "linear probes of position from the PE table, and its singular values",
+        "pestudy: 5-fold CV linear regression (MAE) of absolute/relative 1D/2D positions from the PE rows, plus "
+        "the singular-value spectrum (sv_000, ...); a PE without a table gets status 'skipped' and a reason.",
+        device=False)
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (official: 5)")
-    p.set_defaults(func=_pe_probe)
 
-    p = subparsers.add_parser(
-        "pretext", help="masked-patch loss of a pretrained MAE/MAE+/AdPE model on validation images",
-        description="Validation masked-patch loss with seeded masks plus a summary of the pretraining log "
-                    "(first/last-epoch loss, final |delta|); flat JSON.")
-    add_params_arguments(p)
+    p = add_command(
+        subparsers, "pretext", _pretext, "masked-patch loss of a pretrained MAE/MAE+/AdPE model on validation images",
+        "Validation masked-patch loss with seeded masks plus a summary of the pretraining log "
+        "(first/last-epoch loss, final |delta|); flat JSON.", params=True)
     p.add_argument("--experiment", required=True, help="a name under `pretrain:` in params.yaml")
-    p.add_argument("--weights", required=True, type=Path, help="the pretraining model.safetensors")
+    add_weights_arguments(p, "the pretraining model.safetensors", METRICS_HELP)
     p.add_argument("--log", required=True, type=Path, help="its log.jsonl")
-    p.add_argument("--out", required=True, type=Path, help="metrics JSON to write")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
-    p.set_defaults(func=_pretext)
 
 
 def _pretext(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from vitpe.mae.settings import DecoderConfig  # noqa: F401 (re-exported)
 from vitpe.mae.masking import masked_patch_loss, patchify, random_mask
 from vitpe.models.irpe import RPEBlock, RPEConfig, RPEContext
 from vitpe.models.pos_embed import sincos_2d_table
-from vitpe.models.vit import ViTSpec, VisionTransformer, forward_blocks
+from vitpe.models.vit import ViTSpec, VisionTransformer, forward_blocks, init_linears_and_norms
 from vitpe.models.weights import to_timm_state_dict
 
 METHODS = ("mae", "mae_plus")
@@ -81,14 +81,7 @@ class MaskedAutoencoder(nn.Module):
     def _init_weights(self) -> None:
         # Official MAE init (models_mae.py): xavier-uniform Linear and flattened patch conv, zero
         # biases, LayerNorm 1/0, CLS and mask tokens N(0, 0.02); iRPE tables stay zero.
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linears_and_norms(self, nn.init.xavier_uniform_)
         proj = self.encoder.patch_embed.proj
         nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
         for token in (self.encoder.cls_token, self.mask_token, self.decoder_mask_token):

@@ -9,6 +9,7 @@
 - training.py: the schedule (when to shuffle) and the loss MJP adds, as the objective the
   supervised trainer asks for.
 """
-from vitpe.models.registry import provide_pe
+from vitpe.models.registry import PEFlags, provide_pe
 
-provide_pe("mjp", "vitpe.mjp.pos_embed")
+provide_pe("mjp", "vitpe.mjp.pos_embed",
+           PEFlags(takes_mask=True, learnable_table=True, options=("init", "weight_decay")))

@@ -12,7 +12,7 @@ Parameter names equal timm's except the PE table, ``pe.table`` here and ``pos_em
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 
 import torch
@@ -80,14 +80,7 @@ class VisionTransformer(nn.Module):
         # included (not zero-initialised), zero biases, CLS trunc-normal 0.02; the patch conv keeps
         # PyTorch's default and the PE component initialises itself.
         trunc_normal_(self.cls_token, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linears_and_norms(self, lambda weight: trunc_normal_(weight, std=0.02))
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names timm's optimizer factory excludes from weight decay (besides 1-D ones)."""
@@ -145,6 +138,19 @@ class VisionTransformer(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits [B, num_classes]."""
         return self.forward_head(self.forward_features(images))
+
+
+def init_linears_and_norms(root: nn.Module, init_weight: Callable[[torch.Tensor], object]) -> None:
+    """``init_weight`` on every Linear weight (module order) with zero biases, and LayerNorm 1 / 0: the
+    part the official ViT (DeiT) and MAE initialisations share; they differ in ``init_weight``."""
+    for module in root.modules():
+        if isinstance(module, nn.Linear):
+            init_weight(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 def forward_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, ctx: RPEContext | None = None,

@@ -4,45 +4,43 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vitpe.config import add_params_arguments
+from vitpe.commands import add_command, add_device_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "supervised", help="train a supervised ViT (DeiT-S recipe); resumes from OUT/state/",
+    p = add_command(
+        subparsers, "supervised", _supervised, "train a supervised ViT (DeiT-S recipe); resumes from OUT/state/",
+        params=True,
         description="Train a supervised ViT into OUT (model.safetensors and log.jsonl once complete; "
                     "work in progress in OUT/state/). Rerunning resumes from OUT/state/state.pt; "
                     "SIGTERM/SIGUSR1 checkpoint and exit 124.",
     )
     _run_arguments(p, "a name under `supervised:` in params.yaml")
-    p.set_defaults(func=_supervised)
 
-    p = subparsers.add_parser(
-        "pretrain", help="MAE / MAE+ / AdPE pretraining; resumes from OUT/state/",
+    p = add_command(
+        subparsers, "pretrain", _pretrain, "MAE / MAE+ / AdPE pretraining; resumes from OUT/state/", params=True,
         description="Pretrain into OUT: model.safetensors (encoder, decoder, AdPE delta), encoder.safetensors "
                     "(timm keys, for fine-tuning and transfer) and log.jsonl (loss, lr, |delta|) once complete.",
     )
     _run_arguments(p, "a name under `pretrain:` in params.yaml")
-    p.set_defaults(func=_pretrain)
 
     for protocol, what in (("finetune", "fine-tune a pretrained encoder (MAE recipe: layer decay, global pool)"),
                            ("linprobe", "linear probing of a frozen pretrained encoder (BN + linear head, LARS)")):
-        p = subparsers.add_parser(protocol, help=what + "; resumes from OUT/state/",
-                                  description=what[0].upper() + what[1:] + ", into OUT (model.safetensors, log.jsonl).")
+        p = add_command(subparsers, protocol, _encoder_run, what + "; resumes from OUT/state/", params=True,
+                        description=what[0].upper() + what[1:] + ", into OUT (model.safetensors, log.jsonl).")
         _run_arguments(p, "a name under `pretrain:` in params.yaml")
         p.add_argument("--pretrained", required=True, type=Path, help="encoder.safetensors of that experiment")
-        p.set_defaults(func=_encoder_run, protocol=protocol)
+        p.set_defaults(protocol=protocol)
 
 
 def _run_arguments(p: argparse.ArgumentParser, experiment_help: str) -> None:
-    add_params_arguments(p)
     p.add_argument("--experiment", required=True, help=experiment_help)
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
                    help="train up to N optimizer steps in total, then publish the weights (metadata "
                         "'truncated': steps done / total) and log.jsonl, keeping OUT/state/ so that a "
                         "rerun without --max-steps continues the run")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    add_device_argument(p)
 
 
 def _positive_int(text: str) -> int:

@@ -24,16 +24,15 @@ from vitpe.mae.adpe import adversarial_group, adversarial_parameters, attach_asc
 from vitpe.mae.masking import num_visible
 from vitpe.mae.model import MaskedAutoencoder
 from vitpe.models.vit import unwrap
-from vitpe.runs import PretrainRun, dependency_record
-from vitpe.train.checkpoint import seed_everything
+from vitpe.runs import PretrainRun
 from vitpe.models.weights import save_tensors
 from vitpe.train.data import ResumableSampler, TrainData, image_folder
-from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
-from vitpe.train.engine import LoopSettings, TrainingSetup
-from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, autoencoder_other_bytes, check_device_memory,
-                                log_plan, parameter_counts, plan_recipe, vit_tower)
+from vitpe.train.distributed import DistEnv
+from vitpe.train.engine import TrainingSetup
+from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, autoencoder_other_bytes, parameter_counts,
+                                plan_recipe, vit_tower)
 from vitpe.train.optim import build_scheduler, scaled_lrs
-from vitpe.train.supervised import epoch_steps, run_fingerprint
+from vitpe.train.prelude import epoch_steps, loop_settings, start_rank, train_run
 
 ENCODER_NAME = "encoder.safetensors"
 
@@ -104,18 +103,15 @@ def batch_plan(run: PretrainRun, world_size: int) -> BatchPlan:
 
 
 def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
-    plan = batch_plan(run, env.world_size)
-    check_device_memory(plan, env.device, f"pretrain {run.name}")
-    log_plan(plan, env.is_main)
-    recipe, accum_steps = run.recipe, plan.accum_steps  # the recipe's 'auto' or minimum, resolved
-    batch = plan.micro_batch
-    seed_everything(run.seed + env.rank)  # official: seed + rank
+    plan = start_rank(run, env, batch_plan, f"pretrain {run.name}")
+    recipe = run.recipe
     view = view_transform(run.crops.crop_size, run.crops.crop_scale, recipe.hflip)
     dataset = image_folder(run.train_dir, MultiCrop(view, run.crops.num_crops))
     sampler = ResumableSampler(DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
                                                   shuffle=True, seed=0), run.seed)
-    data = TrainData(dataset, sampler, batch, run.runtime.num_workers, run.seed, env.device.type == "cuda")
-    steps_per_epoch = epoch_steps(data, recipe, accum_steps, run.train_dir)
+    data = TrainData(dataset, sampler, plan.micro_batch, run.runtime.num_workers, run.seed,
+                     env.device.type == "cuda")
+    steps_per_epoch = epoch_steps(data, run, plan.accum_steps)
 
     model = build_autoencoder(run).to(env.device)
     model.set_grad_checkpointing(plan.grad_checkpointing)
@@ -128,18 +124,13 @@ def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
         views = batch[0]  # [B, K, 3, h, w]: the K crops of an image are independent samples
         return net(views.flatten(0, 1))[0]
 
-    record = dependency_record(run, accum_steps)
+    # MAE's DDP sets find_unused_parameters (main_pretrain.py); the RPE embedding δ may get none
+    settings = loop_settings(run, plan, steps_per_epoch, len(dataset), find_unused_parameters=True)
 
     def publish(trained: nn.Module, out_dir: Path, extra_metadata: dict) -> None:
-        save_tensors(unwrap(trained).encoder_state_dict(), out_dir / ENCODER_NAME, {**record, **extra_metadata})
+        save_tensors(unwrap(trained).encoder_state_dict(), out_dir / ENCODER_NAME,
+                     {**settings.weights_metadata, **extra_metadata})
 
-    settings = LoopSettings(
-        epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, accum_steps=accum_steps,
-        clip_grad=recipe.clip_grad, amp=recipe.amp, checkpoint_every=run.runtime.checkpoint_every,
-        fingerprint=run_fingerprint(record, env.world_size, len(dataset)), weights_metadata=record,
-        # MAE's DDP sets find_unused_parameters (main_pretrain.py); the RPE embedding δ may get none
-        find_unused_parameters=True,
-    )
     return TrainingSetup(model, optimizer, scheduler, data, loss_fn, settings,
                          extra_log=lambda: delta_norms(model), publish=publish)
 
@@ -147,8 +138,4 @@ def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
 def train_pretrain(run: PretrainRun, out_dir: Path, device: str | None = None,
                    max_steps: int | None = None) -> Path:
     """Pretrain (or resume) ``run`` into ``out_dir`` (model/encoder safetensors, log.jsonl)."""
-    env = init_distributed(device)
-    try:
-        return build_pretrain(run, env).run(env, Path(out_dir), max_steps)
-    finally:
-        cleanup_distributed(env)
+    return train_run(build_pretrain, run, out_dir, device, max_steps)

@@ -8,35 +8,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vitpe.errors import ConfigError, DataError
+from vitpe.errors import ConfigError
 from vitpe.models.vit import VisionTransformer, build_vit
-from vitpe.runs import ClassifierRecipe, PretrainRecipe, SupervisedRun, dependency_record
-from vitpe.train.checkpoint import seed_everything
-from vitpe.train.data import TrainData, build_criterion, build_mixup, build_train_data
-from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
-from vitpe.train.engine import LoopSettings, TrainingSetup
+from vitpe.runs import SupervisedRun
+from vitpe.train.data import build_criterion, build_mixup, build_train_data
+from vitpe.train.distributed import DistEnv
+from vitpe.train.engine import TrainingSetup
 from vitpe.train.finetune import add_probe_head, prepare_from_pretrained
-from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, check_device_memory, classifier_other_bytes,
-                                log_plan, parameter_counts, plan_recipe, vit_tower)
+from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, classifier_other_bytes, parameter_counts,
+                                plan_recipe, vit_tower)
 from vitpe.train.objectives import objective_for
 from vitpe.train.optim import build_lars, build_optimizer, build_scheduler, scaled_lrs
-
-
-def epoch_steps(data: TrainData, recipe: ClassifierRecipe | PretrainRecipe, accum_steps: int, root: Path) -> int:
-    """Optimizer steps per epoch: one pass over the sampler, or ``recipe.steps_per_epoch`` if that is
-    smaller (the smoke scale cuts epochs to a few steps; schedules follow the cut epoch)."""
-    steps = data.batches_per_epoch // accum_steps
-    if steps == 0:
-        raise DataError(f"{root}: {data.sampler.samples_per_epoch} training samples per process do not fill "
-                        f"one step of {data.batch_size} x {accum_steps} images")
-    cap = recipe.steps_per_epoch
-    return steps if cap is None else min(steps, cap)
-
-
-def run_fingerprint(record: dict, world_size: int, train_images: int) -> dict:
-    """What a resumed state must have been written for: the run's dependency record (with the resolved
-    accumulation) plus what is only known at run time (the processes, the training set)."""
-    return {"run": record, "world_size": world_size, "train_images": train_images}
+from vitpe.train.prelude import epoch_steps, loop_settings, start_rank, train_run
 
 
 def build_model(run: SupervisedRun, drop_path: float = 0.0) -> VisionTransformer:
@@ -73,17 +56,12 @@ def batch_plan(run: SupervisedRun, world_size: int) -> BatchPlan:
 
 
 def build_supervised(run: SupervisedRun, env: DistEnv) -> TrainingSetup:
-    plan = batch_plan(run, env.world_size)
-    check_device_memory(plan, env.device, f"{run.protocol} {run.name}")
-    log_plan(plan, env.is_main)
-    recipe, accum_steps = run.recipe, plan.accum_steps  # the recipe's 'auto' or minimum, resolved
-    batch = plan.micro_batch
-    # official: torch/numpy seeded with seed + rank; python's random is seeded here as well
-    seed_everything(run.seed + env.rank)
+    plan = start_rank(run, env, batch_plan, f"{run.protocol} {run.name}")
+    recipe, batch = run.recipe, plan.micro_batch
     data = build_train_data(run.train_dir, recipe, run.model.img_size, run.num_classes, batch,
                             seed=run.seed, rank=env.rank, world_size=env.world_size,
                             num_workers=run.runtime.num_workers, pin_memory=env.device.type == "cuda")
-    steps_per_epoch = epoch_steps(data, recipe, accum_steps, run.train_dir)
+    steps_per_epoch = epoch_steps(data, run, plan.accum_steps)
     mixup = build_mixup(recipe, run.num_classes)
     if mixup is not None and batch % 2:
         raise ConfigError(f"Mixup/CutMix needs an even per-process batch, got {batch}")
@@ -111,18 +89,7 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> TrainingSetup:
             images, targets = mixup(images, targets)
         return objective.loss(net, images, targets, epoch, criterion)
 
-    record = dependency_record(run, accum_steps)
-    settings = LoopSettings(
-        epochs=recipe.epochs,
-        steps_per_epoch=steps_per_epoch,
-        accum_steps=accum_steps,
-        clip_grad=recipe.clip_grad,
-        amp=recipe.amp,
-        checkpoint_every=run.runtime.checkpoint_every,
-        fingerprint=run_fingerprint(record, env.world_size, len(data.dataset)),
-        weights_metadata=record,
-        find_unused_parameters=objective.find_unused_parameters,
-    )
+    settings = loop_settings(run, plan, steps_per_epoch, len(data.dataset), objective.find_unused_parameters)
     return TrainingSetup(model, optimizer, scheduler, data, loss_fn, settings,
                          train_module=objective.training_module(model))
 
@@ -134,8 +101,4 @@ def train_supervised(run: SupervisedRun, out_dir: Path, device: str | None = Non
     Returns the weights path when training is complete, the state path when stopped at
     ``max_steps`` (a global step count; rerun without it to continue).
     """
-    env = init_distributed(device)
-    try:
-        return build_supervised(run, env).run(env, Path(out_dir), max_steps)
-    finally:
-        cleanup_distributed(env)
+    return train_run(build_supervised, run, out_dir, device, max_steps)

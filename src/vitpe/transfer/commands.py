@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vitpe.config import add_params_arguments
+from vitpe.commands import add_command
 
 HELP = {
     "ade20k": ("ADE20K semantic segmentation (UperNet, mmseg): mIoU, aAcc",
@@ -20,11 +20,12 @@ HELP = {
 
 def _run(args: argparse.Namespace) -> int:
     from vitpe.config import params_from_args
+    from vitpe.runs import transfer_run
     from vitpe.transfer.runner import run_transfer
 
-    params = params_from_args(args)
-    metrics = run_transfer(params, args.task, args.experiment, args.encoder, args.work_dir, args.out,
-                           weights_out=args.weights_out, keep_state=args.keep_state, threads=args.threads)
+    run = transfer_run(params_from_args(args), args.task, args.experiment)
+    metrics = run_transfer(run, args.encoder, args.work_dir, args.out, weights_out=args.weights_out,
+                           keep_state=args.keep_state, threads=args.threads)
     shown = ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items()) if isinstance(v, float))
     print(f"wrote {args.out}: {shown}")
     return 0
@@ -32,9 +33,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     for task, (help_text, description) in HELP.items():
-        p = subparsers.add_parser(task, help=help_text, description=description)
-        add_params_arguments(p)
-        p.add_argument("--experiment", required=True, help="pretraining experiment name (for the record)")
+        p = add_command(subparsers, task, _run, help_text, description, params=True)
+        p.add_argument("--experiment", required=True,
+                       help="pretraining experiment the encoder comes from (params pretrain.<name>)")
         p.add_argument("--encoder", required=True, type=Path, help="encoder.safetensors of a pretraining run")
         p.add_argument("--work-dir", required=True, type=Path,
                        help="mmengine work dir: logs and state/last.pth (resumed when present)")
@@ -42,4 +43,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--weights-out", type=Path, default=None, help="fine-tuned model (safetensors, mm keys)")
         p.add_argument("--keep-state", action="store_true", help="keep state/last.pth after a successful run")
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-        p.set_defaults(func=_run, task=task)
+        p.set_defaults(task=task)

@@ -1,9 +1,11 @@
-"""params.yaml + an encoder checkpoint -> an mmengine config -> fine-tune, evaluate, write metrics.
+"""A transfer run (vitpe.runs.TransferRun) + its encoder checkpoint -> an mmengine config -> fine-tune,
+evaluate, write metrics.
 
 The config files under ``configs/`` inherit the upstream mmseg/mmdet configs and carry the paper-scale
-structure; this module sets what depends on the run: the scale's recipe (``scales.<scale>.transfer``),
-the encoder's architecture, dataset paths and classes, the device (AMP on CUDA only), the number of
-processes (SyncBN and the per-GPU batch under torchrun) and the work directory.
+structure; this module sets what depends on the run: its recipe (``scales.<scale>.transfer.<task>``),
+the optimizer and checkpoint hook both tasks share, the encoder's architecture, dataset paths and
+classes, the device (AMP on CUDA only), the number of processes (SyncBN and the per-GPU batch under
+torchrun) and the work directory.
 """
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from vitpe.runs import dataset_paths
 from vitpe.errors import CheckpointError, ConfigError, DataError, EvaluationError
 from vitpe.io import read_json
+from vitpe.runs import DetectionRecipe, SegmentationRecipe, TransferRun, dependency_record
 from vitpe.transfer.convert import Encoder, check_transferable, read_encoder
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -29,13 +31,7 @@ METRIC_KEYS = {
              for suffix, name in (("", ""), ("_50", "50"), ("_75", "75"), ("_s", "s"), ("_m", "m"), ("_l", "l"))},
 }
 AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
-
-
-def recipe_of(params: Mapping, task: str) -> dict[str, Any]:
-    scale = params["scales"][params["scale"]]
-    if "transfer" not in scale or task not in scale["transfer"]:
-        raise ConfigError(f"params.yaml: scales.{params['scale']}.transfer.{task} is not defined")
-    return dict(scale["transfer"][task])
+FULL_CLASSES = {"ade20k": 150, "coco": 80}  # the real datasets' classes
 
 
 def world_size() -> int:
@@ -71,111 +67,16 @@ def _embedded_classes(root: Path, task: str) -> tuple[str, ...] | None:
     return tuple(c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"]))
 
 
-def _common(cfg, params: Mapping, recipe: Mapping, work_dir: Path, cuda: bool, world: int) -> None:
-    if recipe["batch_size"] % world:
-        raise ConfigError(f"transfer batch_size {recipe['batch_size']} is not divisible by {world} processes")
-    cfg.work_dir = str(work_dir)
-    cfg.launcher = "pytorch" if world > 1 else "none"
-    cfg.randomness = dict(seed=params["seed"], deterministic=False)
-    cfg.env_cfg.dist_cfg = dict(backend="nccl" if cuda else "gloo")
-    opt = cfg.optim_wrapper
-    opt.optimizer.lr = recipe["lr"]
-    opt.optimizer.weight_decay = recipe["weight_decay"]
-    opt.paramwise_cfg = dict(layer_decay_rate=recipe["layer_decay"], decay_pos_embed=recipe["decay_pos_embed"])
-    if cuda and recipe["amp"] != "none":  # real AMP (mmengine ignores the legacy fp16= key)
-        opt.type = "AmpOptimWrapper"
-        opt.dtype = AMP_DTYPES[recipe["amp"]]
-        opt.loss_scale = "dynamic"
-    cfg.train_dataloader.batch_size = recipe["batch_size"] // world
-    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        cfg[loader].num_workers = recipe["num_workers"]
-        cfg[loader].persistent_workers = recipe["num_workers"] > 0
-    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=recipe["iters"],
-                         val_interval=recipe["val_interval"] or recipe["iters"] + 1)
-    if not recipe["val_interval"]:  # evaluation once, after training (runner.test)
-        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.custom_hooks = [dict(type="VitpeCheckpointHook", interval=recipe["checkpoint_every"])]
-    cfg.default_hooks.logger.interval = recipe["log_every"]
-    cfg.log_processor = dict(by_epoch=False)
+def _classes(run: TransferRun) -> tuple[tuple[str, ...] | None, int]:
+    """(the embedded set's class names, or None for the full dataset; the number of classes)."""
+    classes = _embedded_classes(run.data_root, run.task) if run.data == "embedded" else None
+    return classes, len(classes) if classes else FULL_CLASSES[run.task]
 
 
-def _ade20k(cfg, params: Mapping, recipe: Mapping, encoder: Encoder, world: int) -> None:
-    arch = {k: v for k, v in encoder.model.items() if k != "img_size"}
-    crop = (recipe["crop_size"], recipe["crop_size"])
-    root = dataset_paths(params)["ade20k"]
-    classes = _embedded_classes(root, "ade20k") if params["scales"][params["scale"]]["data"] == "embedded" else None
-    num_classes = len(classes) if classes else 150
-    model = cfg.model
-    model.data_preprocessor.size = crop
-    # mmseg's MAE backbone: BEiT relative position bias and layer scale (an iRPE encoder keeps its own RPE)
-    model.backbone.update(img_size=crop[0], **arch, out_indices=recipe["out_blocks"], drop_path=recipe["drop_path"],
-                          rel_pos_bias=recipe["rel_pos_bias"] and not encoder.rpe,
-                          layer_scale=recipe["layer_scale"], checkpoint=str(encoder.path))
-    if encoder.rpe:  # iRPE in every block, as pretrained; no adversary downstream
-        interp = (encoder.metadata.get("rpe_config") or {}).get("interp_variant", "faithful")
-        # no official code transfers RPE encoders: keep pretraining's scaled-q RPE term (docs/FIDELITY.md)
-        model.backbone.update(rpe=encoder.rpe, rpe_options=dict(interp_variant=interp, scale_rpe_query=True))
-    dim = arch["embed_dim"]
-    model.neck.embed_dim = dim
-    model.decode_head.update(in_channels=[dim] * 4, channels=recipe["head_channels"], num_classes=num_classes)
-    model.auxiliary_head.update(in_channels=dim, channels=recipe["aux_channels"], num_classes=num_classes)
-    model.test_cfg = dict(mode="slide", crop_size=crop, stride=(recipe["test_stride"], recipe["test_stride"]))
-    if world == 1:
-        _replace_types(model, "SyncBN", "BN")
-    _transform(cfg.train_dataloader.dataset.pipeline, "RandomResize").scale = tuple(recipe["resize_scale"])
-    _transform(cfg.train_dataloader.dataset.pipeline, "RandomCrop").crop_size = crop
-    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        if cfg.get(loader) is None:
-            continue
-        cfg[loader].dataset.data_root = str(root)
-        if classes:
-            cfg[loader].dataset.metainfo = dict(classes=classes)
-        if loader != "train_dataloader":
-            _transform(cfg[loader].dataset.pipeline, "Resize").scale = tuple(recipe["resize_scale"])
-    if recipe["iters"] <= recipe["warmup_iters"]:
-        raise ConfigError(f"transfer.ade20k: iters ({recipe['iters']}) must exceed warmup_iters "
-                          f"({recipe['warmup_iters']}): the poly decay follows the warm-up")
-    cfg.param_scheduler = [
-        dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=recipe["warmup_iters"]),
-        dict(type="PolyLR", eta_min=0.0, power=1.0, by_epoch=False, begin=recipe["warmup_iters"],
-             end=recipe["iters"]),
-    ]
-
-
-def _coco(cfg, params: Mapping, recipe: Mapping, encoder: Encoder, world: int) -> None:
-    arch = {k: v for k, v in encoder.model.items() if k != "img_size"}
-    size = (recipe["image_size"], recipe["image_size"])
-    root = dataset_paths(params)["coco"]
-    classes = _embedded_classes(root, "coco") if params["scales"][params["scale"]]["data"] == "embedded" else None
-    num_classes = len(classes) if classes else 80
-    patch, dim, channels = arch["patch_size"], arch["embed_dim"], recipe["head_channels"]
-    if patch % 4:
-        raise ConfigError(f"COCO transfer needs a patch size divisible by 4 (pyramid strides p/4 .. 4p), got {patch}")
-    strides = [patch // 4, patch // 2, patch, patch * 2, patch * 4]
-    model = cfg.model
-    model.data_preprocessor.batch_augments[0].size = size
-    model.backbone.update(img_size=size[0], **arch, drop_path=recipe["drop_path"], window_size=recipe["window_size"],
-                          global_blocks=recipe["global_blocks"], use_rel_pos=recipe["rel_pos"],
-                          checkpoint=str(encoder.path))
-    model.neck.update(in_channels=dim, out_channels=channels)
-    model.rpn_head.update(in_channels=channels, feat_channels=channels)
-    model.rpn_head.anchor_generator.strides = strides
-    roi = model.roi_head
-    for extractor in (roi.bbox_roi_extractor, roi.mask_roi_extractor):
-        extractor.update(out_channels=channels, featmap_strides=strides[:4])
-    roi.bbox_head.update(in_channels=channels, conv_out_channels=channels, fc_out_channels=recipe["fc_channels"],
-                         num_classes=num_classes)
-    roi.mask_head.update(in_channels=channels, conv_out_channels=channels, num_classes=num_classes)
-    model.test_cfg.rcnn.score_thr = recipe["test_score_thr"]
-    model.train_cfg.rcnn.sampler.num = recipe["roi_samples"]
-    if recipe["rpn_proposals"]:  # fewer proposals than mmdet's 2000/1000 (the tiny images hold <= 5 objects)
-        for stage in (model.train_cfg.rpn_proposal, model.test_cfg.rpn):
-            stage.update(nms_pre=recipe["rpn_proposals"], max_per_img=recipe["rpn_proposals"])
-    train = cfg.train_dataloader.dataset.pipeline
-    _transform(train, "RandomResize").scale = size
-    _transform(train, "RandomCrop").crop_size = size
-    _transform(train, "Pad").size = size
-    data_root = str(root) + "/"
+def _point_datasets(cfg, data_root: str, classes: tuple[str, ...] | None) -> list[list]:
+    """Point every loader's dataset at ``data_root`` (with the embedded set's classes); returns the
+    evaluation loaders' pipelines, for the task to size."""
+    pipelines = []
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if cfg.get(loader) is None:
             continue
@@ -183,14 +84,122 @@ def _coco(cfg, params: Mapping, recipe: Mapping, encoder: Encoder, world: int) -
         if classes:
             cfg[loader].dataset.metainfo = dict(classes=classes)
         if loader != "train_dataloader":
-            _transform(cfg[loader].dataset.pipeline, "Resize").scale = size
-            _transform(cfg[loader].dataset.pipeline, "Pad").size = size
+            pipelines.append(cfg[loader].dataset.pipeline)
+    return pipelines
+
+
+def _blocks(indices: tuple[int, ...] | None) -> list[int] | None:
+    return None if indices is None else list(indices)
+
+
+def _set_common(cfg, run: TransferRun, work_dir: Path, cuda: bool, world: int) -> None:
+    recipe, runtime = run.recipe, run.runtime
+    if recipe.batch_size % world:
+        raise ConfigError(f"transfer batch_size {recipe.batch_size} is not divisible by {world} processes")
+    cfg.work_dir = str(work_dir)
+    cfg.launcher = "pytorch" if world > 1 else "none"
+    cfg.randomness = dict(seed=run.seed, deterministic=False)
+    cfg.env_cfg.dist_cfg = dict(backend="nccl" if cuda else "gloo")
+    # AdamW with layer-wise lr decay (optim.py) for both tasks; betas as mmseg's
+    # configs/mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py and detectron2's configs/common/optim.py
+    optim_wrapper = dict(type="OptimWrapper", constructor="VitpeLayerDecayConstructor",
+                         optimizer=dict(type="AdamW", betas=(0.9, 0.999), lr=recipe.lr,
+                                        weight_decay=recipe.weight_decay),
+                         paramwise_cfg=dict(layer_decay_rate=recipe.layer_decay,
+                                            decay_pos_embed=recipe.decay_pos_embed))
+    if cuda and recipe.amp != "none":  # real AMP (mmengine ignores the legacy fp16= key)
+        optim_wrapper.update(type="AmpOptimWrapper", dtype=AMP_DTYPES[recipe.amp], loss_scale="dynamic")
+    cfg.optim_wrapper = optim_wrapper
+    cfg.train_dataloader.batch_size = recipe.batch_size // world
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        cfg[loader].num_workers = runtime.num_workers
+        cfg[loader].persistent_workers = runtime.num_workers > 0
+    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=recipe.iters,
+                         val_interval=recipe.val_interval or recipe.iters + 1)
+    if not recipe.val_interval:  # evaluation once, after training (runner.test)
+        cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    # mmengine's CheckpointHook writes objects torch.load(weights_only=True) refuses (hooks.py): ours instead
+    cfg.default_hooks.checkpoint = None
+    cfg.custom_hooks = [dict(type="VitpeCheckpointHook", interval=runtime.checkpoint_every)]
+    cfg.default_hooks.logger.interval = runtime.log_every
+    cfg.log_processor = dict(by_epoch=False)
+
+
+def _ade20k(cfg, run: TransferRun, encoder: Encoder, world: int) -> None:
+    recipe: SegmentationRecipe = run.recipe
+    arch = {k: v for k, v in encoder.model.items() if k != "img_size"}
+    crop = (recipe.crop_size, recipe.crop_size)
+    classes, num_classes = _classes(run)
+    model = cfg.model
+    model.data_preprocessor.size = crop
+    # mmseg's MAE backbone: BEiT relative position bias and layer scale (an iRPE encoder keeps its own RPE)
+    model.backbone.update(img_size=crop[0], **arch, out_indices=_blocks(recipe.out_blocks), drop_path=recipe.drop_path,
+                          rel_pos_bias=recipe.rel_pos_bias and not encoder.rpe,
+                          layer_scale=recipe.layer_scale, checkpoint=str(encoder.path))
+    if encoder.rpe:  # iRPE in every block, as pretrained; no adversary downstream
+        interp = (encoder.metadata.get("rpe_config") or {}).get("interp_variant", "faithful")
+        # no official code transfers RPE encoders: keep pretraining's scaled-q RPE term (docs/FIDELITY.md)
+        model.backbone.update(rpe=encoder.rpe, rpe_options=dict(interp_variant=interp, scale_rpe_query=True))
+    dim = arch["embed_dim"]
+    model.neck.embed_dim = dim
+    model.decode_head.update(in_channels=[dim] * 4, channels=recipe.head_channels, num_classes=num_classes)
+    model.auxiliary_head.update(in_channels=dim, channels=recipe.aux_channels, num_classes=num_classes)
+    model.test_cfg = dict(mode="slide", crop_size=crop, stride=(recipe.test_stride, recipe.test_stride))
+    if world == 1:
+        _replace_types(model, "SyncBN", "BN")
+    _transform(cfg.train_dataloader.dataset.pipeline, "RandomResize").scale = recipe.resize_scale
+    _transform(cfg.train_dataloader.dataset.pipeline, "RandomCrop").crop_size = crop
+    for pipeline in _point_datasets(cfg, str(run.data_root), classes):
+        _transform(pipeline, "Resize").scale = recipe.resize_scale
+    # (transfer_run checks that iters exceeds warmup_iters)
+    cfg.param_scheduler = [
+        dict(type="LinearLR", start_factor=1e-6, by_epoch=False, begin=0, end=recipe.warmup_iters),
+        dict(type="PolyLR", eta_min=0.0, power=1.0, by_epoch=False, begin=recipe.warmup_iters, end=recipe.iters),
+    ]
+
+
+def _coco(cfg, run: TransferRun, encoder: Encoder, world: int) -> None:
+    recipe: DetectionRecipe = run.recipe
+    arch = {k: v for k, v in encoder.model.items() if k != "img_size"}
+    size = (recipe.image_size, recipe.image_size)
+    classes, num_classes = _classes(run)
+    patch, dim, channels = arch["patch_size"], arch["embed_dim"], recipe.head_channels
+    if patch % 4:
+        raise ConfigError(f"COCO transfer needs a patch size divisible by 4 (pyramid strides p/4 .. 4p), got {patch}")
+    strides = [patch // 4, patch // 2, patch, patch * 2, patch * 4]
+    model = cfg.model
+    model.data_preprocessor.batch_augments[0].size = size
+    model.backbone.update(img_size=size[0], **arch, drop_path=recipe.drop_path, window_size=recipe.window_size,
+                          global_blocks=_blocks(recipe.global_blocks), use_rel_pos=recipe.rel_pos,
+                          checkpoint=str(encoder.path))
+    model.neck.update(in_channels=dim, out_channels=channels)
+    model.rpn_head.update(in_channels=channels, feat_channels=channels)
+    model.rpn_head.anchor_generator.strides = strides
+    roi = model.roi_head
+    for extractor in (roi.bbox_roi_extractor, roi.mask_roi_extractor):
+        extractor.update(out_channels=channels, featmap_strides=strides[:4])
+    roi.bbox_head.update(in_channels=channels, conv_out_channels=channels, fc_out_channels=recipe.fc_channels,
+                         num_classes=num_classes)
+    roi.mask_head.update(in_channels=channels, conv_out_channels=channels, num_classes=num_classes)
+    model.test_cfg.rcnn.score_thr = recipe.test_score_thr
+    model.train_cfg.rcnn.sampler.num = recipe.roi_samples
+    if recipe.rpn_proposals:  # fewer proposals than mmdet's 2000/1000 (the tiny images hold <= 5 objects)
+        for stage in (model.train_cfg.rpn_proposal, model.test_cfg.rpn):
+            stage.update(nms_pre=recipe.rpn_proposals, max_per_img=recipe.rpn_proposals)
+    train = cfg.train_dataloader.dataset.pipeline
+    _transform(train, "RandomResize").scale = size
+    _transform(train, "RandomCrop").crop_size = size
+    _transform(train, "Pad").size = size
+    data_root = str(run.data_root) + "/"
+    for pipeline in _point_datasets(cfg, data_root, classes):
+        _transform(pipeline, "Resize").scale = size
+        _transform(pipeline, "Pad").size = size
     for evaluator in ("val_evaluator", "test_evaluator"):
         if cfg.get(evaluator) is not None:
             cfg[evaluator].ann_file = data_root + "annotations/instances_val2017.json"
     cfg.param_scheduler = [
-        dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=recipe["warmup_iters"]),
-        dict(type="MultiStepLR", by_epoch=False, begin=0, end=recipe["iters"], milestones=list(recipe["milestones"]),
+        dict(type="LinearLR", start_factor=0.001, by_epoch=False, begin=0, end=recipe.warmup_iters),
+        dict(type="MultiStepLR", by_epoch=False, begin=0, end=recipe.iters, milestones=list(recipe.milestones),
              gamma=0.1),
     ]
 
@@ -198,26 +207,25 @@ def _coco(cfg, params: Mapping, recipe: Mapping, encoder: Encoder, world: int) -
 TASK_SETUP: dict[str, Callable] = {"ade20k": _ade20k, "coco": _coco}
 
 
-def build_config(params: Mapping, task: str, encoder_path: str | Path, work_dir: str | Path,
+def build_config(run: TransferRun, encoder_path: str | Path, work_dir: str | Path,
                  *, cuda: bool | None = None, world: int | None = None):
     """The mmengine Config of one transfer run (nothing is built or trained)."""
     from mmengine.config import Config
     import torch
 
     encoder = read_encoder(encoder_path)
-    check_transferable(encoder, task, rpe_supported=task == "ade20k")
+    check_transferable(encoder, run.task, rpe_supported=run.task == "ade20k")
     scale = encoder.metadata.get("scale")
-    if scale not in (None, params["scale"]):
-        raise CheckpointError(f"{encoder.path}: pretrained at the {scale!r} scale, but this run is {params['scale']!r}")
-    recipe = recipe_of(params, task)
-    root = dataset_paths(params)[task]
-    if not root.is_dir():
-        raise DataError(f"{root}: {task} dataset not found (run `vitpe data synth`, or set data.real.{task})")
+    if scale not in (None, run.scale):
+        raise CheckpointError(f"{encoder.path}: pretrained at the {scale!r} scale, but this run is {run.scale!r}")
+    if not run.data_root.is_dir():
+        raise DataError(f"{run.data_root}: {run.task} dataset not found (run `vitpe data synth`, "
+                        f"or set data.real.{run.task})")
     cuda = torch.cuda.is_available() if cuda is None else cuda
     world = world_size() if world is None else world
-    cfg = Config.fromfile(str(CONFIG_DIR / CONFIGS[task]), format_python_code=False)  # yapf costs seconds
-    _common(cfg, params, recipe, Path(work_dir), cuda, world)
-    TASK_SETUP[task](cfg, params, recipe, encoder, world)
+    cfg = Config.fromfile(str(CONFIG_DIR / CONFIGS[run.task]), format_python_code=False)  # yapf costs seconds
+    _set_common(cfg, run, Path(work_dir), cuda, world)
+    TASK_SETUP[run.task](cfg, run, encoder, world)
     return cfg
 
 
@@ -226,15 +234,16 @@ def build_config(params: Mapping, task: str, encoder_path: str | Path, work_dir:
 COCO_HEADLINE = tuple(f"coco/{kind}_mAP{suffix}" for kind in ("bbox", "segm") for suffix in ("", "_50", "_75"))
 
 
-def metrics_from(task: str, evaluated: Mapping[str, Any], recipe: Mapping[str, Any]) -> dict[str, Any]:
+def metrics_from(run: TransferRun, evaluated: Mapping[str, Any]) -> dict[str, Any]:
     """The evaluator's numbers under the project's flat keys (not recomputed).
 
     EvaluationError when the evaluator could not compute one: mmdet's CocoMetric returns no keys at
     all when no detection passed ``test_score_thr`` (it logs "results ... empty" and stops), mmseg's
     IoUMetric gives NaN when no pixel is labelled.
     """
+    task = run.task
     if task == "coco" and not any(key.startswith("coco/bbox_") for key in evaluated):
-        raise EvaluationError(f"no detections above test_score_thr={recipe['test_score_thr']}; bbox AP cannot be "
+        raise EvaluationError(f"no detections above test_score_thr={run.recipe.test_score_thr}; bbox AP cannot be "
                               "computed (undertrained model, or lower transfer.coco.test_score_thr)")
     missing = [key for key in METRIC_KEYS[task] if key not in evaluated]
     if missing:
@@ -251,13 +260,14 @@ def metrics_from(task: str, evaluated: Mapping[str, Any], recipe: Mapping[str, A
     return out
 
 
-def run_transfer(params: Mapping, task: str, experiment: str, encoder_path: str | Path, work_dir: str | Path,
-                 out: str | Path, weights_out: str | Path | None = None, keep_state: bool = False,
-                 threads: int = 0) -> dict[str, Any]:
-    """Fine-tune the encoder on ``task``, evaluate on the validation split, write the metrics JSON.
+def run_transfer(run: TransferRun, encoder_path: str | Path, work_dir: str | Path, out: str | Path,
+                 weights_out: str | Path | None = None, keep_state: bool = False, threads: int = 0) -> dict[str, Any]:
+    """Fine-tune the encoder on ``run.task``, evaluate on the validation split, write the metrics JSON
+    (and the fine-tuned model, its metadata the run's dependency record).
 
     Resumes from ``<work_dir>/state/last.pth`` when present (written by VitpeCheckpointHook, loaded
-    with weights_only=True through hooks.load_training_state); the state is removed after a successful run unless ``keep_state``.
+    with weights_only=True through hooks.load_training_state); the state is removed after a successful
+    run unless ``keep_state``.
     ``threads`` > 0 caps torch's CPU threads (the tiny jobs run side by side on few cores, where
     oversubscribed OpenMP threads cost far more than they give).
     """
@@ -272,22 +282,21 @@ def run_transfer(params: Mapping, task: str, experiment: str, encoder_path: str 
     from vitpe.transfer.hooks import STATE_NAME, resume_uri
 
     work_dir = Path(work_dir)
-    cfg = build_config(params, task, encoder_path, work_dir)
+    cfg = build_config(run, encoder_path, work_dir)
     state = work_dir / "state" / STATE_NAME
     if state.is_file():
         cfg.load_from, cfg.resume = resume_uri(state), True  # weights_only=True whatever the environment
     runner = Runner.from_cfg(cfg)
     runner.train()
     evaluated = runner.test()
-    recipe = recipe_of(params, task)
     # before anything is written: an evaluation without its metric leaves no output behind
-    metrics = {**metrics_from(task, evaluated, recipe), "scale": params["scale"], "experiment": experiment,
-               f"{task}_iters": recipe["iters"]}
+    metrics = {**metrics_from(run, evaluated), "scale": run.scale, "experiment": run.name,
+               f"{run.task}_iters": run.recipe.iters}
     if is_main_process():
         if weights_out is not None:
             model = getattr(runner.model, "module", runner.model)
             tensors = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            save_tensors(tensors, weights_out, {"experiment": experiment, "task": task, "scale": params["scale"]})
+            save_tensors(tensors, weights_out, dependency_record(run))
         write_json(out, metrics)
         if not keep_state:
             shutil.rmtree(work_dir / "state", ignore_errors=True)

@@ -2,12 +2,13 @@
 # (detectron2 projects/ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py; docs/FIDELITY.md rows 32, 33).
 # Inherits mmdet's Mask R-CNN model and its LSJ 100-epoch COCO instance base from the installed wheel
 # (mmdet/.mim/configs); the changes are those of ViTDet (projects/ViTDet, not in the wheel): backbone,
-# pyramid, 2-conv RPN, 4conv1fc box head and LN in the heads, LSJ with a fixed-size pad, AdamW with
-# layer decay, an iteration-based schedule. What is set here is not a number of params.yaml:
-# vitpe.transfer.runner fills in the per-scale recipe (scales.<scale>.transfer.coco: image size,
-# iterations, milestones, batch, lr, weight and layer decay, warm-up, drop path, windows, global blocks,
-# head widths, test score threshold, RoI samples, proposals, checkpoint and log intervals, AMP, loader
-# workers), the encoder's architecture and checkpoint, and the dataset paths.
+# pyramid, 2-conv RPN, 4conv1fc box head and LN in the heads, LSJ with a fixed-size pad. What is set here
+# is not a number of params.yaml: vitpe.transfer.runner fills in the per-scale recipe
+# (scales.<scale>.transfer.coco: image size, iterations, milestones, batch, lr, weight and layer decay,
+# warm-up, drop path, windows, global blocks, head widths, test score threshold, RoI samples, proposals,
+# checkpoint and log intervals, AMP, loader workers), the encoder's architecture and checkpoint, the
+# dataset paths, the iteration-based warm-up + step schedule, and what both tasks share: ViTDet's AdamW
+# with layer decay (detectron2 configs/common/optim.py) and the weights_only checkpoint hook.
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::common/lsj-100e_coco-instance.py',
@@ -63,13 +64,4 @@ train_dataloader = dict(
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# ViTDet's AdamW (detectron2 configs/common/optim.py, as mask_rcnn_vitdet_b_100ep.py uses it); AmpOptimWrapper
-# on CUDA, the iteration-based loop and the warm-up + step schedule: the runner.
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', betas=(0.9, 0.999)),
-    constructor='VitpeLayerDecayConstructor')
-auto_scale_lr = dict(enable=False)
-log_processor = dict(by_epoch=False)
-default_hooks = dict(checkpoint=None)
+auto_scale_lr = dict(enable=False)  # the recipe's lr is for its batch_size
