@@ -40,10 +40,10 @@ def setup(tmp_path_factory):
     return tmp, params_file, params, weights
 
 
-def _attack(tmp, params_file, weights, exp, kind):
+def _attack(tmp, params_file, weights, exp, kind, overrides=OVERRIDES):
     out = tmp / "metrics" / "tiny" / exp / "attacks.json"
     table, recon = tmp / "attacks" / exp / "images.csv", tmp / "attacks" / exp / "reconstructions.safetensors"
-    argv = ["attack", "run", "--params", str(params_file), *sum((["--set", o] for o in OVERRIDES), []),
+    argv = ["attack", "run", "--params", str(params_file), *sum((["--set", o] for o in overrides), []),
             "--experiment", exp, "--kind", kind, "--weights", str(weights[exp]), "--out", str(out),
             "--table", str(table), "--recon", str(recon), "--images", "2", "--iterations", "3", "--device", "cpu"]
     assert main(argv) == 0
@@ -55,7 +55,8 @@ def test_metrics_json_keeps_the_keys_and_values_of_the_former_runner(setup, exp,
     """tests/data/attack_summaries_micro.json: the same runs by the runner before the attack registry
     (timings, which differ run to run, left out): the registry changed no key and no value."""
     tmp, params_file, _, weights = setup
-    found, _ = _attack(tmp, params_file, weights, exp, kind)
+    former = [*OVERRIDES, 'attacks={"standard_closed_form": []}']  # the attacks the former runner ran
+    found, _ = _attack(tmp, params_file, weights, exp, kind, former)
     expected = json.loads((ROOT / "tests/data/attack_summaries_micro.json").read_text())[exp]
     found = {k: v for k, v in found.items() if k != "seconds" and "_seconds_" not in k}
     assert sorted(found) == sorted(expected)
@@ -78,8 +79,9 @@ def test_attack_run_records_threat_model_and_skips(setup):
     assert threat == (1, "recovered", "eval")
     assert metrics["ig_iterations"] == 3 and metrics["num_images"] == 2 and metrics["threat_dal_weight"] == 0.01
     assert metrics["inverting_gradients_plain_images"] == 2 and 0 <= metrics["clean_top1"] <= 100
-    # 2 images x 2 client modes x 2 attacks, each with every metric
-    assert len(table) == 8 and set(table["attack"]) == {"inverting_gradients", "gradvit"}
+    # 2 images x 2 client modes x 4 attacks (2 optimisation, 2 standard closed forms), each with every metric
+    assert len(table) == 16 and set(table["attack"]) == {"inverting_gradients", "gradvit", "pe_gradient",
+                                                         "pe_gradient_adaptive"}
     assert table[["psnr", "ssim", "fft2d", "psnr_fed", "pos_acc"]].notna().all().all()
     assert "lpips" not in table
     shuffled = table[table["mode"] == "shuffled"]
@@ -125,13 +127,16 @@ def test_closed_form_run_compare_figures_and_table(setup):
     mean = values["deit_s_vs_mjp_inverting_gradients_plain_psnr_diff_mean"]
     row = next(line for line in tex.splitlines() if line.startswith("DeiT-S - MJP & IG & plain"))
     assert f"{mean:+.2f}" in row and re.search(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", row)
+    # the closed forms on the standard block: their columns and paired rows
+    assert "PE-grad adaptive kept shuf." in tex and "DeiT-S - MJP & PE-grad & plain" in tex
     # no attack metrics at all: no privacy block (a workflow without the attack rules)
     assert privacy_tables(view, tmp / "nothing", "tiny", {}) == []
 
 
 def test_small_batches_match_reconstructions_and_refuse_the_closed_form(setup, tmp_path, capsys):
     tmp, params_file, _, weights = setup
-    no_april = 'attacks={"threat": {"batch_size": 2}, "april_models": [], "closed_form": []}'
+    no_april = ('attacks={"threat": {"batch_size": 2}, "april_models": [], "closed_form": [], '
+                '"standard_closed_form": []}')
     outputs = ["--out", str(tmp_path / "deit_s.json"), "--table", str(tmp_path / "deit_s.csv"),
                "--recon", str(tmp_path / "deit_s.safetensors")]
     argv = ["attack", "run", "--params", str(params_file), "--images", "2", "--iterations", "2",
@@ -175,7 +180,7 @@ def test_job_split_merges_into_the_single_job_outputs(setup, tmp_path):
     single = _run_job(tmp, params_file, weights, "mjp", tmp_path / "single")
     parts = [_run_job(tmp, params_file, weights, "mjp", tmp_path / f"job_{k}", "--jobs", "2", "--job", str(k))
              for k in (0, 1)]
-    assert [len(_outputs(p)[1]) for p in parts] == [8, 4]  # 2 and 1 images x 2 modes x 2 attacks
+    assert [len(_outputs(p)[1]) for p in parts] == [16, 8]  # 2 and 1 images x 2 modes x 4 attacks
     merged = tmp_path / "merged"
     names = ("attacks.json", "images.csv", "reconstructions.safetensors")
     assert main(["attack", "merge", *sum(([flag, *[str(p / n) for p in reversed(parts)]]
@@ -185,7 +190,7 @@ def test_job_split_merges_into_the_single_job_outputs(setup, tmp_path):
     m1, t1, r1, meta1 = _outputs(single)
     m2, t2, r2, meta2 = _outputs(merged)
     keep = [c for c in t1.columns if c not in TIMING]
-    assert list(t2.columns) == list(t1.columns) and len(t1) == 3 * 2 * 2
+    assert list(t2.columns) == list(t1.columns) and len(t1) == 3 * 2 * 4
     pd.testing.assert_frame_equal(t1[keep], t2[keep], check_exact=True)
     assert meta1 == meta2 and list(r1) == list(r2) and all(torch.equal(r1[k], r2[k]) for k in r1)
     differ = {k for k in m1 if m1[k] != m2.get(k) and not (m1[k] != m1[k] and m2[k] != m2[k])}  # NaN == NaN
@@ -232,8 +237,9 @@ def test_chunked_run_matches_the_one_by_one_run(setup, tmp_path):
     assert main(argv) == 0
     chunked = _outputs(chunked_dir)
     assert chunked[0]["attack_chunk"] == 3 and one[0]["attack_chunk"] == 1
-    table = chunked[1]
-    assert set(one[1]["info_batched"]) == {1} and (table[table["mode"] == "plain"]["info_batched"] == 3).all()
+    optimised = ["inverting_gradients", "gradvit"]  # the closed forms solve each image alone
+    table, one_table = (t[t["attack"].isin(optimised)] for t in (chunked[1], one[1]))
+    assert set(one_table["info_batched"]) == {1} and (table[table["mode"] == "plain"]["info_batched"] == 3).all()
     # shuffled: an image whose draw moved no patch has no unknown-PE mask, so it gets its own objective
     shuffled = table[table["mode"] == "shuffled"]
     masked = shuffled["n_detected"] > 0
@@ -251,7 +257,9 @@ def test_finetuned_classifier_is_attacked_generically(setup):
     path = tmp / "ckpt" / "mae" / "model.safetensors"
     save_weights(build_model(encoder_run(params, "mae", "finetune")), path)  # global-pool MAE classifier
     metrics, table = _attack(tmp, params_file, {"mae": path}, "mae", "finetuned")
-    assert metrics["kind"] == "finetuned" and metrics["threat_dal_weight"] == 0.0 and len(table) == 8
+    assert metrics["kind"] == "finetuned" and metrics["threat_dal_weight"] == 0.0 and len(table) == 16
+    # its learnable PE table (global pooling, no CLS readout) gives the closed form the fed image
+    assert (table[table["attack"] == "pe_gradient"]["psnr_fed"] > 30).all()
     assert (table["n_detected"] == 0).all()  # no unknown PE: nothing to detect in either client mode
 
 

@@ -23,18 +23,20 @@ def test_every_configured_attack_is_registered_with_its_kind():
             cls = attack_class(name)
             assert issubclass(cls, Attack) and cls.name == name and cls.kind == kind
     assert set(attacks_of_kind("optimisation")) == {"inverting_gradients", "gradvit"}
-    assert set(attacks_of_kind("closed_form")) == {"april", "april_adaptive"}
+    assert set(attacks_of_kind("closed_form")) == {"april", "april_adaptive", "pe_gradient", "pe_gradient_adaptive"}
     # the schema's names are the registry's (a new attack is registered and allowed together)
     schema = yaml.safe_load((ROOT / "workflow/schemas/params.schema.yaml").read_text())
     listed = schema["properties"]["attacks"]["properties"]
-    assert {n for kind in ("optimisation", "closed_form") for n in listed[kind]["items"]["enum"]} == set(ATTACKS)
+    lists = ("optimisation", "closed_form", "standard_closed_form")
+    assert {n for kind in lists for n in listed[kind]["items"]["enum"]} == set(ATTACKS)
 
 
 def test_a_wrong_attack_name_is_one_line_naming_the_known_ones():
     with pytest.raises(ConfigError) as info:
         attack_class("dlg", "params.yaml: attacks.optimisation")
     assert str(info.value) == ("params.yaml: attacks.optimisation: unknown attack 'dlg' "
-                               "(known: inverting_gradients, gradvit, april, april_adaptive)")
+                               "(known: inverting_gradients, gradvit, april, april_adaptive, pe_gradient, "
+                               "pe_gradient_adaptive)")
     params = load_params(ROOT / "params.yaml")
     swapped = {**params, "attacks": {**params["attacks"], "optimisation": ["april"]}}
     with pytest.raises(ConfigError, match="attacks.optimisation lists 'april', a closed_form attack"):

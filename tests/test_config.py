@@ -250,7 +250,7 @@ def test_configuration_the_dag_can_carry_is_accepted():
     params["attacks"].update(finetuned=[], compare=[["deit_s", "mjp"]])
     params["data"]["real"]["imagenet"] = "/scratch/user-1/ILSVRC2012_v1.0/imagenet"
     validate_params(params)
-    params["attacks"].update(april_models=[], closed_form=[], compare=[])
+    params["attacks"].update(april_models=[], closed_form=[], standard_closed_form=[], compare=[])
     params["attacks"]["threat"]["batch_size"] = 8  # optimisation attacks on batches, no APRIL
     validate_params(params)
 

@@ -89,6 +89,11 @@ def _check_attacks(params: dict, source: str) -> None:
         # APRIL solves one image's embeddings from the PE gradient (docs/FIDELITY.md rows 39, 43)
         raise ConfigError(f"{source}: attacks.threat.batch_size is {batch}, but APRIL's closed form needs 1: "
                           "set it to 1, or empty attacks.april_models and attacks.closed_form")
+    standard = attacks.get("standard_closed_form", [])
+    if batch > 1 and standard and (attacks["models"] or attacks["finetuned"]):
+        # the PE-table gradient is one image's token gradient only at batch 1 (docs/FIDELITY.md row 71)
+        raise ConfigError(f"{source}: attacks.threat.batch_size is {batch}, but attacks.standard_closed_form "
+                          f"({', '.join(standard)}) needs 1: set it to 1, or empty attacks.standard_closed_form")
 
 
 def apply_overrides(params: dict, overrides: list[str] | tuple[str, ...]) -> dict:

@@ -31,8 +31,9 @@ def attack_recon(exp):
 # Each job attacks one share of a model's images (scales.<scale>.attacks.jobs, at most one per client
 # batch; whole client batches, vitpe.attacks.budget.job_ranges) on one device; a model split into
 # several jobs gets attack_merge, which joins the shares into the model's outputs (equal to one job's).
-# Closed-form-only models (the APRIL variants) always run as one job. A job's runtime follows its
-# budget, not a fixed limit:
+# Closed-form-only models (the APRIL variants) always run as one job; the standard models' closed forms
+# (attacks.standard_closed_form, seconds per image) run in each job on its share. A job's runtime
+# follows its budget, not a fixed limit:
 #   objective iterations = client modes x ceil(client batches in the job / chunk)
 #                          x (IG restarts x IG iterations + GradViT iterations)
 #   seconds per objective iteration = ops x op time + images per objective x FLOPs per image / FLOP rate
@@ -192,7 +193,8 @@ rule figure_attack_grid:
         f"results/logs/report/attack_grid_{SCALE}.log",
     localrule: True
     params:
-        attacks=" ".join(ATTACK_CFG.get("optimisation", [])[:1]),
+        # the first optimisation attack and the first closed form on the standard block, side by side
+        attacks=" ".join(ATTACK_CFG.get("optimisation", [])[:1] + ATTACK_CFG.get("standard_closed_form", [])[:1]),
     shell:
         "vitpe attack grid-figure --recon {input} --attacks {params.attacks} --out {output} > {log} 2>&1"
 

@@ -8,6 +8,8 @@ the reference for defaults only, every attack is implemented here:
 - ``threat``: the client's gradient under the honest-but-curious threat model;
 - ``april``: APRIL's closed form (position-embedding gradient + first attention layer);
 - ``april_adaptive``: the MJP-aware closed form (detects positions served by the unknown PE row);
+- ``pe_gradient``: the closed form on the standard block (PE-table + patch-embedding gradients), and
+  its MJP-aware variant;
 - ``matching``: the optimisation attacks' gradient-matching step, for one reconstruction (autograd) or
   several independent ones in one vmapped objective, and the gradient distances, initialisation and
   image box they share;

@@ -61,7 +61,8 @@ def resolve_rcond(rcond: float | str | None, update: ClientUpdate) -> float | No
     return None if rcond is None else float(rcond)
 
 
-def _grad(update: ClientUpdate, name: str) -> torch.Tensor:
+def shared_gradient(update: ClientUpdate, name: str) -> torch.Tensor:
+    """The shared gradient of parameter ``name``, float64 on the CPU (a ConfigError when it has none)."""
     if name not in update.gradients:
         raise ConfigError(f"the shared gradient has no entry for {name} (is the parameter used?)")
     return update.gradients[name].detach().double().cpu()
@@ -72,13 +73,14 @@ def pe_and_token_gradient(model: nn.Module, update: ClientUpdate) -> tuple[torch
     if update.fed.shape[0] != 1:
         raise ConfigError(f"the APRIL closed form needs batch size 1, got {update.fed.shape[0]}")
     name, table = named_param(model, *PE_NAMES)
-    return table.detach().double().cpu().reshape(-1, table.shape[-1]), _grad(update, name).reshape(-1, table.shape[-1])
+    grad = shared_gradient(update, name).reshape(-1, table.shape[-1])
+    return table.detach().double().cpu().reshape(-1, table.shape[-1]), grad
 
 
 def attention_moment(model: nn.Module, update: ClientUpdate) -> torch.Tensor:
     """b = Wᵀ G = Σ_q,k,v W_*ᵀ G_* = (dL/dz)ᵀ Z  ([d, d]) from block 0's qkv weight and its gradient."""
     name, weight = named_param(model, *QKV_NAMES)
-    return weight.detach().double().cpu().T @ _grad(update, name)
+    return weight.detach().double().cpu().T @ shared_gradient(update, name)
 
 
 def cls_input(model: nn.Module, table: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,9 @@ from vitpe.commands import add_command, add_device_argument, reports_writes, wro
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(
         subparsers, "run", _run, "attack one trained model with every configured attack", params=True,
-        description="Client steps (plain and MJP-shuffled) on the attack images, then the closed-form "
-                    "(kind april) or optimisation attacks (kinds supervised, finetuned); writes the "
+        description="Client steps (plain and MJP-shuffled) on the attack images, then attacks.closed_form "
+                    "(kind april) or attacks.optimisation and attacks.standard_closed_form (kinds supervised, "
+                    "finetuned); writes the "
                     "aggregated metrics JSON (<attack>_<mode>_<metric>_<stat>, threat model and settings), "
                     "the per-image CSV and the reconstructions (safetensors).")
     p.add_argument("--experiment", required=True, help="a name under supervised: (or pretrain: for finetuned)")

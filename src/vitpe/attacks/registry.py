@@ -1,10 +1,13 @@
 """Every attack behind one interface: a registry from the names params.yaml lists
-(``attacks.optimisation``, ``attacks.closed_form``) to :class:`Attack` classes.
+(``attacks.optimisation``, ``attacks.closed_form``, ``attacks.standard_closed_form``) to :class:`Attack`
+classes.
 
 An attack's ``kind`` says how it works: ``optimisation`` attacks (Inverting Gradients, GradViT) descend
 on a gradient-matching objective (matching.py), several client batches per objective; ``closed_form``
-attacks (APRIL, the MJP-aware adaptive APRIL) solve for the image one client batch at a time and need
-batch size 1. Each attack records the settings it ran with in the metrics JSON (``recorded``).
+attacks (APRIL and the PE-gradient closed form, each with its MJP-aware adaptive variant) solve for the
+image one client batch at a time and need batch size 1. ``standard_block`` says whether an attack works
+on the standard ViT block (every attacked model) or needs APRIL's block 0 (``attacks.april_models``).
+Each attack records the settings it ran with in the metrics JSON (``recorded``).
 
 This module imports no torch at load time: the workflow reads the names and kinds (budget.py) when
 it plans the DAG; the implementations load when an attack is built.
@@ -72,6 +75,7 @@ class AttackContext:
 class Attack(ABC):
     name: ClassVar[str]
     kind: ClassVar[Kind]
+    standard_block: ClassVar[bool] = True  # False: needs APRIL's block 0 (no norm1, no residuals)
 
     @classmethod
     @abstractmethod
@@ -85,6 +89,9 @@ class Attack(ABC):
     @abstractmethod
     def recorded(self) -> dict[str, Any]:
         """The settings this attack ran with, as flat metrics-JSON fields."""
+
+    def check(self, model: nn.Module) -> None:
+        """Raise a ConfigError (one line) when ``model`` cannot be attacked this way; by default any can."""
 
 
 def _as_recorded(value: Any, as_text: bool) -> Any:
@@ -174,7 +181,7 @@ class GradViT(_Optimisation):
 
 
 class _ClosedForm(Attack):
-    """A solve per client batch from the PE gradient and the first attention layer (april.py)."""
+    """A solve per client batch from the PE-table gradient (april.py, pe_gradient.py)."""
 
     kind = "closed_form"
 
@@ -199,6 +206,7 @@ class _ClosedForm(Attack):
 
 class April(_ClosedForm):
     name = "april"
+    standard_block = False
 
     def _solve(self, model: nn.Module, update: ClientUpdate) -> ClosedFormResult:
         from vitpe.attacks.april import april_closed_form
@@ -209,6 +217,7 @@ class April(_ClosedForm):
 
 class AprilAdaptive(_ClosedForm):
     name = "april_adaptive"
+    standard_block = False
 
     def _solve(self, model: nn.Module, update: ClientUpdate) -> ClosedFormResult:
         from vitpe.attacks.april_adaptive import april_adaptive
@@ -217,7 +226,43 @@ class AprilAdaptive(_ClosedForm):
         return april_adaptive(model, update, a["known_cls"], a["solver"], a["use_unk_row"], rcond=a["rcond"])
 
 
-ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (InvertingGradients, GradViT, April, AprilAdaptive)}
+class _PEGradientForm(_ClosedForm):
+    """The closed form from the PE-table and patch-embedding gradients (pe_gradient.py): any block 0, a
+    learnable absolute PE table; APRIL's solver settings (``attacks.april``: solver, rcond)."""
+
+    fields: ClassVar[tuple[str, ...]] = ("solver", "rcond")
+
+    def check(self, model: nn.Module) -> None:
+        from vitpe.attacks.pe_gradient import pe_table_name
+
+        pe_table_name(model)
+
+    def recorded(self) -> dict[str, Any]:
+        return prefixed_fields(self.name, self.april, self.fields, text=("rcond",))
+
+
+class PEGradient(_PEGradientForm):
+    name = "pe_gradient"
+
+    def _solve(self, model: nn.Module, update: ClientUpdate) -> ClosedFormResult:
+        from vitpe.attacks.pe_gradient import pe_gradient_closed_form
+
+        return pe_gradient_closed_form(model, update, self.april["solver"], self.april["rcond"])
+
+
+class PEGradientAdaptive(_PEGradientForm):
+    name = "pe_gradient_adaptive"
+    fields = ("solver", "use_unk_row", "rcond")
+
+    def _solve(self, model: nn.Module, update: ClientUpdate) -> ClosedFormResult:
+        from vitpe.attacks.pe_gradient import pe_gradient_adaptive
+
+        a = self.april
+        return pe_gradient_adaptive(model, update, a["solver"], a["use_unk_row"], rcond=a["rcond"])
+
+
+ATTACKS: dict[str, type[Attack]] = {cls.name: cls for cls in (InvertingGradients, GradViT, April, AprilAdaptive,
+                                                              PEGradient, PEGradientAdaptive)}
 
 
 def attack_class(name: str, where: str = "") -> type[Attack]:
@@ -227,5 +272,7 @@ def attack_class(name: str, where: str = "") -> type[Attack]:
     return ATTACKS[name]
 
 
-def attacks_of_kind(kind: Kind) -> tuple[str, ...]:
-    return tuple(name for name, cls in ATTACKS.items() if cls.kind == kind)
+def attacks_of_kind(kind: Kind, standard_block: bool | None = None) -> tuple[str, ...]:
+    """The registered attacks of ``kind`` (only those that do / do not work on the standard block, if given)."""
+    return tuple(name for name, cls in ATTACKS.items()
+                 if cls.kind == kind and standard_block in (None, cls.standard_block))

@@ -51,7 +51,10 @@ class AttackSettings:
         return jobs_for(kind, self.jobs, self.images, self.threat.batch_size)
 
     def attacks_for(self, kind: str) -> tuple[str, ...]:
-        return tuple(self.lists["closed_form"] if kind == "april" else self.lists["optimisation"])
+        """APRIL's block: ``closed_form``; the standard block: ``optimisation`` + ``standard_closed_form``."""
+        if kind == "april":
+            return tuple(self.lists["closed_form"])
+        return tuple(self.lists["optimisation"] + self.lists["standard_closed_form"])
 
 
 def attack_settings(params: dict, images: int | None = None, iterations: int | None = None,
@@ -74,6 +77,13 @@ def attack_settings(params: dict, images: int | None = None, iterations: int | N
             found = attack_class(name, f"params.yaml: attacks.{kind}").kind
             if found != kind:
                 raise ConfigError(f"params.yaml: attacks.{kind} lists {name!r}, a {found} attack")
+    standard = list(cfg.get("standard_closed_form", []))
+    for name in standard:  # run on models, finetuned: closed forms that need no APRIL block
+        cls = attack_class(name, "params.yaml: attacks.standard_closed_form")
+        if cls.kind != "closed_form" or not cls.standard_block:
+            what = "needs APRIL's block 0" if cls.kind == "closed_form" else f"is a {cls.kind} attack"
+            raise ConfigError(f"params.yaml: attacks.standard_closed_form lists {name!r}, which {what} "
+                              "(list it under attacks.closed_form or attacks.optimisation)")
     for name in cfg["april_models"]:
         if not params["supervised"][name].get("april"):
             raise ConfigError(f"params.yaml: attacks.april_models: supervised.{name} is not APRIL-compatible "
@@ -96,7 +106,8 @@ def attack_settings(params: dict, images: int | None = None, iterations: int | N
         metrics=dict(cfg["metrics"]),
         seed=params["seed"],
         images_dir=Path(images_dir),
-        lists={"closed_form": list(cfg["closed_form"]), "optimisation": list(cfg["optimisation"])},
+        lists={"closed_form": list(cfg["closed_form"]), "optimisation": list(cfg["optimisation"]),
+               "standard_closed_form": standard},
     )
 
 
@@ -214,6 +225,11 @@ def run_attacks(model: nn.Module, run: SupervisedRun, kind: str, settings: Attac
     images, labels = images.to(device), labels.to(device)
     context = AttackContext(box_bounds(MEAN, STD, device), patch, settings.chunk, settings.seed, device)
     built: dict[str, Attack] = {name: classes[name].build(settings, context) for name in attacks}
+    for name, attack in built.items():  # refused before any client step, in one line naming the model
+        try:
+            attack.check(model)
+        except ConfigError as err:
+            raise ConfigError(f"{run.name} ({kind}): attack {name}: {err}") from None
     lpips = M.Lpips(settings.metrics.get("lpips_alexnet"))
     scoring = _Scoring(images, names, patch, lpips, device)
     rows: dict[tuple[int, int, int], dict[str, Any]] = {}  # (mode, image, attack) -> row: the table's order

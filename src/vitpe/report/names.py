@@ -7,7 +7,8 @@ EXPERIMENTS = {"deit_s": "DeiT-S", "naive_shuffle": "Naive shuffle", "pixel_shuf
                "adpe_rel_embedding": "AdPE RPE, embedding", "adpe_rel_coordinate": "AdPE RPE, coordinate",
                "deit_s_april": "DeiT-S, APRIL block", "mjp_april": "MJP, APRIL block"}
 
-ATTACKS = {"inverting_gradients": "IG", "gradvit": "GradViT", "april": "APRIL", "april_adaptive": "APRIL adaptive"}
+ATTACKS = {"inverting_gradients": "IG", "gradvit": "GradViT", "april": "APRIL", "april_adaptive": "APRIL adaptive",
+           "pe_gradient": "PE-grad", "pe_gradient_adaptive": "PE-grad adaptive"}
 
 CLIENT_MODES = {"plain": "original", "shuffled": "shuffled"}
 

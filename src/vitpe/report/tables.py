@@ -238,8 +238,13 @@ def privacy_studies(params: dict) -> tuple[Study, Study]:
     if opt:
         cols += [Column(f"{opt[0]}_plain_fft2d_mean", f"{attack_name(opt[0])} FFT2D", "attacks", digits=3),
                  Column(f"{opt[0]}_shuffled_pos_acc_mean", "Pos. acc. shuf.", "attacks", scale=100.0)]
+    for attack in params.get("attacks", {}).get("standard_closed_form", []):  # the closed forms on these models
+        short = attack_name(attack)  # shuffled client: the kept patches (what MJP's unknown row leaves exposed)
+        cols += [Column(f"{attack}_plain_psnr_mean", f"{short} PSNR", "attacks"),
+                 Column(f"{attack}_shuffled_psnr_kept_mean", f"{short} kept shuf.", "attacks")]
     optimisation = Study(key="privacy", label="tab:privacy",
-                         title="Privacy: optimisation attacks, batch 1, labels recovered (mean over images, dB)",
+                         title="Privacy: attacks on the standard block, batch 1, labels recovered "
+                               "(mean over images, dB)",
                          columns=tuple(cols))
     closed = Study(key="privacy", label="tab:privacy-april",
                    title="Privacy: APRIL closed form on the APRIL-compatible block 0 (shuffled: MJP mask, dB)",
@@ -255,7 +260,8 @@ def paired_frame(params: dict, paired: dict, metric: str = "psnr") -> pd.DataFra
     """One row per compared pair, attack and client mode: mean, median, std, 95 % CI, Wilcoxon p."""
     records = []
     for a, b in params.get("attacks", {}).get("compare", []):
-        for attack in params["attacks"].get("optimisation", []) + params["attacks"].get("closed_form", []):
+        for attack in (params["attacks"].get("optimisation", []) + params["attacks"].get("standard_closed_form", [])
+                       + params["attacks"].get("closed_form", [])):
             for mode in params["attacks"].get("client", []):
                 key = f"{a}_vs_{b}_{attack}_{mode}_{metric}_diff"
                 if f"{key}_mean" not in paired:
