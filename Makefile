@@ -8,8 +8,8 @@ export PATH := $(abspath $(VENV)/bin):$(PATH)
 setup:  ## create .venv and install everything (idempotent; mmcv wheel cached in ~/.cache/vitpe)
 	bash scripts/setup.sh
 
-run: setup  ## the whole DAG at the params.yaml scale (tiny, embedded data, CPU by default)
-	snakemake --cores all results/tables/main.tex
+run: setup  ## the whole DAG at the params.yaml scale (tiny, embedded data, CPU by default); after a kill, rerun it
+	python -m vitpe.launch snakemake --cores all results/tables/main.tex
 
 test: setup  ## the whole test suite (pytest exit 5 = no tests collected counts as failure-free)
 	pytest; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

@@ -28,6 +28,12 @@ class TrainingDiverged(VitpeError):
     exit_code = 3
 
 
+class InUse(VitpeError):
+    """An output folder or the workflow is held by another live process; nothing was changed."""
+
+    exit_code = 1
+
+
 class EvaluationError(VitpeError):
     """An evaluation ran but cannot produce its metric (no detections, a NaN score); nothing is written."""
 

@@ -12,6 +12,13 @@ This wrapper runs the launcher command given to it and:
 - forwards the pre-emption signals (and SIGINT) it receives to the launcher;
 - exits 124 when a worker wrote the marker file named in ``PREEMPTED_MARKER_ENV`` (the CLI writes it
   after Preempted, so only once the state is saved), and with the launcher's exit code otherwise.
+
+``python -m vitpe.launch snakemake ARGS...`` (``make run``, DVC's stage) runs the workflow so that a
+hard kill needs no manual step: it takes an exclusive flock on ``.snakemake/vitpe-run.lock`` (refused
+with one line, exit 1, while another such run lives); holding it, no run of ours is alive, so a
+Snakemake lock left by a killed run is stale and is removed (``snakemake --unlock``), unless a Snakemake
+started directly is running in this directory; then it becomes ``snakemake --rerun-incomplete ARGS``
+(exec: the flock stays held by Snakemake itself and the kernel drops it when Snakemake dies).
 """
 from __future__ import annotations
 
@@ -23,7 +30,8 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from vitpe.errors import Preempted
+from vitpe.errors import InUse, Preempted
+from vitpe.train.lock import exclusive_lock
 from vitpe.train.signals import PREEMPTED_MARKER_ENV, PREEMPTION_SIGNALS
 
 FORWARDED_SIGNALS = (*PREEMPTION_SIGNALS, signal.SIGINT)
@@ -79,12 +87,63 @@ def run(command: list[str]) -> int:
     return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
 
 
+WORKFLOW_LOCK = Path(".snakemake") / "vitpe-run.lock"
+SNAKEMAKE_LOCKS = Path(".snakemake") / "locks"  # Snakemake's own (file persistence): stale after a kill
+
+
+def _snakemake() -> str:
+    """The Snakemake next to this interpreter (the project's .venv), else the one on PATH."""
+    beside = Path(sys.executable).parent / "snakemake"
+    return str(beside) if beside.is_file() else "snakemake"
+
+
+def _direct_snakemake_runs() -> list[int]:
+    """Pids of other Snakemake processes whose working directory is this one (Linux /proc; none elsewhere)."""
+    here, found = Path.cwd().resolve(), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if int(proc.name) != os.getpid() and any(Path(a.decode(errors="replace")).name == "snakemake"
+                                                     for a in argv[:3]) and (proc / "cwd").resolve() == here:
+                found.append(int(proc.name))
+        except (OSError, ValueError):  # gone meanwhile, or another user's
+            continue
+    return found
+
+
+def run_snakemake(args: list[str]) -> int:
+    """``snakemake --rerun-incomplete ARGS`` under the workflow lock, after removing a stale Snakemake lock.
+
+    Returns only on refusal (exit 1) or a failed unlock; otherwise this process becomes Snakemake."""
+    snakemake = _snakemake()
+    try:
+        with exclusive_lock(WORKFLOW_LOCK, "this workflow (another `python -m vitpe.launch snakemake` run)") as fd:
+            if SNAKEMAKE_LOCKS.is_dir() and any(SNAKEMAKE_LOCKS.iterdir()):
+                direct = _direct_snakemake_runs()
+                if direct:
+                    raise InUse(f"{SNAKEMAKE_LOCKS}: held by a Snakemake started directly (pid "
+                                f"{', '.join(map(str, direct))}); wait for it to finish or stop it")
+                print(f"vitpe.launch: removing the Snakemake lock left by a killed run ({SNAKEMAKE_LOCKS})",
+                      file=sys.stderr, flush=True)
+                unlocked = subprocess.run([snakemake, *args, "--unlock"])
+                if unlocked.returncode != 0:
+                    return unlocked.returncode
+            os.set_inheritable(fd, True)  # Snakemake holds the flock from here on, until it exits
+            os.execvp(snakemake, [snakemake, "--rerun-incomplete", *args])
+    except InUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0  # not reached: exec replaced this process
+
+
 def main(argv: list[str] | None = None) -> int:
     command = sys.argv[1:] if argv is None else argv
     if not command:
-        print("error: usage: python -m vitpe.launch LAUNCHER [ARGS...] (e.g. torchrun --standalone ...)",
-              file=sys.stderr)
+        print("error: usage: python -m vitpe.launch LAUNCHER [ARGS...] (torchrun --standalone ..., or "
+              "snakemake ARGS: the workflow under its run lock)", file=sys.stderr)
         return 2
+    if command[0] == "snakemake":
+        return run_snakemake(command[1:])
     return run(command)
 
 

@@ -320,18 +320,26 @@ def metrics_file(exp, kind):
 
 
 ATTACK_PAIRED = metrics_file("attacks", "paired")  # the paired per-image comparisons (attack_compare)
+# the curated per-model numbers DVC tracks as its only metrics file (dvc.yaml, rule headline_metrics)
+HEADLINE = f"results/metrics/{SCALE}/headline.json"
 
 
 FIGURES_DIR = f"results/figures/{SCALE}"
 
 
-def figure_files(name, csv=False, **report_flags):
-    """A figure's outputs in FIGURES_DIR, named png and pdf, and csv (the data of a curve, for `dvc plots`)
-    with `csv`. `report_flags` (caption, category) put the .png into `snakemake --report`."""
-    files = multiext(f"{FIGURES_DIR}/{name}", png=".png", pdf=".pdf", **({"csv": ".csv"} if csv else {}))
+def figure_files(name, **report_flags):
+    """A figure's outputs in FIGURES_DIR, named png and pdf. `report_flags` (caption, category) put the
+    .png into `snakemake --report`."""
+    files = multiext(f"{FIGURES_DIR}/{name}", png=".png", pdf=".pdf")
     if report_flags:
         files[0] = report(files[0], **report_flags)
     return files
+
+
+def plot_data(name):
+    """results/plots/<scale>/<name>.csv: a curve's data in long format (step, model, value) for `dvc plots`
+    (dvc.yaml); committed to git, unlike the figures, so `dvc plots diff <rev>` has every revision's."""
+    return f"results/plots/{SCALE}/{name}.csv"
 
 
 def dataset_image_dir():
@@ -386,6 +394,11 @@ def figures():
     if ATTACK_APRIL:
         names.append("attack_grid_april")
     return [f"{FIGURES_DIR}/{name}.png" for name in names]
+
+
+def plots():
+    """The curve data `dvc plots` reads (dvc.yaml), made with their figures; main.tex waits for them too."""
+    return [plot_data("training_curves")] + ([plot_data("pretrain_curves")] if PRETRAIN else [])
 
 
 def _write_run_configs():

@@ -89,12 +89,13 @@ rule figure_pretrain_curves:
     input:
         expand(f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl", exp=PRETRAIN),
     output:
-        figure_files("pretrain_curves", csv=True),
+        figure=figure_files("pretrain_curves"),
+        csv=plot_data("pretrain_curves"),
     log:
         f"results/logs/report/pretrain_curves_{SCALE}.log",
     localrule: True
     shell:
-        "vitpe report curves {input} --out {output.png} {output.pdf} {output.csv} > {log} 2>&1"
+        "vitpe report curves {input} --out {output.figure} {output.csv} > {log} 2>&1"
 
 
 rule figure_adpe_delta_norms:

@@ -1,5 +1,6 @@
-# The main table and the supervised training curves: cheap, run on the submit host (localrule), inputs
-# are metrics JSON and logs. What the table reads and the figures it waits for: common.smk.
+# The main table, the headline metrics and the supervised training curves: cheap, run on the submit
+# host (localrule), inputs are metrics JSON and logs. What the table reads and the figures it waits
+# for: common.smk.
 
 
 rule table_main:
@@ -8,6 +9,9 @@ rule table_main:
         paper="workflow/resources/paper_numbers.yaml",
         # main.tex is the main target (`make run`, DVC, SLURM): asking for it builds every figure too
         figures=figures(),
+        # and the metrics and plot data DVC tracks (dvc.yaml), so the DVC stage's target makes them too
+        headline=HEADLINE,
+        plots=plots(),
     output:
         "results/tables/main.tex",
     log:
@@ -17,13 +21,27 @@ rule table_main:
         "vitpe report table {PARAMS} --paper {input.paper} --out {output} > {log} 2>&1"
 
 
+# The per-model numbers of main.tex, curated for `dvc metrics show/diff` (vitpe.report.headline)
+rule headline_metrics:
+    input:
+        table_inputs(),
+    output:
+        HEADLINE,
+    log:
+        f"results/logs/report/headline_{SCALE}.log",
+    localrule: True
+    shell:
+        "vitpe report headline {PARAMS} --metrics results/metrics --out {output} > {log} 2>&1"
+
+
 rule figure_training_curves:
     input:
         expand(f"results/checkpoints/{SCALE}/supervised/{{exp}}/log.jsonl", exp=SUPERVISED),
     output:
-        figure_files("training_curves", csv=True, caption="../report/training_curves.rst", category="Training"),
+        figure=figure_files("training_curves", caption="../report/training_curves.rst", category="Training"),
+        csv=plot_data("training_curves"),
     log:
         f"results/logs/report/training_curves_{SCALE}.log",
     localrule: True
     shell:
-        "vitpe report curves {input} --out {output.png} {output.pdf} {output.csv} > {log} 2>&1"
+        "vitpe report curves {input} --out {output.figure} {output.csv} > {log} 2>&1"

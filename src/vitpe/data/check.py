@@ -3,15 +3,25 @@
 Every training job waits for ``results/checks/<scale>/data.json``, written by ``vitpe data check``: a
 missing folder, a wrong class count or an unreadable file then fails in seconds rather than hours
 into a job. A quick check decodes a sample of the images (always the first and the last file);
-``full=True`` decodes every one.
+``deep=True`` (``vitpe data check --deep``) decodes every one, on a thread pool sized to the usable
+cores (Pillow decodes without the GIL), reporting progress, and applies every per-image check to each:
+damage that only decoding reveals (a truncated JPEG, a corrupt PNG chunk) then fails the check, not a
+training job days later. Decoding is strict whatever a library set: ``ImageFile.LOAD_TRUNCATED_IMAGES``
+is False during a check.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
+from tqdm import tqdm
 
 from vitpe.data.paths import dataset_paths, num_classes as configured_classes
 from vitpe.data.subsets import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CORRUPTIONS, SEVERITIES, class_index_mask
@@ -20,43 +30,49 @@ from vitpe.io import read_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 SAMPLE = 64  # images decoded per folder by a quick check
+PROGRESS_EVERY = 10_000  # images between the progress lines of a deep check (when stderr is no terminal)
+CHUNK = 1024  # images handed to the pool at a time: the first bad one stops the check within a chunk
+Log = Callable[[str], None]
 ADE_CLASSES = 150
 # The generated sets (data kind -> the command that writes them); their manifest.json marks them complete.
 GENERATED = {"embedded": "vitpe data synth", "mini": "vitpe data synth --layout real"}
 KINDS = ("imagenet", "imagefolder", "imagenet_c", "imagenet_a", "imagenet_o", "ade20k", "coco", "attack")
 
 
-def check_dataset(kind: str, path: str | Path, num_classes: int | None = None, full: bool = False,
-                  train_classes: str | Path | list[str] | None = None) -> dict:
+def check_dataset(kind: str, path: str | Path, num_classes: int | None = None, deep: bool = False,
+                  train_classes: str | Path | list[str] | None = None, log: Log | None = None) -> dict:
     """Check one dataset of ``kind`` at ``path``; return counts (JSON-ready) or raise DataError.
 
     ``num_classes``: the expected number of class folders (for ade20k: the largest label id, default
     150). ``train_classes``: the training folder (or its class list); subset folders must be training
-    classes, and their class-index mask is reported.
+    classes, and their class-index mask is reported. ``deep``: decode every image (progress to ``log``).
     """
-    path = Path(path)
+    with _strict_decoding():
+        return _check_kind(kind, Path(path), num_classes, _Decoding(deep, log), train_classes)
+
+
+def _check_kind(kind: str, path: Path, num_classes: int | None, decoding: _Decoding, train_classes) -> dict:
     if kind == "imagenet":
-        splits = {split: _image_folder(_folder(path / split, "train/ and val/ ImageFolders"), num_classes, full)
+        splits = {split: _image_folder(_folder(path / split, "train/ and val/ ImageFolders"), num_classes, decoding)
                   for split in ("train", "val")}
         if splits["val"]["class_names"] != splits["train"]["class_names"]:
             raise DataError(f"{path / 'val'}: class folders differ from {path / 'train'}")
         return _totals({split: _drop_names(result) for split, result in splits.items()}, path)
     if kind in ("imagefolder", "imagenet_a", "imagenet_o", "attack"):
-        result = _image_folder(_folder(path, "an ImageFolder: <class>/<image>"), num_classes, full)
+        result = _image_folder(_folder(path, "an ImageFolder: <class>/<image>"), num_classes, decoding)
         if train_classes is not None:
             result["class_index_mask"] = class_index_mask(train_classes, path)
         return _drop_names(result)
     if kind == "imagenet_c":
-        return _imagenet_c(path, num_classes, full, train_classes)
+        return _imagenet_c(path, num_classes, decoding, train_classes)
     if kind == "ade20k":
-        return _ade20k(path, ADE_CLASSES if num_classes is None else num_classes, full)
+        return _ade20k(path, ADE_CLASSES if num_classes is None else num_classes, decoding)
     if kind == "coco":
-        return _coco(path, full)
+        return _coco(path, decoding)
     raise ConfigError(f"unknown dataset kind {kind!r} (known: {', '.join(KINDS)})")
 
 
-def check_all(params: dict, datasets: list[str] | None = None, log: Callable[[str], None] = print,
-              full: bool = False) -> dict:
+def check_all(params: dict, datasets: list[str] | None = None, log: Log = print, deep: bool = False) -> dict:
     """Check the active scale's datasets (all, or the named ones); log one ``check:`` line per dataset."""
     paths = dataset_paths(params)
     scale = params["scale"]
@@ -69,9 +85,9 @@ def check_all(params: dict, datasets: list[str] | None = None, log: Callable[[st
     for name in names:
         if name not in paths:
             raise ConfigError(f"--dataset {name}: not a dataset of the {scale} scale (known: {', '.join(paths)})")
-    report = {"scale": scale, "data": data, "full": full, "datasets": {}}
+    report = {"scale": scale, "data": data, "deep": deep, "datasets": {}}
     for name in names:
-        result = check_dataset(name, paths[name], full=full, **_expectations(params, name, paths, data))
+        result = check_dataset(name, paths[name], deep=deep, log=log, **_expectations(params, name, paths, data))
         report["datasets"][name] = result
         log(f"check: {name} ({paths[name]}): ok, {result['images']} images, {result['checked']} decoded")
     return report
@@ -107,20 +123,59 @@ def _folder(path: Path, expected: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """A cut-off image is an error while checking, even if a library let Pillow pad such images."""
+    previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+class _Decoding:
+    """How a check decodes: a sample, sequentially (quick), or every image on a thread pool (deep)."""
+
+    def __init__(self, deep: bool, log: Log | None) -> None:
+        self.deep, self.log = deep, log
+
+    def run(self, check: Callable[..., Any], items: Sequence[tuple], what: Path) -> list[Any]:
+        """``check(*item)`` for every item, in order; the first DataError in that order propagates."""
+        if not self.deep or len(items) <= 1:
+            return [check(*item) for item in items]
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        terminal = sys.stderr.isatty()
+        results: list[Any] = []
+        with ThreadPoolExecutor(max_workers=workers) as pool, \
+                tqdm(total=len(items), desc=f"decoding {what}", unit="img", disable=not terminal) as bar:
+            for start in range(0, len(items), CHUNK):
+                chunk = items[start:start + CHUNK]
+                results += pool.map(lambda item: check(*item), chunk)
+                bar.update(len(chunk))
+                done = start + len(chunk)
+                if not terminal and self.log is not None and done // PROGRESS_EVERY > start // PROGRESS_EVERY:
+                    self.log(f"decoded {done}/{len(items)} images of {what}")
+        return results
+
+
+def _decodable(path: Path) -> None:
+    _decode(path)
+
+
 def _decode(path: Path) -> Image.Image:
     """Fully decode an image (a truncated file parses its header fine; only decoding finds the cut)."""
     try:
         image = Image.open(path)
         image.load()  # also closes the file of a single-frame image
         return image
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # Pillow's plugins raise OSError, SyntaxError, EOFError, struct.error, ...
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{path}: not a readable image ({reason})") from None
 
 
-def _sample(files: list[Path], full: bool) -> list[Path]:
+def _sample(files: list, every: bool) -> list:
     """Every file, or an evenly spaced sample that always includes the first and the last."""
-    if full or len(files) <= SAMPLE:
+    if every or len(files) <= SAMPLE:
         return files
     return [files[i] for i in sorted(set(np.linspace(0, len(files) - 1, SAMPLE).round().astype(int).tolist()))]
 
@@ -129,7 +184,7 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _image_folder(path: Path, num_classes: int | None, full: bool) -> dict:
+def _image_folder(path: Path, num_classes: int | None, decoding: _Decoding) -> dict:
     """An ImageFolder as torchvision reads it: class folders, each with at least one image file."""
     classes = sorted(p for p in path.iterdir() if p.is_dir())
     if not classes:
@@ -142,9 +197,8 @@ def _image_folder(path: Path, num_classes: int | None, full: bool) -> dict:
         if not images:
             raise DataError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
         files += images
-    checked = _sample(files, full)
-    for file in checked:
-        _decode(file)
+    checked = _sample(files, decoding.deep)
+    decoding.run(_decodable, [(file,) for file in checked], path)
     return {"path": str(path), "classes": len(classes), "images": len(files), "checked": len(checked),
             "class_names": [p.name for p in classes]}
 
@@ -163,7 +217,7 @@ def _totals(parts: dict[str, dict], path: Path) -> dict:
 # the kinds with their own layouts
 
 
-def _imagenet_c(path: Path, num_classes: int | None, full: bool, train_classes) -> dict:
+def _imagenet_c(path: Path, num_classes: int | None, decoding: _Decoding, train_classes) -> dict:
     """<corruption>/<severity>/<class>/<image>: the 15 benchmark corruptions are required; the 4 extras
     (released separately) are checked when present. Every severity has the same class folders."""
     _folder(path, "<corruption>/<severity>/<class>/<image>")
@@ -176,7 +230,7 @@ def _imagenet_c(path: Path, num_classes: int | None, full: bool, train_classes) 
     for corruption in corruptions:
         for severity in SEVERITIES:
             folder = _folder(path / corruption / str(severity), f"severity {severity} of {corruption}")
-            result = _image_folder(folder, num_classes, full)
+            result = _image_folder(folder, num_classes, decoding)
             if reference is None:
                 reference = (folder, result["class_names"])
             elif result["class_names"] != reference[1]:
@@ -191,7 +245,7 @@ def _imagenet_c(path: Path, num_classes: int | None, full: bool, train_classes) 
     return out
 
 
-def _ade20k(path: Path, num_classes: int, full: bool) -> dict:
+def _ade20k(path: Path, num_classes: int, decoding: _Decoding) -> dict:
     """images/<split>/*.jpg with annotations/<split>/<same stem>.png: one label map (0 = other, ids
     1..num_classes) per image, of the image's size."""
     splits, max_label = {}, 0
@@ -204,23 +258,28 @@ def _ade20k(path: Path, num_classes: int, full: bool) -> dict:
         for image in images:
             if not (ann_dir / f"{image.stem}.png").is_file():
                 raise DataError(f"{image}: no annotation ({ann_dir / (image.stem + '.png')} is missing)")
-        checked = _sample(images, full)
-        for image in checked:
-            ann = ann_dir / f"{image.stem}.png"
-            label = np.asarray(_decode(ann))
-            if label.ndim != 2:
-                raise DataError(f"{ann}: expected a single-channel label map, got shape {label.shape}")
-            if label.shape != _decode(image).size[::-1]:
-                raise DataError(f"{ann}: size {label.shape[1]}x{label.shape[0]} differs from its image {image}")
-            top = int(label.max())
-            if top > num_classes:
-                raise DataError(f"{ann}: label value {top} out of range (expected 0..{num_classes}, 0 = other)")
-            max_label = max(max_label, top)
+        checked = _sample(images, decoding.deep)
+        tops = decoding.run(_ade_pair, [(image, ann_dir / f"{image.stem}.png", num_classes) for image in checked],
+                        image_dir)
+        max_label = max([max_label, *tops])
         splits[split] = {"images": len(images), "checked": len(checked)}
     return {**_totals(splits, path), "num_classes": num_classes, "max_label": max_label}
 
 
-def _coco(path: Path, full: bool) -> dict:
+def _ade_pair(image: Path, ann: Path, num_classes: int) -> int:
+    """One ADE20K image and its label map; returns the map's largest label."""
+    label = np.asarray(_decode(ann))
+    if label.ndim != 2:
+        raise DataError(f"{ann}: expected a single-channel label map, got shape {label.shape}")
+    if label.shape != _decode(image).size[::-1]:
+        raise DataError(f"{ann}: size {label.shape[1]}x{label.shape[0]} differs from its image {image}")
+    top = int(label.max())
+    if top > num_classes:
+        raise DataError(f"{ann}: label value {top} out of range (expected 0..{num_classes}, 0 = other)")
+    return top
+
+
+def _coco(path: Path, decoding: _Decoding) -> dict:
     """{train2017,val2017}/ images listed by annotations/instances_<split>.json (COCO instances format)."""
     splits = {}
     for split in ("train2017", "val2017"):
@@ -249,14 +308,18 @@ def _coco(path: Path, full: bool) -> dict:
             if ann["category_id"] not in categories:
                 raise DataError(f"{ann_file}: annotation {ann['id']} has unknown category id {ann['category_id']}")
             degenerate += _coco_box(ann, sizes[ann["image_id"]][1], ann_file)
-        checked = _sample(sorted(sizes.values()), full)
-        for file, size in checked:
-            if _decode(file).size != size:
-                raise DataError(f"{file}: size {_decode(file).size}, but {ann_file} says {size}")
+        checked = _sample(sorted(sizes.values()), decoding.deep)
+        decoding.run(_coco_image, [(file, size, ann_file) for file, size in checked], image_dir)
         splits[split] = {"images": len(sizes), "annotations": len(doc["annotations"]), "categories": categories,
                          "crowd": sum(bool(a.get("iscrowd")) for a in doc["annotations"]),
                          "degenerate_boxes": degenerate, "checked": len(checked)}
     return _totals(splits, path)
+
+
+def _coco_image(file: Path, size: tuple[int, int], ann_file: Path) -> None:
+    decoded = _decode(file).size
+    if decoded != size:
+        raise DataError(f"{file}: size {decoded}, but {ann_file} says {size}")
 
 
 # What the COCO loaders (pycocotools, mmdet's CocoDataset) read from each entry: its JSON type, and in words.

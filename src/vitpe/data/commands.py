@@ -28,11 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers, "check", _check, params=True,
         help="check dataset layouts (the active scale's, or one --kind/--path)",
         description="Check the active scale's datasets (or those named by --dataset), or one dataset given "
-                    "by --kind and --path. Decodes a sample of the images unless --full. Prints one "
-                    "'check:' line per dataset; --out writes the JSON report.",
+                    "by --kind and --path. Decodes a sample of the images unless --deep, which decodes every "
+                    "image on all usable cores (damage only decoding finds: a truncated JPEG, a corrupt PNG "
+                    "chunk), logging progress. Prints one 'check:' line per dataset; --out writes the JSON "
+                    "report, only when every check passed.",
     )
     p.add_argument("--out", type=Path, default=None, help="JSON report to write")
-    p.add_argument("--full", action="store_true", help="decode every image, not a sample")
+    p.add_argument("--deep", "--full", dest="deep", action="store_true",
+                   help="decode every image (in parallel, with progress), not a sample")
     p.add_argument("--dataset", nargs="+", choices=DATASETS, default=None, metavar="NAME",
                    help=f"only these datasets of the active scale ({', '.join(DATASETS)})")
     p.add_argument("--kind", choices=KINDS, default=None, help="check one dataset of this kind at --path")
@@ -67,14 +70,14 @@ def _check(args: argparse.Namespace) -> int:
     if args.kind is not None:
         if args.path is None:
             raise ConfigError("--kind needs --path")
-        result = check_dataset(args.kind, args.path, num_classes=args.num_classes, full=args.full,
-                               train_classes=args.train_classes)
+        result = check_dataset(args.kind, args.path, num_classes=args.num_classes, deep=args.deep,
+                               train_classes=args.train_classes, log=print_stamped)
         print_stamped(f"check: {args.kind} ({args.path}): ok, {result['images']} images, {result['checked']} decoded")
-        report = {"full": args.full, "datasets": {args.kind: result}}
+        report = {"deep": args.deep, "datasets": {args.kind: result}}
     else:
         from vitpe.config import params_from_args
 
-        report = check_all(params_from_args(args), args.dataset, log=print_stamped, full=args.full)
+        report = check_all(params_from_args(args), args.dataset, log=print_stamped, deep=args.deep)
     if args.out is not None:
         write_json(args.out, report)
     return 0

@@ -17,6 +17,17 @@ def _table(args: argparse.Namespace) -> None:
 
 
 @reports_writes
+def _headline(args: argparse.Namespace) -> str:
+    from vitpe.config import params_from_args
+    from vitpe.io import write_json
+    from vitpe.report.headline import count_values, headline_metrics
+
+    headline = headline_metrics(params_from_args(args), args.metrics)
+    write_json(args.out, headline)
+    return f"{count_values(headline)} values"
+
+
+@reports_writes
 def _curves(args: argparse.Namespace) -> None:
     from vitpe.report.figures import training_curves
 
@@ -126,6 +137,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="the numbers the papers report, set beside ours (default: %(default)s)")
     table.add_argument("--out", default="results/tables/main.tex", type=Path,
                        help="the LaTeX file to write (default: %(default)s)")
+
+    headline = add_command(commands, "headline", _headline,
+                           "write results/metrics/<scale>/headline.json, the metrics DVC tracks", params=True)
+    headline.add_argument("--metrics", default="results/metrics", type=Path, help="root of the metrics JSON tree")
+    headline.add_argument("--out", required=True, type=Path, help="the JSON file to write")
 
     curves = add_command(commands, "curves", _curves, "training curves (loss, lr) from log.jsonl files")
     curves.add_argument("logs", nargs="+", type=Path, help="log.jsonl files written by the training engine")

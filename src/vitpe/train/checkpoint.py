@@ -19,6 +19,7 @@ from vitpe.models.weights import load_weights_only
 
 STATE_NAME = "state.pt"
 STATE_FORMAT = "vitpe-train-state/1"
+CPU_THREADS = "cpu_threads"  # the fingerprint key of a CPU run's torch thread count (train/prelude.py)
 
 
 # --- random number generators -----------------------------------------------------------------
@@ -78,6 +79,11 @@ def check_fingerprint(state: dict[str, Any], expected: dict[str, Any], path: Pat
     expected = json.loads(fingerprint_json(expected))  # same JSON round trip (tuples -> lists)
     if saved == expected:
         return
+    was, now = saved.get(CPU_THREADS), expected.get(CPU_THREADS)
+    if None not in (was, now) and was != now:
+        raise CheckpointError(f"{path} was written by a run on {was} CPU thread(s), this one has {now}: rerun "
+                              f"with --threads {was} (a resumed CPU run repeats the original bit for bit only "
+                              "on the same thread count)")
     diffs = []
 
     def walk(a: Any, b: Any, prefix: str) -> None:

@@ -40,20 +40,32 @@ def _run_arguments(p: argparse.ArgumentParser, experiment_help: str) -> None:
                    help="train up to N optimizer steps in total, then publish the weights (metadata "
                         "'truncated': steps done / total) and log.jsonl, keeping OUT/state/ so that a "
                         "rerun without --max-steps continues the run")
+    p.add_argument("--threads", type=lambda text: _positive_int(text, "threads"), default=None, metavar="N",
+                   help="torch CPU threads (default: OMP_NUM_THREADS, which Snakemake sets to the job's "
+                        "threads, else torch's choice); a CPU run resumes only on the count it started with")
     add_device_argument(p)
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, what: str = "steps") -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of steps, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive number of {what}, got {text!r}")
     return value
 
 
+def _set_threads(args: argparse.Namespace) -> None:
+    """Before anything runs on torch: the count is part of a CPU run's resume fingerprint."""
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
 def _supervised(args: argparse.Namespace) -> int:
+    _set_threads(args)
     from vitpe.config import params_from_args
     from vitpe.runs import supervised_run
     from vitpe.train.supervised import train_supervised
@@ -64,6 +76,7 @@ def _supervised(args: argparse.Namespace) -> int:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    _set_threads(args)
     from vitpe.config import params_from_args
     from vitpe.runs import pretrain_run
     from vitpe.train.pretrain import train_pretrain
@@ -74,6 +87,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _encoder_run(args: argparse.Namespace) -> int:
+    _set_threads(args)
     from vitpe.config import params_from_args
     from vitpe.runs import encoder_run
     from vitpe.train.supervised import train_supervised

@@ -24,7 +24,7 @@ import torch
 from timm.scheduler.scheduler import Scheduler
 from torch import nn
 
-from vitpe.errors import CheckpointError, Preempted, TrainingDiverged
+from vitpe.errors import CheckpointError, InUse, Preempted, TrainingDiverged
 from vitpe.io import atomic_path
 from vitpe.models.weights import WEIGHTS_NAME, load_timm_state_dict, save_weights, to_timm_state_dict
 from vitpe.train.checkpoint import (
@@ -38,12 +38,14 @@ from vitpe.train.checkpoint import (
 )
 from vitpe.train.data import TrainData, close_batches
 from vitpe.train.distributed import DistEnv, all_reduce_mean, any_rank, barrier, gather_objects, wrap_ddp
+from vitpe.train.lock import exclusive_lock
 from vitpe.train.progress import StepLogger, truncate_log
 from vitpe.train.signals import PreemptionGuard
 
 LossFn = Callable[[nn.Module, list[torch.Tensor], int], torch.Tensor]  # (model, batch, epoch) -> loss
 LOG_NAME = "log.jsonl"
 STATE_DIR = "state"  # resumable work in progress; never a declared workflow output
+LOCK_NAME = "trainer.lock"  # in STATE_DIR: held by the live trainer of an output folder (rank 0)
 
 
 @dataclass(frozen=True)
@@ -194,8 +196,31 @@ def run_training(
     is kept, so a rerun without ``max_steps`` continues to the bitwise-identical complete run.
     Returns the state path then. Raises Preempted after checkpointing on SIGTERM/SIGUSR1 and
     TrainingDiverged on a NaN/inf loss (no weights written in either case).
+
+    Rank 0 holds ``state/trainer.lock`` (vitpe.train.lock) for the whole run: a second trainer started
+    on the same ``out_dir`` while this one lives is refused (InUse) before it touches the state or log.
     """
-    out_dir = Path(out_dir)
+    state_dir = Path(out_dir) / STATE_DIR
+    refused: InUse | None = None
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(state_dir / LOCK_NAME, f"{out_dir} (a training output folder)",
+                                               enabled=env.is_main))
+        except InUse as exc:
+            refused = exc
+        if any_rank(refused is not None, env):  # every rank stops, not only the refused rank 0
+            raise refused or InUse(f"{out_dir}: in use by another trainer (refused by rank 0)")
+        return _train(model=model, optimizer=optimizer, scheduler=scheduler, data=data, loss_fn=loss_fn,
+                      settings=settings, env=env, out_dir=Path(out_dir), max_steps=max_steps, extra_log=extra_log,
+                      publish=publish, train_module=train_module)
+
+
+def _train(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler, data: TrainData,
+           loss_fn: LossFn, settings: LoopSettings, env: DistEnv, out_dir: Path, max_steps: int | None,
+           extra_log: Callable[[], dict[str, float]] | None,
+           publish: Callable[[nn.Module, Path, dict[str, Any]], None] | None,
+           train_module: nn.Module | None) -> Path:
+    """run_training's body, under the output folder's lock."""
     state_dir = out_dir / STATE_DIR
     state_path, log_path, weights_path = state_dir / STATE_NAME, state_dir / LOG_NAME, out_dir / WEIGHTS_NAME
     total = settings.total_steps
@@ -235,7 +260,7 @@ def run_training(
         logger.message(f"resuming from {state_path} at step {saved}/{total} (epoch {pos.epoch})")
     else:
         logger.message(f"training {total} steps ({settings.epochs} epochs x {settings.steps_per_epoch}) "
-                       f"on {env.world_size} process(es), {env.device}")
+                       f"on {env.world_size} process(es), {env.device}, {torch.get_num_threads()} CPU thread(s)")
 
     def checkpoint() -> None:
         rng = gather_objects(capture_rng(env.device), env)

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import torch
+
 from vitpe.errors import DataError
 from vitpe.runs import PretrainRun, SupervisedRun, dependency_record
-from vitpe.train.checkpoint import seed_everything
+from vitpe.train.checkpoint import CPU_THREADS, seed_everything
 from vitpe.train.data import TrainData
 from vitpe.train.distributed import DistEnv, cleanup_distributed, init_distributed
 from vitpe.train.engine import LoopSettings, TrainingSetup
@@ -40,22 +42,32 @@ def epoch_steps(data: TrainData, run: Run, accum_steps: int) -> int:
     return steps if cap is None else min(steps, cap)
 
 
-def run_fingerprint(record: dict, world_size: int, train_images: int) -> dict:
+def cpu_threads(env: DistEnv) -> int | None:
+    """torch's intra-op CPU threads when the model trains on the CPU (``--threads``, else OMP_NUM_THREADS,
+    which Snakemake sets to the job's threads): the order of CPU reductions, hence the bits of every
+    step, depends on it. None on a GPU, where the CPU only loads data."""
+    return torch.get_num_threads() if env.device.type == "cpu" else None
+
+
+def run_fingerprint(record: dict, world_size: int, train_images: int, threads: int | None = None) -> dict:
     """What a resumed state must have been written for: the run's dependency record (with the resolved
-    accumulation) plus what is only known at run time (the processes, the training set)."""
-    return {"run": record, "world_size": world_size, "train_images": train_images}
+    accumulation) plus what is only known at run time (the processes, the training set, and on CPU
+    the thread count: ``CPU_THREADS``)."""
+    fingerprint = {"run": record, "world_size": world_size, "train_images": train_images}
+    return fingerprint if threads is None else {**fingerprint, CPU_THREADS: threads}
 
 
 def loop_settings(run: Run, plan: BatchPlan, steps_per_epoch: int, train_images: int,
-                  find_unused_parameters: bool) -> LoopSettings:
+                  find_unused_parameters: bool, threads: int | None = None) -> LoopSettings:
     """The engine's settings of ``run`` under ``plan``; the dependency record (with the plan's
-    accumulation) is both the weights metadata and the core of the resume fingerprint."""
+    accumulation) is both the weights metadata and the core of the resume fingerprint (``threads``:
+    ``cpu_threads(env)``)."""
     recipe = run.recipe
     record = dependency_record(run, plan.accum_steps)
     return LoopSettings(
         epochs=recipe.epochs, steps_per_epoch=steps_per_epoch, accum_steps=plan.accum_steps,
         clip_grad=recipe.clip_grad, amp=recipe.amp, checkpoint_every=run.runtime.checkpoint_every,
-        fingerprint=run_fingerprint(record, plan.world_size, train_images), weights_metadata=record,
+        fingerprint=run_fingerprint(record, plan.world_size, train_images, threads), weights_metadata=record,
         find_unused_parameters=find_unused_parameters,
     )
 

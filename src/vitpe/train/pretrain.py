@@ -32,7 +32,7 @@ from vitpe.train.engine import TrainingSetup
 from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, autoencoder_other_bytes, parameter_counts,
                                 plan_recipe, vit_tower)
 from vitpe.train.optim import build_scheduler, scaled_lrs
-from vitpe.train.prelude import epoch_steps, loop_settings, start_rank, train_run
+from vitpe.train.prelude import cpu_threads, epoch_steps, loop_settings, start_rank, train_run
 
 ENCODER_NAME = "encoder.safetensors"
 
@@ -125,7 +125,8 @@ def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
         return net(views.flatten(0, 1))[0]
 
     # MAE's DDP sets find_unused_parameters (main_pretrain.py); the RPE embedding δ may get none
-    settings = loop_settings(run, plan, steps_per_epoch, len(dataset), find_unused_parameters=True)
+    settings = loop_settings(run, plan, steps_per_epoch, len(dataset), find_unused_parameters=True,
+                             threads=cpu_threads(env))
 
     def publish(trained: nn.Module, out_dir: Path, extra_metadata: dict) -> None:
         save_tensors(unwrap(trained).encoder_state_dict(), out_dir / ENCODER_NAME,

@@ -19,7 +19,7 @@ from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, classifier_other
                                 plan_recipe, vit_tower)
 from vitpe.train.objectives import objective_for
 from vitpe.train.optim import build_lars, build_optimizer, build_scheduler, scaled_lrs
-from vitpe.train.prelude import epoch_steps, loop_settings, start_rank, train_run
+from vitpe.train.prelude import cpu_threads, epoch_steps, loop_settings, start_rank, train_run
 
 
 def build_model(run: SupervisedRun, drop_path: float = 0.0) -> VisionTransformer:
@@ -89,7 +89,8 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> TrainingSetup:
             images, targets = mixup(images, targets)
         return objective.loss(net, images, targets, epoch, criterion)
 
-    settings = loop_settings(run, plan, steps_per_epoch, len(data.dataset), objective.find_unused_parameters)
+    settings = loop_settings(run, plan, steps_per_epoch, len(data.dataset), objective.find_unused_parameters,
+                             threads=cpu_threads(env))
     return TrainingSetup(model, optimizer, scheduler, data, loss_fn, settings,
                          train_module=objective.training_module(model))
 
