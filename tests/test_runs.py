@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import torch
 import yaml
 
 from conftest import ROOT, copy_workflow, make_image_folder, micro_params_file, run as run_command
@@ -36,7 +37,9 @@ def test_run_config_file_fingerprint_and_weights_metadata_are_one_record(tmp_pat
     assert fingerprint["run"] == metadata == written == dependency_record(run)
     assert written["experiment"] == "mjp" and written["jigsaw"]["start_epoch"] == 1
     assert written["dal"] == {"head": "nonlinear", "weight": 0.01, "final_ratio": 0.5}
-    assert set(fingerprint) == {"run", "world_size", "train_images"} and fingerprint["train_images"] == 20
+    # on CPU the thread count is fingerprinted too: bit-exact resume depends on it
+    assert set(fingerprint) == {"run", "world_size", "train_images", "cpu_threads"}
+    assert fingerprint["train_images"] == 20 and fingerprint["cpu_threads"] == torch.get_num_threads()
     assert not set(RUNTIME_KEYS) & (set(written) | set(written["recipe"]))
     assert "train_dir" not in written and "val_dir" not in written and "pretrained" not in written
 
