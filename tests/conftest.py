@@ -33,6 +33,7 @@ MICRO = {
     "experiments": {"pretrain": ["mae", "adpe_abs_coordinate", "adpe_rel_coordinate"], "transfer": ["mae"]},
     "attacks": {"finetuned": ["mae", "adpe_abs_coordinate"]},
     "scales": {"tiny": {
+        "seeds": [0, 1],  # two: the tables and headline aggregate over seeds
         "model": {"embed_dim": 32, "depth": 1, "num_heads": 2},
         "supervised": {"epochs": 1, "batch_size": 16, "lr_batch_divisor": 16, "eval_batch_size": 32,
                        "checkpoint_every": 2},

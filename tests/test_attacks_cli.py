@@ -41,7 +41,7 @@ def setup(tmp_path_factory):
 
 
 def _attack(tmp, params_file, weights, exp, kind, overrides=OVERRIDES):
-    out = tmp / "metrics" / "tiny" / exp / "attacks.json"
+    out = tmp / "metrics" / "tiny" / "seed0" / exp / "attacks.json"
     table, recon = tmp / "attacks" / exp / "images.csv", tmp / "attacks" / exp / "reconstructions.safetensors"
     argv = ["attack", "run", "--params", str(params_file), *sum((["--set", o] for o in overrides), []),
             "--experiment", exp, "--kind", kind, "--weights", str(weights[exp]), "--out", str(out),
@@ -104,7 +104,7 @@ def test_closed_form_run_compare_figures_and_table(setup):
     assert set(table["attack"]) == {"april", "april_adaptive"} and metrics["april_known_cls"] == "true"
     _attack(tmp, params_file, weights, "deit_s", "supervised")
     tables = [str(tmp / "attacks" / e / "images.csv") for e in ("deit_s", "mjp", "mjp_april")]
-    paired = tmp / "metrics" / "tiny" / "attacks" / "paired.json"
+    paired = tmp / "metrics" / "tiny" / "seed0" / "attacks" / "paired.json"
     assert main(["attack", "compare", "--params", str(params_file), *sum((["--set", o] for o in OVERRIDES), []),
                  "--tables", *tables, "--out", str(paired)]) == 0
     values = json.loads(paired.read_text())
@@ -119,6 +119,7 @@ def test_closed_form_run_compare_figures_and_table(setup):
         outs = [tmp / "fig" / f"{name}.png", tmp / "fig" / f"{name}.pdf"]
         assert main(["attack", "grid-figure", "--recon",
                      *[str(tmp / "attacks" / e / "reconstructions.safetensors") for e in recon],
+                     "--tables", *[str(tmp / "attacks" / e / "images.csv") for e in recon],
                      "--attacks", *attacks, "--out", *map(str, outs)]) == 0
         assert outs[0].read_bytes()[:4] == b"\x89PNG" and outs[1].read_bytes()[:4] == b"%PDF"
     outs = [tmp / "fig" / "psnr.png"]
@@ -127,7 +128,8 @@ def test_closed_form_run_compare_figures_and_table(setup):
 
     # the privacy block, for the models attacked here (the paired table shows DeiT-S vs MJP)
     view = {**params, "attacks": {**params["attacks"], "models": ["deit_s", "mjp"], "finetuned": [],
-                                  "april_models": ["mjp_april"], "compare": [["deit_s", "mjp"]]}}
+                                  "april_models": ["mjp_april"], "compare": [["deit_s", "mjp"]]},
+            "scales": {**params["scales"], "tiny": {**params["scales"]["tiny"], "seeds": [0]}}}  # seed 0 attacked
     tex = "\n".join(privacy_tables(view, tmp / "metrics" / "tiny", "tiny", {}))
     assert "tab:privacy" in tex and "tab:privacy-april" in tex and "tab:privacy-paired" in tex
     mean = values["deit_s_vs_mjp_inverting_gradients_plain_psnr_diff_mean"]
@@ -324,7 +326,7 @@ def test_workflow_splits_each_model_into_jobs_with_budgeted_runtimes(workflow_co
     optimised = len(cfg["models"]) + len([e for e in cfg["finetuned"] if e in params["experiments"]["pretrain"]])
     assert counts["attack_job"] == 2 * optimised and counts["attack_merge"] == optimised
     assert counts["attack_model"] == len(cfg["april_models"])
-    assert "results/attacks/tiny/deit_s/job_1/images.csv" in proc.stdout
+    assert "results/attacks/tiny/seed0/deit_s/job_1/images.csv" in proc.stdout
     # the requested runtime is the budget's (tiny: 10 min of overhead + seconds of iterations)
     from vitpe.attacks.budget import attack_job_estimate, jobs_needed
 

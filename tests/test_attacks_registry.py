@@ -50,7 +50,8 @@ def test_the_attack_stage_never_imports_the_report_and_keeps_its_figure_commands
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.startswith("vitpe.report") for n in names), f"{path.name} imports {names}"
     parser = build_parser()
-    for command in (["grid-figure", "--recon", "r", "--attacks", "april", "--out", "g.png"],
-                    ["psnr-figure", "--tables", "t.csv", "--out", "p.png"]):
+    for command in (["grid-figure", "--recon", "r", "--tables", "t.csv", "--attacks", "april", "--out", "g.png"],
+                    ["psnr-figure", "--tables", "t.csv", "--out", "p.png"],
+                    ["privacy-figure", "--attacks-metrics", "a.json", "--accuracy", "c.json", "--out", "v.png"]):
         assert parser.parse_args(["attack", *command]).func.__module__ == "vitpe.report.commands"
 

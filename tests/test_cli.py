@@ -59,8 +59,8 @@ def test_attack_compare_help_names_the_tables_the_workflow_writes():
     assert "bootstrap 95% CI" in text and "95%%" not in text
     named = re.search(r"\((results/attacks/\S+)\)", text).group(1)
     rules = (ROOT / "workflow/rules/attacks.smk").read_text()
-    assert named == "results/attacks/<scale>/<exp>/images.csv"
-    assert 'f"results/attacks/{SCALE}/{exp}/images.csv"' in rules  # the path attack merge writes
+    assert named == "results/attacks/<scale>/seed<N>/<exp>/images.csv"
+    assert "f\"{seeded('attacks', seed)}/{exp}/images.csv\"" in rules  # the path attack merge writes
 
 
 def test_dotted_override_sets_a_nested_key_with_yaml_typing():
@@ -117,11 +117,12 @@ def test_snakemake_configfile_override_reaches_jobs_typed(workflow_copy):
     """Snakemake's --config rejects dotted keys and reads nested values as strings; the README's
     equivalent, a --configfile, reaches every job as a typed --set."""
     (workflow_copy / "override.yaml").write_text("supervised:\n  mjp:\n    jigsaw:\n      ratio: 0.3\n")
-    target = f"results/checkpoints/{PARAMS['scale']}/supervised/mjp/model.safetensors"
+    target = f"results/checkpoints/{PARAMS['scale']}/seed0/supervised/mjp/model.safetensors"
     dry = run(["snakemake", "-n", "-p", "--cores", "1", "--configfile", "override.yaml", "--", target],
               workflow_copy).stdout
     command = next(line for line in dry.splitlines() if "vitpe train supervised" in line and "--experiment mjp" in line)
     sets = [word.split("=", 1)[1] for word in shlex.split(command) if word.startswith("supervised=")]
+    assert "seed=0" in shlex.split(command)  # the job's seed, from the {seed} wildcard
     assert [json.loads(s) for s in sets] == [{"mjp": {"jigsaw": {"ratio": 0.3}}}]
     args = shlex.split(command)
     overrides = [args[i + 1] for i, word in enumerate(args) if word == "--set"]

@@ -13,7 +13,9 @@ from vitpe.config import apply_overrides, load_params
 from vitpe.runs import supervised_run
 from vitpe.errors import CheckpointError
 from vitpe.models import build_vit, sincos_2d_table, to_timm_state_dict
+from vitpe.models.pos_embed import build_pos_embed
 from vitpe.models.weights import load_weights, save_weights
+from vitpe.train.supervised import build_model
 
 MICRO = dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
 
@@ -93,6 +95,34 @@ def test_sincos_is_a_fixed_buffer_and_learnable_is_trained():
     table = dict(learned.named_parameters())["pe.table"]
     assert table.shape == (1, 17, 32) and 0.005 < table.std().item() < 0.03  # trunc-normal(0.02)
     assert learned.no_weight_decay() == {"cls_token", "pe.table"}
+
+
+def test_learnable_pe_init_default_is_deits_and_normal_draws_what_mjps_table_draws():
+    """The default consumes the RNG exactly as before ``init`` existed (trunc-normal(0.02) on a zero table);
+    each init draws the same table as MJP's PE with that init under one seed (the ablation swaps only it)."""
+    def table(kind: str, **options: str) -> torch.Tensor:
+        torch.manual_seed(0)
+        return build_pos_embed(kind, 4, 32, **options).table.detach()
+
+    torch.manual_seed(0)
+    deit = torch.nn.init.trunc_normal_(torch.zeros(1, 17, 32), std=0.02)
+    assert torch.equal(table("learnable"), deit)
+    assert torch.equal(table("learnable", init="trunc_normal"), table("learnable"))
+    assert torch.equal(table("learnable", init="trunc_normal"), table("mjp", init="trunc_normal"))
+    assert torch.equal(table("learnable", init="normal"), table("mjp", init="normal"))
+    assert torch.equal(table("learnable", init="normal"), table("mjp"))  # MJP's default: N(0, 1)
+
+
+@pytest.mark.parametrize("name, std", [("deit_s", 0.02), ("deit_s_normal_init", 1.0), ("mjp", 1.0),
+                                       ("mjp_deit_init", 0.02)])
+def test_pe_init_ablation_models_start_from_the_intended_table(name, std):
+    run = supervised_run(load_params(ROOT / "params.yaml"), name)
+    torch.manual_seed(0)
+    model = build_model(run)
+    rows = torch.cat([model.pe.table[0]] + ([model.pe.unk[0]] if run.pos_embed == "mjp" else []))
+    assert rows.shape[0] == 1 + run.model.num_patches + (run.pos_embed == "mjp")
+    assert abs(rows.std().item() / std - 1) < 0.05 and abs(rows.mean().item()) < 0.05 * std
+    assert abs(rows).max().item() > 3 * std  # a full normal (trunc-normal's cut at ±2 is ~100 sigma away)
 
 
 def test_position_embeddings_without_mask_support_reject_a_mask():

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from conftest import ROOT, micro_params
+from vitpe.config import validate_params
 from vitpe.errors import ConfigError
 from vitpe.models import build_vit
 from vitpe.models.pos_embed import PositionEmbedding, build_pos_embed, pe_class, register_pe
-from vitpe.models.registry import PE_CLASSES, PE_FLAGS, PE_PROVIDERS, PEFlags, provide_pe
+from vitpe.models.registry import PE_CLASSES, PE_FLAGS, PE_PROVIDERS, PEFlags, pe_flags, provide_pe
 from vitpe.runs import supervised_run
 
 MICRO = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}
@@ -21,11 +22,16 @@ MICRO = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 1, "num_head
 def test_flags_of_the_shipped_position_embeddings():
     flags = {name: (pe_class(name).takes_mask, pe_class(name).learnable_table, pe_class(name).options)
              for name in ("learnable", "sincos", "none", "mjp")}
-    assert flags == {"learnable": (False, True, ()), "sincos": (False, False, ()), "none": (False, False, ()),
+    assert flags == {"learnable": (False, True, ("init",)), "sincos": (False, False, ()), "none": (False, False, ()),
                      "mjp": (True, True, ("init", "weight_decay"))}
+    assert pe_flags("learnable") == PEFlags(learnable_table=True, options=("init",))  # announced = declared
     assert pe_class("mjp").__module__ == "vitpe.mjp.pos_embed"  # the method owns its PE
-    with pytest.raises(ValueError, match=r"position embedding 'learnable' takes no option\(s\) \['init'\]"):
-        build_pos_embed("learnable", 4, 32, init="normal")
+    with pytest.raises(ValueError, match=r"position embedding 'sincos' takes no option\(s\) \['init'\]"):
+        build_pos_embed("sincos", 4, 32, init="normal")
+    with pytest.raises(ValueError, match=r"position embedding 'learnable' takes no option\(s\) \['weight_decay'\]"):
+        build_pos_embed("learnable", 4, 32, weight_decay=False)
+    with pytest.raises(ValueError, match="unknown position-embedding init 'xavier' .known: trunc_normal, normal"):
+        build_pos_embed("learnable", 4, 32, init="xavier")
     with pytest.raises(ValueError, match="unknown position embedding 'rope'"):
         pe_class("rope")
 
@@ -90,3 +96,31 @@ def test_a_class_whose_flags_differ_from_its_announcement_is_refused():
     finally:
         PE_FLAGS.pop("announced_test")
         PE_PROVIDERS.pop("announced_test")
+
+
+def test_learnable_and_mjp_tables_take_their_init_the_same_way():
+    """The PE-init ablation: `learnable: {init: ...}` and `unk: {init: ...}` reach their PE's constructor alike."""
+    params = copy.deepcopy(micro_params())
+    params["supervised"]["deit_s"]["learnable"] = {"init": "normal"}
+    params["supervised"]["mjp"]["unk"] = {"init": "trunc_normal"}
+    assert supervised_run(params, "deit_s").pe_options == {"init": "normal"}
+    assert supervised_run(params, "mjp").pe_options == {"init": "trunc_normal", "weight_decay": True}
+    assert supervised_run(params, "naive_shuffle").pe_options == {}  # DeiT's defaults
+    for exp, key, owner, pos_embed in (("deit_s", "unk", "mjp", "learnable"), ("mjp", "learnable", "learnable", "mjp")):
+        wrong = copy.deepcopy(params)
+        wrong["supervised"][exp][key] = {"init": "normal"}
+        message = rf"supervised\.{exp}\.{key}: only for pos_embed '{owner}', not '{pos_embed}'"
+        with pytest.raises(ConfigError, match=message):
+            supervised_run(wrong, exp)
+
+
+def test_the_schema_knows_the_learnable_init():
+    params = copy.deepcopy(micro_params())
+    params["supervised"]["deit_s"]["learnable"] = {"init": "normal"}
+    assert validate_params(params)["supervised"]["deit_s"]["learnable"] == {"init": "normal"}
+    params["supervised"]["deit_s"]["learnable"] = {"init": "xavier"}
+    with pytest.raises(ConfigError, match=r"supervised\.deit_s\.learnable\.init"):
+        validate_params(params)
+    params["supervised"]["deit_s"]["learnable"] = {"std": 1.0}
+    with pytest.raises(ConfigError, match=r"unknown key 'std' under supervised\.deit_s\.learnable"):
+        validate_params(params)

@@ -263,7 +263,7 @@ def test_dag_killed_mid_training_recovers_to_the_uninterrupted_metrics(micro_dag
     command = [*PYTHON, "-m", "vitpe.launch", "snakemake", "--cores", "2", "results/tables/main.tex"]
     proc = _start_killable(command, cwd)
     deadline = time.monotonic() + 600
-    while not list(cwd.glob(f"results/checkpoints/tiny/*/*/{STATE_DIR}/state.pt")):
+    while not list(cwd.glob(f"results/checkpoints/tiny/*/*/*/{STATE_DIR}/state.pt")):
         assert proc.poll() is None, "the workflow ended before a training state was written"
         assert time.monotonic() < deadline, "no training state within 10 minutes"
         time.sleep(0.05)

@@ -1,15 +1,17 @@
-"""results/tables/main.tex: run values, sourced paper values, deltas only at the paper scale."""
+"""results/tables/main.tex: run values (mean ± std over seeds), sourced paper values, deltas only at the
+paper scale, and the claims table."""
 from __future__ import annotations
 
 import json
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
 from test_citations import DEAD_CITATION
-from vitpe.config import apply_overrides, load_params
+from vitpe.config import apply_overrides, load_params, scale_seeds
 from vitpe.errors import DataError
 from vitpe.report.tables import build_main_tex
 
@@ -28,32 +30,81 @@ PRETRAIN = load_params(ROOT / "params.yaml")["experiments"]["pretrain"]
 TRANSFER = load_params(ROOT / "params.yaml")["experiments"]["transfer"]  # test_transfer.py has its own
 
 
-def _metrics(root, scale, top1, top5):
+def _seeds(scale: str) -> list[int]:
+    return scale_seeds({**load_params(ROOT / "params.yaml"), "scale": scale})
+
+
+def _metrics(root, scale, top1, top5, top1_by_seed=None):
+    """Each seed's metrics tree; top-1 is ``top1`` + (-1, 0, +1) over tiny's three seeds (mean top1, std
+    1) unless ``top1_by_seed`` gives it, the rest is the same in every seed."""
+    seeds = _seeds(scale)
+    offsets = [i - (len(seeds) - 1) / 2 for i in range(len(seeds))]
+    for seed, offset in zip(seeds, offsets):
+        seed_top1 = top1 + offset if top1_by_seed is None else top1_by_seed[seed]
+        _seed_metrics(root / scale / f"seed{seed}", seed_top1, top5, miou_gain=seed + 1.0)
+
+
+def _seed_metrics(folder_root, top1, top5, miou_gain):
     for exp in EXPERIMENTS:
-        folder = root / scale / exp
+        folder = folder_root / exp
         folder.mkdir(parents=True)
         (folder / "classify.json").write_text(json.dumps({"top1": top1, "top5": top5}))
         for name, values in OTHER.items():
             (folder / f"{name}.json").write_text(json.dumps(values))
     for i, exp in enumerate(PRETRAIN):  # what the AdPE stages write
-        folder = root / scale / exp
+        folder = folder_root / exp
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "finetune.json").write_text(json.dumps({"top1": top1 + i, "top5": top5}))
         (folder / "linprobe.json").write_text(json.dumps({"top1": top1 - 10, "top5": top5}))
         pretext = {"val_loss": 0.5 + i / 100} | ({"final_adv_l2": 0.99} if exp.startswith("adpe") else {})
         (folder / "pretext.json").write_text(json.dumps(pretext))
-    for exp in TRANSFER:  # what the transfer rules write
-        (root / scale / exp / "ade20k.json").write_text(json.dumps({"ade20k_miou": 40.0, "ade20k_aacc": 80.0}))
-        (root / scale / exp / "coco.json").write_text(json.dumps({"coco_ap_box": 0.4, "coco_ap_mask": 0.35}))
+    for exp in TRANSFER:  # what the transfer rules write; AdPE's mIoU gain over MAE differs per seed
+        miou = 40.0 + (miou_gain if exp.startswith("adpe") else 0.0)
+        (folder_root / exp / "ade20k.json").write_text(json.dumps({"ade20k_miou": miou, "ade20k_aacc": 80.0}))
+        (folder_root / exp / "coco.json").write_text(json.dumps({"coco_ap_box": 0.4, "coco_ap_mask": 0.35}))
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip().rstrip("\\").strip() for c in line.split("&")]
 
 
 def test_tiny_table_prints_run_and_paper_values_without_delta(tmp_path):
     _metrics(tmp_path, "tiny", 41.25, 88.0)
     tex = build_main_tex(load_params(ROOT / "params.yaml"), tmp_path, PAPER)
     row = next(line for line in tex.splitlines() if line.startswith("DeiT-S"))
-    cells = [c.strip().rstrip("\\").strip() for c in row.split("&")]
-    assert cells == ["DeiT-S", "tiny", "41.2", "79.9", "", "88.0", "95.0", ""]
+    # three tiny seeds: top-1 40.25 / 41.25 / 42.25 -> mean 41.25, sample std 1.0; top-5 the same in each
+    assert _cells(row) == ["DeiT-S", "tiny", "41.2 $\\pm$ 1.0", "79.9", "", "88.0 $\\pm$ 0.0", "95.0", ""]
     assert "\\toprule" in tex and "\\bottomrule" in tex and "deit\\_small\\_patch16\\_224" in tex
+    assert "sample standard deviation over 3 training seeds (0, 1, 2)" in tex
+
+
+def test_cells_are_mean_and_std_of_the_seeds(tmp_path):
+    per_seed = {0: 40.0, 1: 41.0, 2: 45.0}
+    _metrics(tmp_path, "tiny", 0.0, 88.0, top1_by_seed=per_seed)
+    tex = build_main_tex(load_params(ROOT / "params.yaml"), tmp_path, PAPER)
+    row = _cells(next(line for line in tex.splitlines() if line.startswith("MJP &")))
+    value, spread = (float(x) for x in row[2].split(" $\\pm$ "))
+    values = list(per_seed.values())
+    assert value == round(np.mean(values), 1) == 42.0 and spread == round(np.std(values, ddof=1), 1) == 2.6
+    # the transfer gain over MAE is the mean of the seed-paired gains: +1, +2, +3 -> +2.0
+    ade = tex[tex.index("ADE20K semantic segmentation"):]
+    row = _cells(next(line for line in ade.splitlines() if line.startswith("AdPE APE, coordinate")))
+    assert "+2.0" in row and row[2] == "42.0 $\\pm$ 1.0"
+
+
+def test_claims_table_is_appended_with_verdicts(tmp_path):
+    _metrics(tmp_path, "tiny", 41.25, 88.0)
+    tex = build_main_tex(load_params(ROOT / "params.yaml"), tmp_path, PAPER)
+    claims = tex[tex.index("\\label{tab:claims}"):]
+    rows = {_cells(line)[1]: _cells(line) for line in claims.splitlines() if line.startswith(("MJP &", "AdPE &"))}
+    # the same top-1 in every supervised model: difference 0 in every seed -> not supported
+    assert rows["MJP improves accuracy"][2:] == ["MJP - DeiT-S", "Top-1 (\\%)", "+0.00 [+0.00, +0.00]", "3",
+                                                  "not supported", ""]
+    # AdPE's mIoU is 1, 2, 3 above MAE's in seeds 0, 1, 2: the CI of the mean gain excludes 0
+    ade = rows["AdPE improves ADE20K segmentation over MAE"]
+    assert ade[4].startswith("+2.00 [") and ade[6] == "supported"
+    # no attack metrics written: the privacy claims are not testable
+    assert rows["MJP reduces gradient leakage"][6] == "not testable at this scale"
 
 
 def test_robustness_table_prints_run_values_only(tmp_path):
@@ -61,9 +112,11 @@ def test_robustness_table_prints_run_values_only(tmp_path):
     tex = build_main_tex(load_params(ROOT / "params.yaml"), tmp_path, PAPER)
     robustness = tex[tex.index("robustness and position information"):]
     row = next(line for line in robustness.splitlines() if line.startswith("MJP"))
-    cells = [c.strip().rstrip("\\").strip() for c in row.split("&")]
-    # shuffled top-1, agreement in percent, L2 with 3 digits, mCE x2, A, O, probe skipped -> empty
-    assert cells == ["MJP", "tiny", "12.5", "87.5", "0.123", "91.2", "70.0", "5.0", "33.3", ""]
+    # shuffled top-1, agreement in percent, L2 with 3 digits, mCE x2, A, O, probe skipped -> empty;
+    # the same value in every seed: std 0
+    pm = [f"{v} $\\pm$ {'0.000' if v == '0.123' else '0.0'}" for v in
+          ("12.5", "87.5", "0.123", "91.2", "70.0", "5.0", "33.3")]
+    assert _cells(row) == ["MJP", "tiny", *pm, ""]
     assert "(paper)" not in robustness.split("\\end{table}")[0]  # nothing sourced: no paper columns
 
 
@@ -86,9 +139,11 @@ def test_adpe_table_prints_finetune_linprobe_and_the_readme_values(tmp_path):
 def test_paper_table_prints_signed_delta(tmp_path):
     _metrics(tmp_path, "paper", 80.4, 94.7)
     params = apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"])
-    row = next(line for line in build_main_tex(params, tmp_path, PAPER).splitlines() if line.startswith("DeiT-S"))
-    cells = [c.strip().rstrip("\\").strip() for c in row.split("&")]
-    assert cells == ["DeiT-S", "paper", "80.4", "79.9", "+0.5", "94.7", "95.0", "-0.3"]
+    tex = build_main_tex(params, tmp_path, PAPER)
+    row = next(line for line in tex.splitlines() if line.startswith("DeiT-S"))
+    # one paper seed: plain values, the delta from them
+    assert _cells(row) == ["DeiT-S", "paper", "80.4", "79.9", "+0.5", "94.7", "95.0", "-0.3"]
+    assert "Run values are from one training seed (0)" in tex
 
 
 def test_missing_or_broken_metrics_name_the_file(tmp_path):
@@ -96,8 +151,40 @@ def test_missing_or_broken_metrics_name_the_file(tmp_path):
     with pytest.raises(DataError, match="classify.json: metrics file not found"):
         build_main_tex(params, tmp_path, PAPER)
     _metrics(tmp_path, "tiny", 1.0, 2.0)
-    (tmp_path / "tiny/deit_s/classify.json").write_text("{not json")
-    with pytest.raises(DataError, match="classify.json: not valid JSON"):
+    (tmp_path / "tiny/seed2/deit_s/classify.json").write_text("{not json")
+    with pytest.raises(DataError, match="seed2/deit_s/classify.json: not valid JSON"):
+        build_main_tex(params, tmp_path, PAPER)
+
+
+def _attack_metrics(root, params):
+    """attacks.json of every attacked model in every seed, and seed 0's paired comparison only."""
+    attacked = (params["attacks"]["models"] + params["attacks"]["april_models"]
+                + [e for e in params["attacks"]["finetuned"] if e in params["experiments"]["pretrain"]])
+    for seed in _seeds("tiny"):
+        for exp in attacked:
+            (root / "tiny" / f"seed{seed}" / exp).mkdir(exist_ok=True)
+            (root / "tiny" / f"seed{seed}" / exp / "attacks.json").write_text(json.dumps({"clean_top1": 50.0 + seed}))
+    key = "deit_s_vs_mjp_inverting_gradients_plain_psnr_diff"
+    paired = {f"{key}_{stat}": value for stat, value in
+              (("mean", 1.5), ("median", 1.25), ("std", 0.5), ("ci_low", 1.0), ("ci_high", 2.0), ("n", 4),
+               ("wilcoxon_p", 0.125))}
+    (root / "tiny/seed0/attacks").mkdir()
+    (root / "tiny/seed0/attacks/paired.json").write_text(json.dumps(paired))
+
+
+def test_privacy_tables_average_seeds_and_pair_seed_zero(tmp_path):
+    params = load_params(ROOT / "params.yaml")
+    _metrics(tmp_path, "tiny", 41.25, 88.0)
+    _attack_metrics(tmp_path, params)
+    tex = build_main_tex(params, tmp_path, PAPER)
+    privacy = tex[tex.index("\\label{tab:privacy}"):]
+    assert _cells(next(line for line in privacy.splitlines() if line.startswith("MJP &")))[2] == "51.0 $\\pm$ 1.0"
+    paired = tex[tex.index("paired per-image PSNR difference"):]
+    assert "models of seed 0" in paired.splitlines()[0]
+    row = _cells(next(line for line in paired.splitlines() if line.startswith("DeiT-S - MJP")))
+    assert row == ["DeiT-S - MJP", "IG", "plain", "4", "+1.50", "+1.25", "0.50", "[+1.00, +2.00]", "0.125"]
+    (tmp_path / "tiny/seed0/attacks/paired.json").unlink()
+    with pytest.raises(DataError, match="seed0/attacks/paired.json: metrics file not found"):
         build_main_tex(params, tmp_path, PAPER)
 
 

@@ -26,7 +26,7 @@ def test_run_config_file_fingerprint_and_weights_metadata_are_one_record(tmp_pat
     (tmp_path / "workflow_copy").mkdir()
     workflow = copy_workflow(tmp_path / "workflow_copy", yaml.safe_load(params_file.read_text()))
     run_command(["snakemake", "--list-rules"], workflow)  # parsing the workflow writes the run configs
-    written = json.loads((workflow / "results/configs/tiny/mjp.json").read_text())
+    written = json.loads((workflow / "results/configs/tiny/seed0/mjp.json").read_text())
 
     run = supervised_run(load_params(params_file), "mjp")
     out = tmp_path / "out"
@@ -92,3 +92,22 @@ def test_unknown_recipe_keys_name_the_block():
     bad["supervised"]["mjp"]["recipe"] = {"epochz": 3}
     with pytest.raises(ConfigError, match=r"unknown key 'epochz' under supervised\.mjp\.recipe"):
         supervised_run(bad, "mjp")
+
+
+def test_the_pe_init_ablation_changes_only_its_own_records():
+    """deit_s_normal_init / mjp_deit_init differ from deit_s / mjp by the PE init alone (a change retrains
+    only them), and DeiT's PE keeps the record it had before its init was an option, written out or not."""
+    params = load_params(ROOT / "params.yaml")
+    deit, mjp = stage_record(params, "supervised", "deit_s"), stage_record(params, "supervised", "mjp")
+    assert list(deit) == list(mjp) == ["scale", "seed", "data", "model", "recipe", "pos_embed", "num_classes", "jigsaw",
+                                       "dal", "unk", "first_block", "protocol", "rpe", "global_pool", "experiment"]
+    normal = stage_record(params, "supervised", "deit_s_normal_init")
+    assert normal.pop("learnable") == {"init": "normal"}
+    assert {**normal, "experiment": "deit_s"} == deit
+    mjp_deit = stage_record(params, "supervised", "mjp_deit_init")
+    assert mjp_deit["unk"] == {"init": "trunc_normal", "weight_decay": True} and mjp["unk"]["init"] == "normal"
+    assert {**mjp_deit, "experiment": "mjp", "unk": mjp["unk"]} == mjp
+    explicit = apply_overrides(params, ["supervised.deit_s.learnable={init: trunc_normal}"])
+    assert supervised_run(explicit, "deit_s").learnable is None
+    assert json.dumps(stage_record(explicit, "supervised", "deit_s")) == json.dumps(deit)
+    assert "learnable" not in stage_record(params, "finetune", "mae")  # encoders keep their records too

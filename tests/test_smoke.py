@@ -47,12 +47,12 @@ def smoke_workflow(tmp_path: Path) -> Path:
 
 
 def _metrics(cwd: Path, exp: str, name: str) -> dict:
-    return json.loads((cwd / f"results/metrics/{SCALE}/{exp}/{name}.json").read_text())
+    return json.loads((cwd / f"results/metrics/{SCALE}/seed0/{exp}/{name}.json").read_text())
 
 
 def _preempt_after_first_checkpoint(cwd: Path, snakemake: subprocess.Popen, exp: str) -> None:
     """SIGTERM the launcher of ``exp``'s training, as SLURM does at its time limit, once state.pt exists."""
-    state = cwd / f"results/checkpoints/{SCALE}/supervised/{exp}/state/state.pt"
+    state = cwd / f"results/checkpoints/{SCALE}/seed0/supervised/{exp}/state/state.pt"
     deadline = time.monotonic() + 600
     while not state.exists():
         assert snakemake.poll() is None, "snakemake ended before the training job checkpointed"
@@ -71,8 +71,8 @@ def _preempt_after_first_checkpoint(cwd: Path, snakemake: subprocess.Popen, exp:
 def test_smoke_dag_runs_the_paper_recipes_end_to_end(smoke_workflow):
     cwd = smoke_workflow
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    weights = cwd / f"results/checkpoints/{SCALE}/supervised/deit_s/model.safetensors"
-    train_log = cwd / f"results/logs/{SCALE}/supervised/deit_s/train.log"
+    weights = cwd / f"results/checkpoints/{SCALE}/seed0/supervised/deit_s/model.safetensors"
+    train_log = cwd / f"results/logs/{SCALE}/seed0/supervised/deit_s/train.log"
 
     # 1. the 2-process training job is pre-empted after a checkpoint: it saves, exits 124, publishes nothing
     snakemake = subprocess.Popen(["snakemake", str(weights.relative_to(cwd)), "--cores", "2", *MEMORY], cwd=cwd,

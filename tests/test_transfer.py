@@ -391,8 +391,8 @@ def test_slurm_dry_run_requests_8_gpus_and_launches_torchrun(workflow_copy, monk
                workflow_copy)
     for task in ("ade20k", "coco"):
         for exp in micro_params()["experiments"]["transfer"]:
-            block = _job_block(proc.stdout, f"transfer_{task}", f"results/metrics/paper/{exp}/{task}.json")
-            assert f"results/checkpoints/paper/pretrain/{exp}/encoder.safetensors" in block
+            block = _job_block(proc.stdout, f"transfer_{task}", f"results/metrics/paper/seed0/{exp}/{task}.json")
+            assert f"results/checkpoints/paper/seed0/pretrain/{exp}/encoder.safetensors" in block
             resources = dict(re.findall(r"(\w+)=([^,\s]+)", re.search(r"resources: (.*)", block).group(1)))
             assert resources["gpu"] == "8" and resources["cpus_per_gpu"] == "8" and resources["tasks_per_gpu"] == "0"
             # runtime follows the iterations: 160k x 16 (ADE20K) and 184k x 64 (COCO) images take over 12 h
@@ -403,6 +403,7 @@ def test_slurm_dry_run_requests_8_gpus_and_launches_torchrun(workflow_copy, monk
 
 def test_table_block_with_sourced_values_and_gains(tmp_path):
     from conftest import micro_params
+    from vitpe.config import scale_seeds, seed_dir
     from vitpe.io import write_json
     from vitpe.report.tables import transfer_tables
 
@@ -412,10 +413,12 @@ def test_table_block_with_sourced_values_and_gains(tmp_path):
     params["experiments"]["transfer"] = ["mae", "adpe_abs_coordinate"]
     runs = {"mae": (47.0, 0.500, 0.440), "adpe_abs_coordinate": (49.0, 0.530, 0.450)}
     for scale in ("paper", "tiny"):
-        for exp, (miou, box, mask) in runs.items():
-            write_json(tmp_path / scale / exp / "ade20k.json", {"ade20k_miou": miou, "ade20k_aacc": 80.0, "ade20k_macc": 60.0})
-            write_json(tmp_path / scale / exp / "coco.json", {"coco_ap_box": box, "coco_ap50_box": 0.7, "coco_ap75_box": 0.55,
-                                                              "coco_ap_mask": mask, "coco_ap50_mask": 0.66, "coco_ap75_mask": 0.47})
+        for seed in scale_seeds({**params, "scale": scale}):  # the same values in every seed
+            folder = tmp_path / scale / seed_dir(seed)
+            for exp, (miou, box, mask) in runs.items():
+                write_json(folder / exp / "ade20k.json", {"ade20k_miou": miou, "ade20k_aacc": 80.0, "ade20k_macc": 60.0})
+                write_json(folder / exp / "coco.json", {"coco_ap_box": box, "coco_ap50_box": 0.7, "coco_ap75_box": 0.55,
+                                                        "coco_ap_mask": mask, "coco_ap50_mask": 0.66, "coco_ap75_mask": 0.47})
     ade, coco = transfer_tables(params, tmp_path / "paper", "paper", paper)
     assert "48.1" in ade and "-1.1" in ade  # MAE paper mIoU and the run's delta to it
     assert "50.7" in ade and "(derived)" in ade and "+2.0" in ade and "+2.6" in ade  # run gain vs stated gain

@@ -46,7 +46,7 @@ def test_the_run_config_file_is_the_dependency_record(tmp_path):
     run_command(["snakemake", "--list-rules"], workflow)  # parsing the workflow writes the run configs
     params = load_params(workflow / "params.yaml")
     for task in ("ade20k", "coco"):
-        written = json.loads((workflow / f"results/configs/tiny/transfer_{task}/mae.json").read_text())
+        written = json.loads((workflow / f"results/configs/tiny/seed0/transfer_{task}/mae.json").read_text())
         run = transfer_run(params, task, "mae")
         assert written == dependency_record(run) == stage_record(params, f"transfer_{task}", "mae")
         assert set(written) == {"experiment", "task", "scale", "seed", "data", "model", "rpe", "recipe"}

@@ -45,7 +45,7 @@ def _edit_params(cwd, edit) -> None:
 def test_slurm_profile_dry_run_requests_gpus(workflow_copy, monkeypatch):
     _edit_params(workflow_copy, lambda params: params["experiments"]["supervised"].append("deit_s_april"))
     dry = _slurm_dry_run(workflow_copy, monkeypatch)
-    block = _job_block(dry, "train_supervised", "results/checkpoints/paper/supervised/deit_s/model.safetensors")
+    block = _job_block(dry, "train_supervised", "results/checkpoints/paper/seed0/supervised/deit_s/model.safetensors")
     resources = _resources(block)
     # the profile switches to the paper scale; every GPU request is explicit, on one node
     assert resources["gpu"] == "8" and resources["cpus_per_gpu"] == "8" and resources["tasks_per_gpu"] == "0"
@@ -59,43 +59,43 @@ def test_slurm_profile_dry_run_requests_gpus(workflow_copy, monkeypatch):
     assert "--set 'scale=\"paper\"'" in command  # the job sees the profile's override
     # the 2-epoch APRIL variant: one GPU for 15 + 1.5 x 2 x 1,281,167 / 1000 / 60 min, one process
     april = _resources(_job_block(dry, "train_supervised",
-                                  "results/checkpoints/paper/supervised/deit_s_april/model.safetensors"))
+                                  "results/checkpoints/paper/seed0/supervised/deit_s_april/model.safetensors"))
     assert april["gpu"] == "1" and april["runtime"] == "80" and april["mem_mb"] == "32000"
     assert re.search(r"exec vitpe train supervised .*--experiment deit_s_april ", dry)
     # the other training stages follow their recipes too (numbers worked through in common.smk)
     runtimes = {(rule, out): _resources(_job_block(dry, rule, out))["runtime"] for rule, out in [
-        ("train_pretrain", "results/checkpoints/paper/pretrain/mae/model.safetensors"),
-        ("train_encoder_protocol", "results/checkpoints/paper/finetune/mae/model.safetensors"),
-        ("train_encoder_protocol", "results/checkpoints/paper/linprobe/mae/model.safetensors"),
-        ("transfer_ade20k", "results/metrics/paper/mae/ade20k.json"),
+        ("train_pretrain", "results/checkpoints/paper/seed0/pretrain/mae/model.safetensors"),
+        ("train_encoder_protocol", "results/checkpoints/paper/seed0/finetune/mae/model.safetensors"),
+        ("train_encoder_protocol", "results/checkpoints/paper/seed0/linprobe/mae/model.safetensors"),
+        ("transfer_ade20k", "results/metrics/paper/seed0/mae/ade20k.json"),
     ]}
     assert list(runtimes.values()) == ["4320", "683", "256", "1015"]  # MAE: 5353 min, capped at 3 days
 
 
 def test_slurm_transfer_runtime_follows_its_iterations(workflow_copy, monkeypatch):
     _edit_params(workflow_copy, lambda params: params["scales"]["paper"]["transfer"]["ade20k"].update(iters=16000))
-    dry = _slurm_dry_run(workflow_copy, monkeypatch, target="results/metrics/paper/mae/ade20k.json")
-    block = _job_block(dry, "transfer_ade20k", "results/metrics/paper/mae/ade20k.json")
+    dry = _slurm_dry_run(workflow_copy, monkeypatch, target="results/metrics/paper/seed0/mae/ade20k.json")
+    block = _job_block(dry, "transfer_ade20k", "results/metrics/paper/seed0/mae/ade20k.json")
     assert _resources(block)["runtime"] == "115"  # 15 + 1.5 x 16,000 x 16 / (8/s x 8 GPUs) / 60 (160k: 1015)
 
 
 def test_slurm_set_resources_changes_the_processes_launched(workflow_copy, monkeypatch):
     dry = _slurm_dry_run(workflow_copy, monkeypatch, "--set-resources", "train_supervised:gpu=4",
-                         target="results/checkpoints/paper/supervised/deit_s/model.safetensors")
-    block = _job_block(dry, "train_supervised", "results/checkpoints/paper/supervised/deit_s/model.safetensors")
+                         target="results/checkpoints/paper/seed0/supervised/deit_s/model.safetensors")
+    block = _job_block(dry, "train_supervised", "results/checkpoints/paper/seed0/supervised/deit_s/model.safetensors")
     assert _resources(block)["gpu"] == "4"
     assert "exec python -m vitpe.launch torchrun --standalone --nproc-per-node=4 -m vitpe train supervised" in block
 
 
 def test_smoke_scale_launches_supervised_training_as_two_processes(workflow_copy):
     dry = run(["snakemake", "-n", "-p", "--cores", "2", "--config", "scale=smoke", "--",
-               "results/checkpoints/smoke/supervised/deit_s/model.safetensors",
-               "results/checkpoints/smoke/pretrain/mae/model.safetensors"], workflow_copy).stdout
-    supervised = _job_block(dry, "train_supervised", "results/checkpoints/smoke/supervised/deit_s/model.safetensors")
+               "results/checkpoints/smoke/seed0/supervised/deit_s/model.safetensors",
+               "results/checkpoints/smoke/seed0/pretrain/mae/model.safetensors"], workflow_copy).stdout
+    supervised = _job_block(dry, "train_supervised", "results/checkpoints/smoke/seed0/supervised/deit_s/model.safetensors")
     assert _resources(supervised)["gpu"] == "0" and _resources(supervised)["procs"] == "2"
     assert "exec python -m vitpe.launch torchrun --standalone --nproc-per-node=2 -m vitpe train supervised" \
         in supervised
-    pretrain = _job_block(dry, "train_pretrain", "results/checkpoints/smoke/pretrain/mae/model.safetensors")
+    pretrain = _job_block(dry, "train_pretrain", "results/checkpoints/smoke/seed0/pretrain/mae/model.safetensors")
     assert "exec vitpe train pretrain" in pretrain and "torchrun" not in pretrain
 
 
@@ -104,14 +104,14 @@ def test_smoke_scale_on_the_cluster_runs_on_gpus(workflow_copy, monkeypatch):
     for key, value in SLURM_ENV.items():
         monkeypatch.setenv(key, value)
     dry = run(["snakemake", "-n", "-p", "--cores", "all", "--profile", "slurm", "--config", "scale=smoke", "--",
-               "results/metrics/smoke/deit_s/classify.json",
-               "results/checkpoints/smoke/pretrain/mae/model.safetensors"], workflow_copy).stdout
-    supervised = _job_block(dry, "train_supervised", "results/checkpoints/smoke/supervised/deit_s/model.safetensors")
+               "results/metrics/smoke/seed0/deit_s/classify.json",
+               "results/checkpoints/smoke/seed0/pretrain/mae/model.safetensors"], workflow_copy).stdout
+    supervised = _job_block(dry, "train_supervised", "results/checkpoints/smoke/seed0/supervised/deit_s/model.safetensors")
     assert _resources(supervised)["gpu"] == "2" and _resources(supervised)["runtime"] == "60"
     assert "exec python -m vitpe.launch torchrun --standalone --nproc-per-node=2 -m vitpe train supervised" \
         in supervised and "--set 'scale=\"smoke\"'" in supervised
-    for rule, output in (("train_pretrain", "results/checkpoints/smoke/pretrain/mae/model.safetensors"),
-                         ("eval_classify", "results/metrics/smoke/deit_s/classify.json")):
+    for rule, output in (("train_pretrain", "results/checkpoints/smoke/seed0/pretrain/mae/model.safetensors"),
+                         ("eval_supervised", "results/metrics/smoke/seed0/deit_s/classify.json")):
         block = _job_block(dry, rule, output)
         assert _resources(block)["gpu"] == "1" and _resources(block)["nodes"] == "1", block
         assert "exec vitpe" in block and "torchrun" not in block
@@ -123,7 +123,7 @@ def test_slurm_profile_without_account_or_partition_stops_before_submitting(work
     log = _stub_slurm(tmp_path, monkeypatch)
     monkeypatch.delenv(missing)
     proc = run(["snakemake", "--cores", "all", "--profile", "slurm",
-                "results/checkpoints/paper/supervised/deit_s/model.safetensors"], workflow_copy, check=False,
+                "results/checkpoints/paper/seed0/supervised/deit_s/model.safetensors"], workflow_copy, check=False,
                timeout=120)
     assert proc.returncode != 0
     assert (f"error: default resource slurm_{missing.split('_')[-1].lower()} (slurm/config.yaml) reads "
@@ -134,21 +134,21 @@ def test_slurm_profile_without_account_or_partition_stops_before_submitting(work
 @pytest.mark.slow
 def test_micro_dag_end_to_end_then_nothing_to_do(micro_dag, tmp_path):
     cwd = micro_dag  # the session's run of the whole micro DAG (conftest): only read here
-    metrics = json.loads((cwd / "results/metrics/tiny/deit_s/classify.json").read_text())
+    metrics = json.loads((cwd / "results/metrics/tiny/seed0/deit_s/classify.json").read_text())
     assert 0.0 <= metrics["top1"] <= metrics["top5"] <= 100.0
     table = (cwd / "results/tables/main.tex").read_text()
     assert "\\toprule" in table and "DeiT-S" in table and f"{metrics['top1']:.1f}" in table
     assert "79.9" in table  # the sourced paper value, shown without a delta at the tiny scale
-    mjp = {name: json.loads((cwd / f"results/metrics/tiny/mjp/{name}.json").read_text())
+    mjp = {name: json.loads((cwd / f"results/metrics/tiny/seed0/mjp/{name}.json").read_text())
            for name in ("shuffle", "robustness", "pe_probe")}
     assert 0.0 <= mjp["shuffle"]["consistency_agreement"] <= 1.0 and "shuffled_top1_r0.90" in mjp["shuffle"]
     assert mjp["robustness"]["mce"] > 0 and "o_aupr" in mjp["robustness"] and mjp["pe_probe"]["status"] == "ok"
     assert "MJP" in table and f"{mjp['robustness']['mce']:.1f}" in table
     for exp in ("mae", "adpe_abs_coordinate", "adpe_rel_coordinate"):  # the micro AdPE experiments
-        finetune = json.loads((cwd / f"results/metrics/tiny/{exp}/finetune.json").read_text())
-        pretext = json.loads((cwd / f"results/metrics/tiny/{exp}/pretext.json").read_text())
+        finetune = json.loads((cwd / f"results/metrics/tiny/seed0/{exp}/finetune.json").read_text())
+        pretext = json.loads((cwd / f"results/metrics/tiny/seed0/{exp}/pretext.json").read_text())
         assert 0.0 <= finetune["top1"] <= 100.0 and pretext["val_loss"] > 0
-        assert (cwd / f"results/checkpoints/tiny/pretrain/{exp}/encoder.safetensors").is_file()
+        assert (cwd / f"results/checkpoints/tiny/seed0/pretrain/{exp}/encoder.safetensors").is_file()
     assert "AdPE study" in table and f"{finetune['top1']:.1f}" in table
     for name in ("pretrain_curves", "adpe_delta_norms", "adpe_accuracy"):
         assert (cwd / f"results/figures/tiny/{name}.pdf").stat().st_size > 1000, name
@@ -180,7 +180,8 @@ def test_dvc_repro_and_metrics_diff(micro_dag, tmp_path):
     assert "train_supervised" not in dry and "synth_data" not in dry
     # change a parameter: DVC reruns the workflow and the metrics differ from the committed baseline
     params = yaml.safe_load((cwd / "params.yaml").read_text())
-    params["seed"] = params["seed"] + 1
+    seeds = params["scales"]["tiny"]["seeds"]
+    params["scales"]["tiny"]["seeds"] = [seed + 1 for seed in seeds]  # one seed new, the others cached
     (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro"], cwd, timeout=900)
     diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], cwd).stdout)
@@ -188,8 +189,10 @@ def test_dvc_repro_and_metrics_diff(micro_dag, tmp_path):
     assert list(diff) == ["results/metrics/tiny/headline.json"]
     headline = diff["results/metrics/tiny/headline.json"]
     assert {"supervised.deit_s.top1", "supervised.deit_s.top5", "pretrain.mae.finetune_top1"} <= set(headline)
-    assert len(headline) <= 150 and not [key for key in headline if "seconds" in key]
-    # a new seed retrains every model: the learned PE tables (probe errors) differ from the baseline
+    means = [key for key in headline if not key.endswith("_std")]  # each mean has its std over the 2 seeds
+    assert len(means) <= 150 and len(headline) <= 2 * len(means) and not [key for key in headline if "seconds" in key]
+    assert "supervised.deit_s.top1_std" in headline
+    # a new seed's models enter the means: the learned PE tables (probe errors) differ from the baseline
     assert headline["supervised.deit_s.abs_2d_mae"]["diff"] != 0
     # the curve data is in git: both revisions render, one colour per run (the CSV's model column)
     shutil.copytree(ROOT / ".dvc/plots", cwd / ".dvc/plots", dirs_exist_ok=True)
@@ -230,7 +233,7 @@ def test_slurm_submission_flags_with_stub_sbatch(workflow_copy, tmp_path, monkey
     check = workflow_copy / "results/checks/paper/data.json"
     check.parent.mkdir(parents=True)
     check.write_text("{}")
-    target = "results/checkpoints/paper/supervised/deit_s/model.safetensors"
+    target = "results/checkpoints/paper/seed0/supervised/deit_s/model.safetensors"
     # snakemake waits for the (stub) job forever: kill it once sbatch has been called
     proc = subprocess.Popen(["snakemake", "--cores", "all", "--profile", "slurm", target], cwd=workflow_copy,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -52,7 +52,7 @@ def test_lint_leaves_only_justified_warnings(workflow_copy):
 
 def test_training_rules_write_benchmarks(workflow_copy):
     dry = run(["snakemake", "-n", "--cores", "1", "--forceall", "results/tables/main.tex"], workflow_copy).stdout
-    scale = re.search(r"results/checkpoints/(\w+)/", dry).group(1)
+    scale = re.search(r"results/checkpoints/(\w+/seed\d+)/", dry).group(1)
     for rule, stage_exp in TRAINING.items():
         blocks = re.findall(rf"rule {rule}:\n(.*?)(?:\n\n|\Z)", dry, re.S)
         assert blocks, f"no {rule} job in the dry run"

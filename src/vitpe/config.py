@@ -220,6 +220,16 @@ def _set_dotted(target: dict, dotted: str, value: Any, where: str, base_path: st
     node[keys[-1]] = _merge(current, value) if isinstance(value, dict) and isinstance(current, dict) else value
 
 
+def scale_seeds(params: dict) -> list[int]:
+    """The training seeds of the active scale (``scales.<scale>.seeds``): the DAG's ``{seed}`` wildcard."""
+    return list(params["scales"][params["scale"]]["seeds"])
+
+
+def seed_dir(seed: int) -> str:
+    """The path segment of one seed's outputs (results/<kind>/<scale>/seed<N>/...)."""
+    return f"seed{seed}"
+
+
 def add_params_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--params``/``--set`` pair every command that reads the configuration takes."""
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")

@@ -9,8 +9,8 @@ vitpe.mae; the recipes, :class:`Runtime` and :class:`TransferRuntime` live here.
 
 :func:`dependency_record` is what a run's results depend on: the run minus its :class:`Runtime` (which
 may change on resume) and machine paths. It is the workflow's run-config file
-(results/configs/<scale>/[<stage>/]<exp>.json, a rule input; :func:`stage_record`), the config part of the resume
-fingerprint and the weights metadata.
+(results/configs/<scale>/seed<N>/[<stage>/]<exp>.json, a rule input; :func:`stage_record`), the config
+part of the resume fingerprint and the weights metadata.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from vitpe.data.paths import dataset_paths, num_classes
 from vitpe.errors import ConfigError
 from vitpe.mae.settings import AdversarySettings, DecoderConfig
 from vitpe.mjp.settings import DALSettings, JigsawSettings, UnknownPESettings
-from vitpe.models.registry import pe_flags
+from vitpe.models.registry import LearnablePESettings, pe_flags
 from vitpe.models.spec import RPE_KINDS, RPE_LOOKUPS, RPEConfig, RPEOptions, ViTSpec
 
 __all__ = [
@@ -139,6 +139,7 @@ class SupervisedRun:
     jigsaw: JigsawSettings | None = None  # None: no shuffle
     dal: DALSettings | None = None  # None: no DAL head
     unk: UnknownPESettings | None = None  # pos_embed "mjp" only
+    learnable: LearnablePESettings | None = None  # pos_embed "learnable" with options other than DeiT's, else None
     first_block: str = "standard"  # "april": block 0 without norm1/residual (supervised.<exp>.april)
     protocol: str = "supervised"  # supervised | finetune | linprobe
     pretrained: str | None = None  # encoder.safetensors the run starts from (a machine path)
@@ -147,7 +148,9 @@ class SupervisedRun:
 
     @property
     def pe_options(self) -> dict[str, Any]:
-        return dataclasses.asdict(self.unk) if self.unk is not None else {}
+        """The keyword options of its PE (vitpe.models.pos_embed.build_pos_embed)."""
+        settings = self.unk if self.unk is not None else self.learnable
+        return dataclasses.asdict(settings) if settings is not None else {}
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,8 @@ class TransferRun:
 
 Run = TypeVar("Run", SupervisedRun, PretrainRun, TransferRun)
 MACHINE_PATHS = ("train_dir", "val_dir", "pretrained", "data_root")
+# Fields added after the first records were written: recorded only when set, so those records stay valid.
+RECORDED_WHEN_SET = ("learnable",)
 # What weights must have been trained with to load into a run's model (tensor shapes aside).
 ARCHITECTURE_KEYS = {SupervisedRun: ("model", "pos_embed", "num_classes", "protocol", "rpe", "global_pool",
                                      "first_block"),
@@ -271,7 +276,8 @@ def dependency_record(run: SupervisedRun | PretrainRun | TransferRun, accum_step
     ``auto``): the same computation then gives the same record, whichever way the split was given."""
     if accum_steps is not None:
         run = dataclasses.replace(run, recipe=dataclasses.replace(run.recipe, accum_steps=accum_steps))
-    record = {f.name: getattr(run, f.name) for f in fields(run) if f.name not in ("runtime", *MACHINE_PATHS)}
+    record = {f.name: getattr(run, f.name) for f in fields(run) if f.name not in ("runtime", *MACHINE_PATHS)
+              and not (f.name in RECORDED_WHEN_SET and getattr(run, f.name) is None)}
     record["experiment"] = record.pop("name")
     return _jsonable({k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in record.items()})
 
@@ -315,9 +321,9 @@ def _common(params: dict) -> dict[str, Any]:
 
 
 def _mjp_settings(name: str, exp: dict, warmup_epochs: int) -> dict[str, Any]:
-    """The experiment's jigsaw/DAL/unk blocks with defaults filled in, checked against its PE."""
+    """The experiment's jigsaw/DAL blocks with defaults filled in, checked against its PE."""
     where = f"params.yaml: supervised.{name}"
-    jigsaw = dal = unk = None
+    jigsaw = dal = None
     if "jigsaw" in exp:
         jigsaw = JigsawSettings(**exp["jigsaw"])
         if jigsaw.start_epoch is None:
@@ -326,11 +332,27 @@ def _mjp_settings(name: str, exp: dict, warmup_epochs: int) -> dict[str, Any]:
         if not pe_flags(exp["pos_embed"]).learnable_table:
             raise ConfigError(f"{where}.dal: DAL regresses a learnable PE table; pos_embed is {exp['pos_embed']!r}")
         dal = DALSettings(**exp["dal"])
-    if exp["pos_embed"] == "mjp":
-        unk = UnknownPESettings(**exp.get("unk", {}))
-    elif "unk" in exp:
-        raise ConfigError(f"{where}.unk: only for pos_embed 'mjp', not {exp['pos_embed']!r}")
-    return {"jigsaw": jigsaw, "dal": dal, "unk": unk}
+    return {"jigsaw": jigsaw, "dal": dal}
+
+
+# The PEs that take options: pos_embed -> (the experiment's block of them = the SupervisedRun field, its
+# settings). A field of RECORDED_WHEN_SET is None at the defaults (the learnable PE: DeiT's), so the runs
+# trained before the option existed keep their records.
+PE_SETTINGS: dict[str, tuple[str, type]] = {"mjp": ("unk", UnknownPESettings),
+                                            "learnable": ("learnable", LearnablePESettings)}
+
+
+def _pe_settings(name: str, exp: dict) -> dict[str, Any]:
+    """The SupervisedRun fields of the experiment's PE options (``unk``, ``learnable``), checked against its PE."""
+    settings: dict[str, Any] = {key: None for key, _ in PE_SETTINGS.values()}
+    for kind, (key, settings_type) in PE_SETTINGS.items():
+        if kind == exp["pos_embed"]:
+            value = settings_type(**exp.get(key, {}))
+            settings[key] = None if key in RECORDED_WHEN_SET and value == settings_type() else value
+        elif key in exp:
+            raise ConfigError(f"params.yaml: supervised.{name}.{key}: only for pos_embed {kind!r}, "
+                              f"not {exp['pos_embed']!r}")
+    return settings
 
 
 def supervised_run(params: dict, name: str) -> SupervisedRun:
@@ -346,7 +368,7 @@ def supervised_run(params: dict, name: str) -> SupervisedRun:
         name=name, **_common(params), model=ViTSpec.of(scale["model"]), recipe=recipe, runtime=runtime,
         pos_embed=exp["pos_embed"], num_classes=num_classes(params),
         train_dir=paths["imagenet"] / "train", val_dir=paths["imagenet"] / "val",
-        **_mjp_settings(name, exp, recipe.warmup_epochs),
+        **_mjp_settings(name, exp, recipe.warmup_epochs), **_pe_settings(name, exp),
         first_block="april" if exp.get("april") else "standard",
     )
 

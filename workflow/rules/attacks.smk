@@ -1,4 +1,4 @@
-# Gradient-inversion attacks (docs/FIDELITY.md rows 38-49): every trained model on the attack images,
+# Gradient-inversion attacks (docs/FIDELITY.md rows 38-49): every trained model (every seed) on the attack images,
 # per-image tables, paired per-image comparisons, the reconstruction grids and the PSNR distributions.
 # One job per model runs all of its attacks at the tiny scale (start-up dominates there).
 # The attacked models (ATTACK_SUPERVISED, ATTACK_FINETUNED, ATTACK_APRIL, ATTACKED) are listed in common.smk.
@@ -15,17 +15,20 @@ def attack_kind(exp):
 
 
 def attack_inputs(wc):
-    if attack_kind(wc.exp) == "finetuned":
-        return {"weights": ckpt("finetune", wc.exp), "data": data_ready(), "run_config": run_config(wc.exp, "finetune")}
-    return {"weights": ckpt("supervised", wc.exp), "data": data_ready(), "run_config": run_config(wc.exp)}
+    stage = "finetune" if attack_kind(wc.exp) == "finetuned" else "supervised"
+    return {
+        "weights": ckpt(stage, wc.exp, wc.seed),
+        "data": data_ready(),
+        "run_config": run_config(wc.exp, stage, wc.seed),
+    }
 
 
-def attack_table(exp):
-    return f"results/attacks/{SCALE}/{exp}/images.csv"
+def attack_table(exp, seed="{seed}"):
+    return f"{seeded('attacks', seed)}/{exp}/images.csv"
 
 
-def attack_recon(exp):
-    return f"results/attacks/{SCALE}/{exp}/reconstructions.safetensors"
+def attack_recon(exp, seed="{seed}"):
+    return f"{seeded('attacks', seed)}/{exp}/reconstructions.safetensors"
 
 
 # Each job attacks one share of a model's images (scales.<scale>.attacks.jobs, at most one per client
@@ -84,7 +87,7 @@ def attack_resources():
 
 
 def attack_job_file(exp, job, name):
-    return f"results/attacks/{SCALE}/{exp}/job_{job}/{name}"
+    return f"{seeded('attacks')}/{exp}/job_{job}/{name}"
 
 
 def attack_job_files(name):
@@ -98,7 +101,7 @@ def one_of(names):
 # The two rules below append to ATTACK_RUN, a shell command, not a path: the lint on path composition
 # with a plus sign flags them only because its pattern runs on to the next quoted path.
 ATTACK_RUN = (
-    "{params.launch} attack run {PARAMS} --experiment {wildcards.exp} --kind {params.kind}"
+    "{params.launch} attack run " + SEED_PARAMS + " --experiment {wildcards.exp} --kind {params.kind}"
     " --weights {input.weights} --threads {threads}"
     " --out {output.metrics} --table {output.table} --recon {output.recon}"
 )
@@ -113,7 +116,7 @@ if ATTACK_WHOLE:
             table=attack_table("{exp}"),
             recon=attack_recon("{exp}"),
         log:
-            f"results/logs/{SCALE}/attacks/{{exp}}.log",
+            job_log("attacks/{exp}"),
         wildcard_constraints:
             exp=one_of(ATTACK_WHOLE),
         threads: max(1, JOBS[SCALE]["attack"]["cpus_per_task"], JOBS[SCALE]["attack"]["cpus_per_gpu"])
@@ -137,7 +140,7 @@ if ATTACK_SPLIT:
             table=attack_job_file("{exp}", "{job}", "images.csv"),
             recon=attack_job_file("{exp}", "{job}", "reconstructions.safetensors"),
         log:
-            f"results/logs/{SCALE}/attacks/{{exp}}_job_{{job}}.log",
+            job_log("attacks/{exp}_job_{job}"),
         wildcard_constraints:
             exp=one_of(ATTACK_SPLIT),
             job=r"\d+",
@@ -161,7 +164,7 @@ if ATTACK_SPLIT:
             table=attack_table("{exp}"),
             recon=attack_recon("{exp}"),
         log:
-            f"results/logs/{SCALE}/attacks/{{exp}}_merge.log",
+            job_log("attacks/{exp}_merge"),
         wildcard_constraints:
             exp=one_of(ATTACK_SPLIT),
         localrule: True
@@ -171,22 +174,24 @@ if ATTACK_SPLIT:
 
 
 rule attack_compare:
+    """One seed's paired per-image comparisons (attacks.compare) of its models' attack tables."""
     input:
-        [attack_table(exp) for exp in ATTACKED],
+        lambda wc: [attack_table(exp, wc.seed) for exp in ATTACKED],
     output:
-        ATTACK_PAIRED,
+        paired_attacks(),
     log:
-        f"results/logs/{SCALE}/attacks/compare.log",
+        job_log("attacks/compare"),
     localrule: True
     params:
         settings=ATTACK_SETTINGS,
     shell:
-        "vitpe attack compare {PARAMS} --tables {input} --out {output} > {log} 2>&1"
+        "vitpe attack compare " + SEED_PARAMS + " --tables {input} --out {output} > {log} 2>&1"
 
 
 rule figure_attack_grid:
     input:
-        [attack_recon(exp) for exp in ATTACK_SUPERVISED + ATTACK_FINETUNED],
+        recon=[attack_recon(exp, FIRST_SEED) for exp in ATTACK_SUPERVISED + ATTACK_FINETUNED],
+        tables=[attack_table(exp, FIRST_SEED) for exp in ATTACK_SUPERVISED + ATTACK_FINETUNED],
     output:
         figure_files("attack_grid"),
     log:
@@ -196,12 +201,14 @@ rule figure_attack_grid:
         # the first optimisation attack and the first closed form on the standard block, side by side
         attacks=" ".join(ATTACK_CFG.get("optimisation", [])[:1] + ATTACK_CFG.get("standard_closed_form", [])[:1]),
     shell:
-        "vitpe attack grid-figure --recon {input} --attacks {params.attacks} --out {output} > {log} 2>&1"
+        "vitpe attack grid-figure --recon {input.recon} --tables {input.tables} --attacks {params.attacks}"
+        " --out {output} > {log} 2>&1"
 
 
 rule figure_attack_grid_april:
     input:
-        [attack_recon(exp) for exp in ATTACK_APRIL],
+        recon=[attack_recon(exp, FIRST_SEED) for exp in ATTACK_APRIL],
+        tables=[attack_table(exp, FIRST_SEED) for exp in ATTACK_APRIL],
     output:
         figure_files("attack_grid_april"),
     log:
@@ -210,12 +217,13 @@ rule figure_attack_grid_april:
     params:
         attacks=" ".join(ATTACK_CFG.get("closed_form", [])),
     shell:
-        "vitpe attack grid-figure --recon {input} --attacks {params.attacks} --out {output} > {log} 2>&1"
+        "vitpe attack grid-figure --recon {input.recon} --tables {input.tables} --attacks {params.attacks}"
+        " --out {output} > {log} 2>&1"
 
 
 rule figure_attack_psnr:
     input:
-        [attack_table(exp) for exp in ATTACKED],
+        [attack_table(exp, FIRST_SEED) for exp in ATTACKED],
     output:
         figure_files("attack_psnr"),
     log:
@@ -223,3 +231,36 @@ rule figure_attack_psnr:
     localrule: True
     shell:
         "vitpe attack psnr-figure --tables {input} --out {output} > {log} 2>&1"
+
+
+# The privacy-accuracy trade-off over seeds: one point per attacked classifier (clean top-1 of the
+# supervised or fine-tuned model against the attack's PSNR), mean ± std over SEEDS.
+PRIVACY_MODELS = ATTACK_SUPERVISED + ATTACK_FINETUNED
+PRIVACY_METRICS = [
+    f"{attack}_{metric}"
+    for attack, metric in (
+        (ATTACK_CFG.get("optimisation", [None])[0], "plain_psnr_mean"),
+        (ATTACK_CFG.get("standard_closed_form", [None])[-1], "shuffled_psnr_kept_mean"),
+    )
+    if attack
+]
+
+
+rule figure_attack_privacy:
+    input:
+        attacks=all_seeds(lambda seed: [metrics_file(exp, "attacks", seed) for exp in PRIVACY_MODELS]),
+        accuracy=all_seeds(
+            lambda seed: [
+                metrics_file(exp, "finetune" if exp in ATTACK_FINETUNED else "classify", seed) for exp in PRIVACY_MODELS
+            ]
+        ),
+    output:
+        figure_files("attack_privacy"),
+    log:
+        f"results/logs/report/attack_privacy_{SCALE}.log",
+    localrule: True
+    params:
+        metrics=" ".join(PRIVACY_METRICS),
+    shell:
+        "vitpe attack privacy-figure --attacks-metrics {input.attacks} --accuracy {input.accuracy}"
+        " --metric {params.metrics} --out {output} > {log} 2>&1"

@@ -4,7 +4,7 @@ import os
 import shlex
 import sys
 
-from vitpe.config import validate_params
+from vitpe.config import scale_seeds, seed_dir, validate_params
 from vitpe.errors import ConfigError
 from vitpe.runs import dataset_paths, stage_record
 
@@ -19,6 +19,11 @@ except ConfigError as exc:
 os.environ["PATH"] = os.pathsep.join((os.path.dirname(sys.executable), os.environ.get("PATH", "")))
 
 SCALE = config["scale"]
+# Every model is trained, evaluated and attacked once per seed (scales.<scale>.seeds): the {seed}
+# wildcard, each seed's outputs under <kind>/<scale>/seed<N>/, each cached on its own; the tables
+# and the headline metrics aggregate over SEEDS. FIRST_SEED's runs illustrate the figures of one model.
+SEEDS = scale_seeds(config)
+FIRST_SEED = SEEDS[0]
 # What the DAG builds: the experiments and attacks sections, validated above. The rules files build
 # these; table_inputs(), figures() and run_configs() below list what results/tables/main.tex needs.
 SUPERVISED = config["experiments"]["supervised"]
@@ -49,6 +54,7 @@ PARAMS = shlex.join(
 
 wildcard_constraints:
     scale="tiny|smoke|paper",
+    seed=r"\d+",
     exp="[A-Za-z0-9_]+",
 
 
@@ -300,26 +306,49 @@ def data_ready():
     return f"results/checks/{SCALE}/data.json"
 
 
-def ckpt(stage, exp):
-    return f"results/checkpoints/{SCALE}/{stage}/{exp}/model.safetensors"
+def seeded(kind, seed="{seed}"):
+    """results/<kind>/<scale>/seed<N>: the folder of one seed's outputs of `kind` (checkpoints, metrics,
+    logs, ...); the default keeps the {seed} wildcard for rule patterns."""
+    return f"results/{kind}/{SCALE}/{seed_dir(seed)}"
 
 
-def encoder_ckpt(exp):
+# `--set seed=<wildcard>` after the shared PARAMS: the seed of the job's run (shell lines of seeded rules)
+SEED_PARAMS = "{PARAMS} --set seed={wildcards.seed}"
+
+
+def ckpt(stage, exp, seed="{seed}"):
+    return f"{seeded('checkpoints', seed)}/{stage}/{exp}/model.safetensors"
+
+
+def train_log(stage, exp, seed="{seed}"):
+    """The per-step training log, published next to the weights when training completes."""
+    return f"{seeded('checkpoints', seed)}/{stage}/{exp}/log.jsonl"
+
+
+def encoder_ckpt(exp, seed="{seed}"):
     """The pretrained encoder alone (timm keys): input of fine-tuning, linear probing and transfer."""
-    return f"results/checkpoints/{SCALE}/pretrain/{exp}/encoder.safetensors"
+    return f"{seeded('checkpoints', seed)}/pretrain/{exp}/encoder.safetensors"
 
 
-def eval_rule_inputs(wc):
-    """Inputs of an evaluation of a supervised model: its weights, the data check, its run config."""
-    return {"weights": ckpt("supervised", wc.exp), "data": data_ready(), "run_config": run_config(wc.exp)}
+def job_log(name):
+    """results/logs/<scale>/seed{seed}/<name>.log: one seeded job's log."""
+    return f"{seeded('logs')}/{name}.log"
 
 
-def metrics_file(exp, kind):
-    """results/metrics/<scale>/<exp>/<kind>.json: one evaluation's flat metrics (DVC metrics, table input)."""
-    return f"results/metrics/{SCALE}/{exp}/{kind}.json"
+def job_benchmark(stage):
+    return f"{seeded('benchmarks')}/{stage}/{{exp}}.tsv"
 
 
-ATTACK_PAIRED = metrics_file("attacks", "paired")  # the paired per-image comparisons (attack_compare)
+def metrics_file(exp, kind, seed="{seed}"):
+    """results/metrics/<scale>/seed<N>/<exp>/<kind>.json: one evaluation's flat metrics (table input)."""
+    return f"{seeded('metrics', seed)}/{exp}/{kind}.json"
+
+
+def paired_attacks(seed="{seed}"):
+    """One seed's paired per-image attack comparisons (attack_compare)."""
+    return metrics_file("attacks", "paired", seed)
+
+
 # the curated per-model numbers DVC tracks as its only metrics file (dvc.yaml, rule headline_metrics)
 HEADLINE = f"results/metrics/{SCALE}/headline.json"
 
@@ -348,7 +377,7 @@ def dataset_image_dir():
     return str(paths.get("attack", paths["imagenet"] / "val"))
 
 
-def run_config(exp, stage="supervised"):
+def run_config(exp, stage="supervised", seed="{seed}"):
     """results/configs/<scale>/[<stage>/]<exp>.json: everything a checkpoint of `stage` depends on.
 
     The training rule takes it as an input (Snakemake ignores callable params when deciding reruns),
@@ -357,7 +386,7 @@ def run_config(exp, stage="supervised"):
     written when the workflow is parsed and only when their content changes.
     """
     folder = "" if stage == "supervised" else f"{stage}/"
-    return f"results/configs/{SCALE}/{folder}{exp}.json"
+    return f"{seeded('configs', seed)}/{folder}{exp}.json"
 
 
 def run_configs():
@@ -371,14 +400,22 @@ def run_configs():
     )
 
 
-def table_inputs():
-    """Every metrics JSON results/tables/main.tex reads, study by study."""
+SUPERVISED_EVALS = ("classify", "shuffle", "robustness", "pe_probe")  # rule eval_supervised, one process
+
+
+def table_inputs(seed="{seed}"):
+    """Every metrics JSON of one seed results/tables/main.tex reads, study by study."""
     return (
-        [metrics_file(exp, kind) for exp in SUPERVISED for kind in ("classify", "shuffle", "robustness", "pe_probe")]
-        + [metrics_file(exp, kind) for exp in PRETRAIN for kind in ("pretext", "finetune", "linprobe")]
-        + [metrics_file(exp, task) for exp in TRANSFER for task in TRANSFER_TASKS]
-        + ([metrics_file(exp, "attacks") for exp in ATTACKED] + [ATTACK_PAIRED] if ATTACKED else [])
+        [metrics_file(exp, kind, seed) for exp in SUPERVISED for kind in SUPERVISED_EVALS]
+        + [metrics_file(exp, kind, seed) for exp in PRETRAIN for kind in ("pretext", "finetune", "linprobe")]
+        + [metrics_file(exp, task, seed) for exp in TRANSFER for task in TRANSFER_TASKS]
+        + ([metrics_file(exp, "attacks", seed) for exp in ATTACKED] + [paired_attacks(seed)] if ATTACKED else [])
     )
+
+
+def all_seeds(files):
+    """`files(seed)` for every seed of the scale, in one list (the aggregating rules' inputs)."""
+    return [path for seed in SEEDS for path in files(seed)]
 
 
 def figures():
@@ -390,7 +427,7 @@ def figures():
     if ATTACKED:
         names.append("attack_psnr")
     if ATTACK_SUPERVISED or ATTACK_FINETUNED:
-        names.append("attack_grid")
+        names += ["attack_grid", "attack_privacy"]
     if ATTACK_APRIL:
         names.append("attack_grid_april")
     return [f"{FIGURES_DIR}/{name}.png" for name in names]
@@ -402,10 +439,10 @@ def plots():
 
 
 def _write_run_configs():
-    for stage, exp in run_configs():
-        path = run_config(exp, stage)
+    for seed, (stage, exp) in ((seed, run) for seed in SEEDS for run in run_configs()):
+        path = run_config(exp, stage, seed)
         # the run's dependency record (vitpe.runs): also its resume fingerprint and weights metadata
-        text = json.dumps(stage_record(config, stage, exp), sort_keys=True, indent=1) + "\n"
+        text = json.dumps(stage_record({**config, "seed": seed}, stage, exp), sort_keys=True, indent=1) + "\n"
         if not os.path.exists(path) or open(path).read() != text:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path + ".tmp", "w") as f:

@@ -1,57 +1,10 @@
-# MJP evaluations of every supervised model (clean accuracy is eval_classify in supervised.smk) and
-# the MJP figures. Each evaluation writes one flat metrics JSON (DVC metrics, table input).
-
-
-rule eval_shuffle:
-    input:
-        unpack(eval_rule_inputs),
-    output:
-        metrics_file("{exp}", "shuffle"),
-    log:
-        f"results/logs/{SCALE}/supervised/{{exp}}/eval_shuffle.log",
-    resources:
-        **job_resources("eval"),
-    params:
-        ratios=" ".join(str(r) for r in config["evaluation"]["shuffle_ratios"]),
-        consistency=config["evaluation"]["consistency_ratio"],
-        launch=launcher("eval"),
-    shell:
-        "{params.launch} eval shuffle {PARAMS} --experiment {wildcards.exp} --weights {input.weights}"
-        " --ratios {params.ratios} --consistency-ratio {params.consistency} --out {output} > {log} 2>&1"
-
-
-rule eval_robustness:
-    input:
-        unpack(eval_rule_inputs),
-    output:
-        metrics_file("{exp}", "robustness"),
-    log:
-        f"results/logs/{SCALE}/supervised/{{exp}}/eval_robustness.log",
-    resources:
-        **job_resources("eval"),
-    params:
-        launch=launcher("eval"),
-    shell:
-        "{params.launch} eval robustness {PARAMS} --experiment {wildcards.exp} --weights {input.weights}"
-        " --out {output} > {log} 2>&1"
-
-
-rule eval_pe_probe:
-    input:
-        unpack(eval_rule_inputs),
-    output:
-        metrics_file("{exp}", "pe_probe"),
-    log:
-        f"results/logs/{SCALE}/supervised/{{exp}}/eval_pe_probe.log",
-    localrule: True  # a least-squares fit on a 197-row table: seconds on the submit host
-    shell:
-        "vitpe eval pe-probe {PARAMS} --experiment {wildcards.exp} --weights {input.weights}"
-        " --out {output} > {log} 2>&1"
+# The MJP figures (the evaluations they read: rule eval_supervised, supervised.smk). The shuffle curves
+# span every seed (a band); figures of one model's weights show FIRST_SEED's run.
 
 
 rule figure_shuffle_accuracy:
     input:
-        [metrics_file(exp, "shuffle") for exp in SUPERVISED],
+        all_seeds(lambda seed: [metrics_file(exp, "shuffle", seed) for exp in SUPERVISED]),
     output:
         figure_files("shuffle_accuracy"),
     log:
@@ -63,7 +16,7 @@ rule figure_shuffle_accuracy:
 
 rule figure_pe_spectra:
     input:
-        [metrics_file(exp, "pe_probe") for exp in SUPERVISED],
+        [metrics_file(exp, "pe_probe", FIRST_SEED) for exp in SUPERVISED],
     output:
         figure_files("pe_spectra"),
     log:
@@ -75,7 +28,7 @@ rule figure_pe_spectra:
 
 rule figure_pe_similarity:
     input:
-        weights=[ckpt("supervised", exp) for exp in SUPERVISED],
+        weights=[ckpt("supervised", exp, FIRST_SEED) for exp in SUPERVISED],
     output:
         figure_files("pe_similarity"),
     log:

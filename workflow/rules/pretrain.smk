@@ -1,26 +1,27 @@
 # MAE / MAE+ / AdPE pretraining, then fine-tuning and linear probing of every pretrained encoder
-# (docs/FIDELITY.md rows 50-66), their evaluations and the AdPE figures.
+# (docs/FIDELITY.md rows 50-66), once per seed (a seed's encoder is fine-tuned with the same seed),
+# their evaluations and the AdPE figures (FIRST_SEED's runs).
 
 
 rule train_pretrain:
     input:
         data=data_ready(),
-        run_config=lambda wc: run_config(wc.exp, "pretrain"),
+        run_config=lambda wc: run_config(wc.exp, "pretrain", wc.seed),
     output:
         weights=ckpt("pretrain", "{exp}"),
         encoder=encoder_ckpt("{exp}"),
-        curve=f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl",
+        curve=train_log("pretrain", "{exp}"),
     log:
-        f"results/logs/{SCALE}/pretrain/{{exp}}/train.log",
+        job_log("pretrain/{exp}/train"),
     benchmark:
-        f"results/benchmarks/{SCALE}/pretrain/{{exp}}.tsv"
+        job_benchmark("pretrain")
     resources:
         **job_resources("train", "pretrain"),
     params:
         launch=launcher("train"),
         outdir=lambda wc, output: os.path.dirname(output.weights),
     shell:
-        "{params.launch} train pretrain {PARAMS} --experiment {wildcards.exp}" " --out {params.outdir} > {log} 2>&1"
+        "{params.launch} train pretrain " + SEED_PARAMS + " --experiment {wildcards.exp} --out {params.outdir} > {log} 2>&1"
 
 
 rule train_encoder_protocol:
@@ -28,14 +29,14 @@ rule train_encoder_protocol:
     input:
         encoder=encoder_ckpt("{exp}"),
         data=data_ready(),
-        run_config=lambda wc: run_config(wc.exp, wc.protocol),
+        run_config=lambda wc: run_config(wc.exp, wc.protocol, wc.seed),
     output:
-        weights=f"results/checkpoints/{SCALE}/{{protocol}}/{{exp}}/model.safetensors",
-        curve=f"results/checkpoints/{SCALE}/{{protocol}}/{{exp}}/log.jsonl",
+        weights=ckpt("{protocol}", "{exp}"),
+        curve=train_log("{protocol}", "{exp}"),
     log:
-        f"results/logs/{SCALE}/{{protocol}}/{{exp}}/train.log",
+        job_log("{protocol}/{exp}/train"),
     benchmark:
-        f"results/benchmarks/{SCALE}/{{protocol}}/{{exp}}.tsv"
+        job_benchmark("{protocol}")
     wildcard_constraints:
         protocol="finetune|linprobe",
     resources:
@@ -44,18 +45,18 @@ rule train_encoder_protocol:
         launch=launcher("train"),
         outdir=lambda wc, output: os.path.dirname(output.weights),
     shell:
-        "{params.launch} train {wildcards.protocol} {PARAMS} --experiment {wildcards.exp}"
+        "{params.launch} train {wildcards.protocol} " + SEED_PARAMS + " --experiment {wildcards.exp}"
         " --pretrained {input.encoder} --out {params.outdir} > {log} 2>&1"
 
 
 rule eval_encoder_protocol:
     input:
-        weights=f"results/checkpoints/{SCALE}/{{protocol}}/{{exp}}/model.safetensors",
+        weights=ckpt("{protocol}", "{exp}"),
         data=data_ready(),
     output:
         metrics_file("{exp}", "{protocol}"),
     log:
-        f"results/logs/{SCALE}/{{protocol}}/{{exp}}/eval_classify.log",
+        job_log("{protocol}/{exp}/eval_classify"),
     wildcard_constraints:
         protocol="finetune|linprobe",
     resources:
@@ -63,31 +64,31 @@ rule eval_encoder_protocol:
     params:
         launch=launcher("eval"),
     shell:
-        "{params.launch} eval classify {PARAMS} --stage {wildcards.protocol} --experiment {wildcards.exp}"
+        "{params.launch} eval classify " + SEED_PARAMS + " --stage {wildcards.protocol} --experiment {wildcards.exp}"
         " --weights {input.weights} --out {output} > {log} 2>&1"
 
 
 rule eval_pretext:
     input:
         weights=ckpt("pretrain", "{exp}"),
-        curve=f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl",
+        curve=train_log("pretrain", "{exp}"),
         data=data_ready(),
     output:
         metrics_file("{exp}", "pretext"),
     log:
-        f"results/logs/{SCALE}/pretrain/{{exp}}/eval_pretext.log",
+        job_log("pretrain/{exp}/eval_pretext"),
     resources:
         **job_resources("eval"),
     params:
         launch=launcher("eval"),
     shell:
-        "{params.launch} eval pretext {PARAMS} --experiment {wildcards.exp} --weights {input.weights}"
+        "{params.launch} eval pretext " + SEED_PARAMS + " --experiment {wildcards.exp} --weights {input.weights}"
         " --log {input.curve} --out {output} > {log} 2>&1"
 
 
 rule figure_pretrain_curves:
     input:
-        expand(f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl", exp=PRETRAIN),
+        [train_log("pretrain", exp, FIRST_SEED) for exp in PRETRAIN],
     output:
         figure=figure_files("pretrain_curves"),
         csv=plot_data("pretrain_curves"),
@@ -100,7 +101,7 @@ rule figure_pretrain_curves:
 
 rule figure_adpe_delta_norms:
     input:
-        expand(f"results/checkpoints/{SCALE}/pretrain/{{exp}}/log.jsonl", exp=PRETRAIN),
+        [train_log("pretrain", exp, FIRST_SEED) for exp in PRETRAIN],
     output:
         figure_files("adpe_delta_norms"),
     log:
@@ -112,8 +113,8 @@ rule figure_adpe_delta_norms:
 
 rule figure_adpe_accuracy:
     input:
-        finetune=[metrics_file(exp, "finetune") for exp in PRETRAIN],
-        linprobe=[metrics_file(exp, "linprobe") for exp in PRETRAIN],
+        finetune=[metrics_file(exp, "finetune", FIRST_SEED) for exp in PRETRAIN],
+        linprobe=[metrics_file(exp, "linprobe", FIRST_SEED) for exp in PRETRAIN],
     output:
         figure_files("adpe_accuracy"),
     log:

@@ -5,7 +5,7 @@
 
 rule table_main:
     input:
-        metrics=table_inputs(),
+        metrics=all_seeds(table_inputs),
         paper="workflow/resources/paper_numbers.yaml",
         # main.tex is the main target (`make run`, DVC, SLURM): asking for it builds every figure too
         figures=figures(),
@@ -24,7 +24,7 @@ rule table_main:
 # The per-model numbers of main.tex, curated for `dvc metrics show/diff` (vitpe.report.headline)
 rule headline_metrics:
     input:
-        table_inputs(),
+        all_seeds(table_inputs),
     output:
         HEADLINE,
     log:
@@ -36,7 +36,7 @@ rule headline_metrics:
 
 rule figure_training_curves:
     input:
-        expand(f"results/checkpoints/{SCALE}/supervised/{{exp}}/log.jsonl", exp=SUPERVISED),
+        [train_log("supervised", exp, FIRST_SEED) for exp in SUPERVISED],
     output:
         figure=figure_files("training_curves", caption="../report/training_curves.rst", category="Training"),
         csv=plot_data("training_curves"),

@@ -6,45 +6,45 @@
 
 rule transfer_ade20k:
     input:
-        encoder=f"results/checkpoints/{SCALE}/pretrain/{{exp}}/encoder.safetensors",
+        encoder=encoder_ckpt("{exp}"),
         data=data_ready(),
-        run_config=lambda wc: run_config(wc.exp, "transfer_ade20k"),
+        run_config=lambda wc: run_config(wc.exp, "transfer_ade20k", wc.seed),
     output:
         metrics=metrics_file("{exp}", "ade20k"),
-        weights=f"results/checkpoints/{SCALE}/transfer/{{exp}}/ade20k/model.safetensors",
+        weights=f"{seeded('checkpoints')}/transfer/{{exp}}/ade20k/model.safetensors",
     log:
-        f"results/logs/{SCALE}/transfer/{{exp}}/ade20k.log",
+        job_log("transfer/{exp}/ade20k"),
     benchmark:
-        f"results/benchmarks/{SCALE}/transfer_ade20k/{{exp}}.tsv"
+        job_benchmark("transfer_ade20k")
     resources:
         **job_resources("transfer_ade20k"),
     params:
         launch=launcher("transfer_ade20k"),
         work_dir=lambda wc, output: os.path.dirname(output.weights),
     shell:
-        "{params.launch} transfer ade20k {PARAMS} --experiment {wildcards.exp} --encoder {input.encoder}"
+        "{params.launch} transfer ade20k " + SEED_PARAMS + " --experiment {wildcards.exp} --encoder {input.encoder}"
         " --work-dir {params.work_dir} --weights-out {output.weights} --threads {resources.cpus_per_task}"
         " --out {output.metrics} > {log} 2>&1"
 
 
 rule transfer_coco:
     input:
-        encoder=f"results/checkpoints/{SCALE}/pretrain/{{exp}}/encoder.safetensors",
+        encoder=encoder_ckpt("{exp}"),
         data=data_ready(),
-        run_config=lambda wc: run_config(wc.exp, "transfer_coco"),
+        run_config=lambda wc: run_config(wc.exp, "transfer_coco", wc.seed),
     output:
         metrics=metrics_file("{exp}", "coco"),
-        weights=f"results/checkpoints/{SCALE}/transfer/{{exp}}/coco/model.safetensors",
+        weights=f"{seeded('checkpoints')}/transfer/{{exp}}/coco/model.safetensors",
     log:
-        f"results/logs/{SCALE}/transfer/{{exp}}/coco.log",
+        job_log("transfer/{exp}/coco"),
     benchmark:
-        f"results/benchmarks/{SCALE}/transfer_coco/{{exp}}.tsv"
+        job_benchmark("transfer_coco")
     resources:
         **job_resources("transfer_coco"),
     params:
         launch=launcher("transfer_coco"),
         work_dir=lambda wc, output: os.path.dirname(output.weights),
     shell:
-        "{params.launch} transfer coco {PARAMS} --experiment {wildcards.exp} --encoder {input.encoder}"
+        "{params.launch} transfer coco " + SEED_PARAMS + " --experiment {wildcards.exp} --encoder {input.encoder}"
         " --work-dir {params.work_dir} --weights-out {output.weights} --threads {resources.cpus_per_task}"
         " --out {output.metrics} > {log} 2>&1"

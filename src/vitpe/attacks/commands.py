@@ -1,5 +1,6 @@
 """``vitpe attack ...``: gradient-inversion attacks and paired comparisons. The figure commands of the
-group (``grid-figure``, ``psnr-figure``) are the report's (vitpe.report.commands), added by the CLI.
+group (``grid-figure``, ``psnr-figure``, ``privacy-figure``) are the report's (vitpe.report.commands),
+added by the CLI.
 
 Heavy imports (torch, timm, scipy, matplotlib) stay inside the functions.
 """
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="For each pair A:B, A - B per image on the images both were attacked on: mean, median, "
                     "std, bootstrap 95% CI of the mean, Wilcoxon p; flat JSON.")
     p.add_argument("--tables", nargs="+", required=True, type=Path,
-                   help="per-image CSVs written by attack merge (results/attacks/<scale>/<exp>/images.csv)")
+                   help="per-image CSVs written by attack merge (results/attacks/<scale>/seed<N>/<exp>/images.csv)")
     p.add_argument("--out", required=True, type=Path, help="the comparison JSON to write")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vitpe.models.pos_embed import PositionEmbedding, register_pe
+from vitpe.models.pos_embed import PositionEmbedding, init_pe_table, register_pe
 
 
 @register_pe
@@ -27,16 +27,13 @@ class UnknownPosEmbed(PositionEmbedding):
     takes_mask = True
     learnable_table = True
     options = ("init", "weight_decay")
-    INITS = ("normal", "trunc_normal")
 
     def __init__(self, grid_size: int, dim: int, init: str = "normal", weight_decay: bool = True) -> None:
         super().__init__(grid_size, dim)
-        if init not in self.INITS:
-            raise ValueError(f"unknown unk-PE init {init!r} (known: {', '.join(self.INITS)})")
         self.table = nn.Parameter(torch.empty(1, self.num_patches + 1, dim))
         self.unk = nn.Parameter(torch.empty(1, 1, dim))
         for param in (self.table, self.unk):
-            nn.init.normal_(param) if init == "normal" else nn.init.trunc_normal_(param, std=0.02)
+            init_pe_table(param, init)
         self.no_weight_decay = () if weight_decay else ("table", "unk")
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -29,5 +29,5 @@ class DALSettings:
 class UnknownPESettings:
     """Options of MJP's PE table with the shared unknown row (pos_embed ``mjp``)."""
 
-    init: str = "normal"  # official N(0, 1); trunc_normal: std 0.02
+    init: str = "normal"  # official N(0, 1); trunc_normal: DeiT's std 0.02 (as the learnable PE's ``init``)
     weight_decay: bool = True  # official: the table and the row are decayed

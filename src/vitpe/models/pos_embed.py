@@ -48,18 +48,33 @@ class PositionEmbedding(nn.Module):
         if mask is not None:
             raise ValueError(f"{type(self).__name__} does not take a per-token mask")
 
+
+# How a learnable PE table starts (the ``init`` option of every PE with a learnable table).
+PE_INITS = ("trunc_normal", "normal")
+
+
+def init_pe_table(table: torch.Tensor, init: str) -> None:
+    """``trunc_normal``: DeiT's trunc-normal(0.02) (cut at ±2 absolute, so effectively N(0, 0.02));
+    ``normal``: PyTorch's N(0, 1), what MJP's official table keeps (``nn.Embedding``'s own init)."""
+    if init not in PE_INITS:
+        raise ValueError(f"unknown position-embedding init {init!r} (known: {', '.join(PE_INITS)})")
+    nn.init.normal_(table) if init == "normal" else nn.init.trunc_normal_(table, std=0.02)
+
+
 @register_pe
 class LearnablePosEmbed(PositionEmbedding):
-    """DeiT's learnable absolute PE: one row per position incl. CLS, trunc-normal(0.02) init."""
+    """DeiT's learnable absolute PE: one row per position incl. CLS, trunc-normal(0.02) init by default
+    (``init="normal"``: MJP's N(0, 1), the PE-init ablation)."""
 
     name = "learnable"
     learnable_table = True
+    options = ("init",)
     no_weight_decay = ("table",)
 
-    def __init__(self, grid_size: int, dim: int) -> None:
+    def __init__(self, grid_size: int, dim: int, init: str = "trunc_normal") -> None:
         super().__init__(grid_size, dim)
         self.table = nn.Parameter(torch.zeros(1, self.num_patches + 1, dim))
-        nn.init.trunc_normal_(self.table, std=0.02)
+        init_pe_table(self.table, init)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         self._reject_mask(mask)
@@ -153,7 +168,7 @@ def build_pos_embed(kind: str, grid_size: int, dim: int, **options: object) -> P
 
 
 __all__ = [
-    "PE_KINDS", "PE_CLASSES", "register_pe", "pe_class", "PositionEmbedding", "LearnablePosEmbed", "SinCosPosEmbed",
-    "NoPosEmbed",
+    "PE_KINDS", "PE_CLASSES", "PE_INITS", "register_pe", "pe_class", "PositionEmbedding", "init_pe_table",
+    "LearnablePosEmbed", "SinCosPosEmbed", "NoPosEmbed",
     "sincos_2d", "grid_coords", "sincos_2d_table", "resize_pos_embed", "build_pos_embed", "grid_size_of",
 ]

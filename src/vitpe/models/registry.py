@@ -70,6 +70,15 @@ def pe_flags(name: str) -> PEFlags:
     return PE_FLAGS[name]
 
 
+@dataclass(frozen=True)
+class LearnablePESettings:
+    """Options of DeiT's learnable PE (pos_embed ``learnable``, params ``supervised.<exp>.learnable``),
+    known without loading torch; MJP's table has the same ``init`` (vitpe.mjp.settings.UnknownPESettings)."""
+
+    init: str = "trunc_normal"  # DeiT's std 0.02; normal: N(0, 1), MJP's official table (the PE-init ablation)
+
+
 # the built-in PEs (vitpe.models.pos_embed), announced as a method announces its own
-for _name, _flags in (("learnable", PEFlags(learnable_table=True)), ("sincos", PEFlags()), ("none", PEFlags())):
+for _name, _flags in (("learnable", PEFlags(learnable_table=True, options=("init",))), ("sincos", PEFlags()),
+                      ("none", PEFlags())):
     provide_pe(_name, "vitpe.models.pos_embed", _flags)

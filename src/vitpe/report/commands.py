@@ -95,7 +95,7 @@ def _accuracy_bars(args: argparse.Namespace) -> None:
 def _attack_grid(args: argparse.Namespace) -> None:
     from vitpe.report.attack_figures import reconstruction_grid
 
-    reconstruction_grid(args.recon, args.attacks, args.out, args.max_images)
+    reconstruction_grid(args.recon, args.tables, args.attacks, args.out, args.max_images)
 
 
 @reports_writes
@@ -105,19 +105,45 @@ def _attack_psnr(args: argparse.Namespace) -> None:
     psnr_distributions(args.tables, args.out)
 
 
-def register_attack_figures(commands: argparse._SubParsersAction) -> None:
-    """The attack figures, run as ``vitpe attack grid-figure`` / ``psnr-figure`` (cli.py adds them to
-    the attack group, whose own code never imports the report)."""
-    p = add_command(commands, "grid-figure", _attack_grid, "reconstruction grid: ground truth, then each model")
-    p.add_argument("--recon", nargs="+", required=True, type=Path, help="reconstruction files, one per model")
-    p.add_argument("--attacks", nargs="+", required=True, help="which attacks' reconstructions to show")
-    p.add_argument("--max-images", type=int, default=3, help="how many attacked images (columns) to show (default: 3)")
-    p.add_argument("--out", nargs="+", required=True, type=Path, help=".png and/or .pdf")
+@reports_writes
+def _attack_privacy(args: argparse.Namespace) -> str:
+    from vitpe.report.attack_figures import privacy_accuracy
 
-    p = add_command(commands, "psnr-figure", _attack_psnr, "per-model PSNR distributions, one panel per attack")
+    left_out = privacy_accuracy(args.attacks_metrics, args.accuracy, args.metric, args.out)
+    return "; ".join(f"{metric}: left out {', '.join(exps)} (no such key)"
+                     for metric, exps in left_out.items() if exps)
+
+
+def register_attack_figures(commands: argparse._SubParsersAction) -> None:
+    """The attack figures, run as ``vitpe attack grid-figure`` / ``psnr-figure`` / ``privacy-figure``
+    (cli.py adds them to the attack group, whose own code never imports the report)."""
+    p = add_command(commands, "grid-figure", _attack_grid, "reconstruction grid: ground truth, then each model",
+                    description="Rows: image x client mode; columns: the fed image, then model x attack, each "
+                                "panel with its PSNR vs the original image, each column with the attack budget.")
+    p.add_argument("--recon", nargs="+", required=True, type=Path, help="reconstruction files, one per model")
     p.add_argument("--tables", nargs="+", required=True, type=Path,
-                   help="per-image CSVs written by attack merge, one per model")
-    p.add_argument("--out", nargs="+", required=True, type=Path, help=".png and/or .pdf")
+                   help="the per-image CSV of each --recon file, in the same order (the panels' PSNRs)")
+    p.add_argument("--attacks", nargs="+", required=True, help="which attacks' reconstructions to show")
+    p.add_argument("--max-images", type=int, default=3, help="how many attacked images (rows) to show (default: 3)")
+    add_figure_outputs(p)
+
+    p = add_command(commands, "psnr-figure", _attack_psnr, "per-model per-image PSNRs, one panel per attack",
+                    description="Each image's PSNR as a jittered point and the mean as a bar, per model and "
+                                "client mode; tables of one model given twice (seeds) are pooled.")
+    p.add_argument("--tables", nargs="+", required=True, type=Path,
+                   help="per-image CSVs written by attack merge, one per model (.../<exp>/images.csv)")
+    add_figure_outputs(p)
+
+    p = add_command(commands, "privacy-figure", _attack_privacy, "privacy-accuracy trade-off over seeds",
+                    description="One point per model: clean top-1 against an attack metric, mean over seeds "
+                                "with +/- std bars (ddof=1; none with one seed); one panel per --metric.")
+    p.add_argument("--attacks-metrics", nargs="+", required=True, type=Path,
+                   help="attacks.json files, .../seed<N>/<exp>/attacks.json (grouped by <exp>, paired by seed<N>)")
+    p.add_argument("--accuracy", nargs="+", required=True, type=Path,
+                   help="each model's classify.json or finetune.json (top1) for the same seeds")
+    p.add_argument("--metric", nargs="+", default=["pe_gradient_adaptive_shuffled_psnr_kept_mean"],
+                   help="attack metric keys, one panel each (default: pe_gradient_adaptive_shuffled_psnr_kept_mean)")
+    add_figure_outputs(p)
 
 
 def _per_model_figure(commands: argparse._SubParsersAction, name: str, run: Command, help_text: str, inputs: str,
@@ -132,7 +158,8 @@ def _per_model_figure(commands: argparse._SubParsersAction, name: str, run: Comm
 
 def register(commands: argparse._SubParsersAction) -> None:
     table = add_command(commands, "table", _table, "write results/tables/main.tex", params=True)
-    table.add_argument("--metrics", default="results/metrics", type=Path, help="root of the metrics JSON tree")
+    table.add_argument("--metrics", default="results/metrics", type=Path,
+                       help="root of the metrics tree: <root>/<scale>/seed<N>/<exp>/*.json, seeds from params")
     table.add_argument("--paper", default="workflow/resources/paper_numbers.yaml", type=Path,
                        help="the numbers the papers report, set beside ours (default: %(default)s)")
     table.add_argument("--out", default="results/tables/main.tex", type=Path,
@@ -140,7 +167,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     headline = add_command(commands, "headline", _headline,
                            "write results/metrics/<scale>/headline.json, the metrics DVC tracks", params=True)
-    headline.add_argument("--metrics", default="results/metrics", type=Path, help="root of the metrics JSON tree")
+    headline.add_argument("--metrics", default="results/metrics", type=Path,
+                          help="root of the metrics tree: <root>/<scale>/seed<N>/<exp>/*.json, seeds from params")
     headline.add_argument("--out", required=True, type=Path, help="the JSON file to write")
 
     curves = add_command(commands, "curves", _curves, "training curves (loss, lr) from log.jsonl files")

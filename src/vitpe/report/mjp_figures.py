@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from vitpe.errors import DataError  # noqa: E402
 from vitpe.io import read_json  # noqa: E402
 from vitpe.report.figures import save_figure  # noqa: E402
+from vitpe.report.names import experiment_name  # noqa: E402
 
 _SWEEP_KEY = re.compile(r"^shuffled_top1_r(\d+\.\d+)$")
 _SV_KEY = re.compile(r"^sv_(\d{3,})$")
@@ -43,17 +44,30 @@ def sweep_points(metrics: dict) -> tuple[list[float], list[float]]:
 
 
 def shuffle_curves(jsons: Sequence[Path], outputs: Sequence[Path], labels: Sequence[str] | None = None) -> None:
-    """Top-1 under MJP-shuffled input against the shuffle ratio, one line per model."""
+    """Top-1 under MJP-shuffled input against the shuffle ratio: one line per model, the mean over its
+    seeds (files with one label are one model's seeds), with a band of ± one std over seeds."""
     fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
     scale = None
+    runs: dict[str, list[tuple[list[float], list[float]]]] = {}
     for path, label in zip(jsons, _labels(jsons, labels)):
         metrics = read_json(path, "metrics file", require_object=True)
         ratios, top1 = sweep_points(metrics)
         if not ratios:
-            raise DataError(f"{path}: no shuffled_top1_r* keys (written by `vitpe eval shuffle`?)")
-        ax.plot(ratios, top1, marker="o", ms=3, lw=1.2, label=label)
+            raise DataError(f"{path}: no shuffled_top1_r* keys (written by `vitpe eval suite`?)")
+        if runs.get(label) and runs[label][0][0] != ratios:
+            raise DataError(f"{path}: shuffle ratios {ratios} differ from the other seeds' of {label}")
+        runs.setdefault(label, []).append((ratios, top1))
         scale = metrics.get("scale", scale)
-    ax.set(xlabel="shuffle ratio $\\gamma$ (MJP block mask)", ylabel="top-1 accuracy (%)",
+    for label, seeds in runs.items():
+        ratios, curves = seeds[0][0], np.array([top1 for _, top1 in seeds])
+        mean = curves.mean(axis=0)
+        line, = ax.plot(ratios, mean, marker="o", ms=3, lw=1.2,
+                        label=f"{experiment_name(label)} (n={len(curves)})" if len(curves) > 1 else experiment_name(label))
+        if len(curves) > 1:
+            std = curves.std(axis=0, ddof=1)
+            ax.fill_between(ratios, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+    seeds_note = "mean ± std over seeds" if any(len(s) > 1 for s in runs.values()) else "one seed"
+    ax.set(xlabel="shuffle ratio $\\gamma$ (MJP block mask)", ylabel=f"top-1 accuracy (%), {seeds_note}",
            title="Accuracy under MJP-shuffled input" + (f" ({scale} scale)" if scale else ""))
     ax.set_xlim(-0.02, 1.0)
     ax.set_ylim(bottom=0)  # accuracies on an honest axis

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 EXPERIMENTS = {"deit_s": "DeiT-S", "naive_shuffle": "Naive shuffle", "pixel_shuffle": "Pixel shuffle", "mjp": "MJP",
+               "deit_s_normal_init": "DeiT-S, N(0,1) PE init", "mjp_deit_init": "MJP, trunc-normal PE init",
                "mae": "MAE", "mae_plus_abs": "MAE+ (APE)", "adpe_abs_embedding": "AdPE APE, embedding",
                "adpe_abs_coordinate": "AdPE APE, coordinate", "mae_plus_rel": "MAE+ (RPE)",
                "adpe_rel_embedding": "AdPE RPE, embedding", "adpe_rel_coordinate": "AdPE RPE, coordinate",

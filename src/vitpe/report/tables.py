@@ -2,7 +2,9 @@
 
 Principle: print only what the run computed (with the scale it was computed at) and paper values
 only from the versioned paper-number file (workflow/resources/paper_numbers.yaml); a delta only where
-both exist at the same (paper) scale.
+both exist at the same (paper) scale. Every model is trained once per seed of the scale
+(``scales.<scale>.seeds``): a run cell is the mean ± sample std over the seeds' metrics files
+(results/metrics/<scale>/seed<N>/<exp>/<kind>.json), the plain value with one seed.
 """
 from __future__ import annotations
 
@@ -12,9 +14,13 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from vitpe.config import seed_dir
 from vitpe.errors import DataError
-from vitpe.io import read_json
+from vitpe.report.claims import attacked_models, claims_frame
 from vitpe.report.names import attack_name, experiment_name
+from vitpe.report.statistics import (
+    SeedSummary, load_metrics, pair_by_seed, scale_seed_list, seed_values, summarize,
+)
 
 
 @dataclass(frozen=True)
@@ -82,20 +88,32 @@ def load_paper_numbers(path: Path) -> dict:
     return numbers
 
 
-def load_metrics(path: Path) -> dict[str, float]:
-    return read_json(path, "metrics file", require_object=True)
-
-
 def _fmt(value: float | None, digits: int = 1, signed: bool = False) -> str:
     if value is None:
         return ""
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, paper: dict) -> tuple[pd.DataFrame, list[str]]:
+def _fmt_seeds(summary: SeedSummary | None, digits: int = 1) -> str:
+    """A run cell: "mean $\\pm$ std" over seeds, the plain value when only one seed has it."""
+    if summary is None:
+        return ""
+    if summary.std is None:
+        return _fmt(summary.mean, digits)
+    return f"{summary.mean:.{digits}f} $\\pm$ {summary.std:.{digits}f}"
+
+
+def column_summary(metrics_dir: Path, seeds: list[int], row: str, col: Column) -> SeedSummary | None:
+    """One table cell over seeds, in display units (None: no seed has the metric)."""
+    return summarize(seed_values(metrics_dir, seeds, row, col.source, col.key or col.metric, col.scale))
+
+
+def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, paper: dict,
+                seeds: list[int]) -> tuple[pd.DataFrame, list[str]]:
     """The table of one study and the list of sources of the paper values it prints.
 
-    A metric gets paper and delta columns only when some row has a sourced paper value for it.
+    A metric gets paper and delta columns only when some row has a sourced paper value for it; the
+    delta is taken from the mean over seeds.
     """
     section = paper.get(study.key, {})
     sourced = {col.metric for col in study.columns if any(col.metric in section.get(row, {}) for row in rows)}
@@ -103,9 +121,9 @@ def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, pa
     for row in rows:
         record = {"Model": experiment_name(row), "Scale": scale}
         for col in study.columns:
-            value = load_metrics(metrics_dir / row / f"{col.source}.json").get(col.key or col.metric)
-            ours = None if value is None else float(value) * col.scale
-            record[col.label + (" (run)" if col.metric in sourced else "")] = _fmt(ours, col.digits)
+            summary = column_summary(metrics_dir, seeds, row, col)
+            ours = None if summary is None else summary.mean
+            record[col.label + (" (run)" if col.metric in sourced else "")] = _fmt_seeds(summary, col.digits)
             if col.metric not in sourced:
                 continue
             ref = section.get(row, {}).get(col.metric)
@@ -135,18 +153,34 @@ FITTABLE = (
 )
 
 
-def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str], scale: str) -> str:
+def seeds_note(seeds: list[int]) -> str:
+    """What a run cell is: the mean ± sample std over the listed seeds, or one seed's value."""
+    listed = ", ".join(str(s) for s in seeds)
+    if len(seeds) == 1:
+        return f"Run values are from one training seed ({listed})"
+    return (f"Run values are the mean $\\pm$ sample standard deviation over {len(seeds)} training seeds "
+            f"({listed})")
+
+
+def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str], scale: str, seeds: list[int],
+                 escape: tuple[str, ...] = ("Model",), column_format: str | None = None,
+                 note: str | None = None) -> str:
+    """One booktabs table; ``escape`` names the free-text columns, ``note`` replaces the standard
+    footnote (scale, seeds, paper-value sources)."""
     body = frame.copy()
-    body["Model"] = body["Model"].map(_latex_escape)
+    for name in escape:
+        body[name] = body[name].map(_latex_escape)
     latex = body.style.hide(axis="index").to_latex(
-        hrules=True, column_format="l" + "r" * (len(body.columns) - 1), position="ht",
+        hrules=True, column_format=column_format or "l" + "r" * (len(body.columns) - 1), position="ht",
         position_float="centering", caption=_latex_escape(title), label=label,
     )
-    note = (
-        "Run values were computed at the \\emph{" + scale + "} scale"
-        + ("" if scale == "paper" else "; they are not comparable with paper values, so no delta is shown")
-        + ". Paper values: " + ("; ".join(_latex_escape(s) for s in sources) if sources else "none sourced") + "."
-    )
+    if note is None:
+        note = (
+            "Run values were computed at the \\emph{" + scale + "} scale"
+            + ("" if scale == "paper" else "; they are not comparable with paper values, so no delta is shown")
+            + ". " + seeds_note(seeds) + ". Paper values: "
+            + ("; ".join(_latex_escape(s) for s in sources) if sources else "none sourced") + "."
+        )
     latex = latex.replace("\\centering\n", "\\centering\n\\small\n", 1)
     # wide tables (many models or columns) shrink to the text width instead of running off the page
     latex = latex.replace("\\begin{tabular}", "\\fittable{\\begin{tabular}", 1).replace(
@@ -177,30 +211,38 @@ def transfer_paper_row(exp: str) -> str:
     return "adpe" if exp.startswith("adpe") else exp
 
 
+def _seed_paired_gain(metrics_dir: Path, seeds: list[int], row: str, col: Column) -> float | None:
+    """The mean over seeds of (row - MAE) for one column, each seed's run against the same seed's MAE."""
+    if row == TRANSFER_BASELINE:
+        return None
+    ours = seed_values(metrics_dir, seeds, row, col.source, col.key or col.metric, col.scale)
+    base = seed_values(metrics_dir, seeds, TRANSFER_BASELINE, col.source, col.key or col.metric, col.scale)
+    _, a, b = pair_by_seed(ours, base)
+    return sum(x - y for x, y in zip(a, b)) / len(a) if a else None
+
+
 def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> list[str]:
     """The transfer tables: run values, sourced paper values (delta at the paper scale only), and the
-    gain over MAE, run (both rows computed here, at the same scale) next to the paper's stated gain."""
+    gain over MAE, run (both rows computed here, at the same scale, the mean of the seed-paired gains)
+    next to the paper's stated gain. ``metrics_dir`` is results/metrics/<scale>."""
     rows = list(params["experiments"].get("transfer", []))
     if not rows:
         return []
+    seeds = scale_seed_list(params, scale)
     section = paper.get("transfer", {})
     view = {**paper, "transfer": {row: section.get(transfer_paper_row(row), {}) for row in rows}}
     tables = []
     for study in transfer_studies(params):
-        frame, sources = study_frame(study, rows, metrics_dir, scale, view)
+        frame, sources = study_frame(study, rows, metrics_dir, scale, view, seeds)
         if TRANSFER_BASELINE in rows:
             for col in study.columns:
                 gain_key = f"{col.metric}_vs_mae"
                 stated = {row: view["transfer"][row].get(gain_key) for row in rows}
                 if not any(stated.values()):
                     continue
-                base = load_metrics(metrics_dir / TRANSFER_BASELINE / f"{col.source}.json").get(col.metric)
                 run_gain, paper_gain = [], []
                 for row in rows:
-                    ours = load_metrics(metrics_dir / row / f"{col.source}.json").get(col.metric)
-                    gain = None if row == TRANSFER_BASELINE or ours is None or base is None else \
-                        (float(ours) - float(base)) * col.scale
-                    run_gain.append(_fmt(gain, col.digits, signed=True))
+                    run_gain.append(_fmt(_seed_paired_gain(metrics_dir, seeds, row, col), col.digits, signed=True))
                     ref = stated[row]
                     paper_gain.append(_fmt(None if ref is None else float(ref["value"]), col.digits, signed=True))
                     if ref is not None:
@@ -211,7 +253,7 @@ def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) ->
         if any(row.startswith("adpe") for row in rows) and sources:
             sources.append("AdPE rows use the paper's AdPE values; the transferred checkpoint is not stated "
                            "(docs/FIDELITY.md row 35)")
-        tables.append(render_table(frame, study.title, study.label, sources, scale))
+        tables.append(render_table(frame, study.title, study.label, sources, scale, seeds))
     return tables
 
 
@@ -219,10 +261,7 @@ def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) ->
 
 def privacy_rows(params: dict) -> tuple[list[str], list[str]]:
     """(models of the optimisation attacks, APRIL-compatible models), as the workflow attacks them."""
-    cfg = params.get("attacks", {})
-    pretrain = params["experiments"].get("pretrain", [])
-    return (list(cfg.get("models", [])) + [e for e in cfg.get("finetuned", []) if e in pretrain],
-            list(cfg.get("april_models", [])))
+    return attacked_models(params), list(params.get("attacks", {}).get("april_models", []))
 
 
 def privacy_studies(params: dict) -> tuple[Study, Study]:
@@ -280,39 +319,69 @@ def paired_frame(params: dict, paired: dict, metric: str = "psnr") -> pd.DataFra
 
 
 def privacy_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> list[str]:
-    """The privacy block: per-model attack results and the paired PSNR differences (a - b, same
-    images). Left out only when no model has attack metrics at all (a workflow without attacks)."""
+    """The privacy block: per-model attack results (over seeds) and the paired per-image PSNR
+    differences (a - b, same images) of the first seed's models: per-image statistics of models of
+    different seeds are not pooled (each seed's attack set is the same images, so pooling would count
+    an image once per seed). Left out only when no model has attack metrics at all (a workflow
+    without attacks). ``metrics_dir`` is results/metrics/<scale>."""
     opt_rows, april_rows = privacy_rows(params)
     rows = opt_rows + april_rows
-    if not rows or not any((metrics_dir / row / "attacks.json").is_file() for row in rows):
+    seeds = scale_seed_list(params, scale)
+    if not rows or not any((metrics_dir / seed_dir(s) / row / "attacks.json").is_file() for row in rows for s in seeds):
         return []
     tables = []
     optimisation, closed = privacy_studies(params)
     for study, study_rows in ((optimisation, opt_rows), (closed, april_rows)):
         if study_rows:
-            frame, sources = study_frame(study, study_rows, metrics_dir, scale, paper)
-            tables.append(render_table(frame, study.title, study.label, sources, scale))
-    paired = load_metrics(metrics_dir / "attacks" / "paired.json")
+            frame, sources = study_frame(study, study_rows, metrics_dir, scale, paper, seeds)
+            tables.append(render_table(frame, study.title, study.label, sources, scale, seeds))
+    first = seeds[0]
+    paired = load_metrics(metrics_dir / seed_dir(first) / "attacks" / "paired.json")
     frame = paired_frame(params, paired)
     if not frame.empty:
         frame = frame.rename(columns={"Pair": "Model"})  # render_table escapes the first column
-        title = "Privacy: paired per-image PSNR difference (a - b, dB), bootstrap 95% CI of the mean"
-        tables.append(render_table(frame, title, "tab:privacy-paired", [], scale))
+        title = (f"Privacy: paired per-image PSNR difference (a - b, dB), bootstrap 95% CI of the mean, "
+                 f"models of seed {first}")
+        note = (f"Per-image differences between the seed-{first} models (the first training seed of the "
+                f"\\emph{{{scale}}} scale); the other seeds' comparisons are in "
+                f"results/metrics/{scale}/seed\\textit{{N}}/attacks/paired.json.")
+        tables.append(render_table(frame, title, "tab:privacy-paired", [], scale, [first], note=note))
     return tables
+
+
+def claims_table(params: dict, metrics_dir: Path, scale: str) -> str:
+    """The papers' qualitative claims, each with its measured seed-paired difference and verdict."""
+    seeds = scale_seed_list(params, scale)
+    frame = claims_frame(params, metrics_dir, seeds)
+    success = params["attacks"]["metrics"]["success_psnr"]
+    note = (
+        f"Computed at the \\emph{{{scale}}} scale over {len(seeds)} training seed"
+        f"{'s' if len(seeds) > 1 else ''} ({', '.join(str(s) for s in seeds)}). Measured difference: mean of "
+        "the seed-paired differences (first model minus second, same seed) with the 95\\% percentile bootstrap "
+        "CI of that mean (none with one seed). Supported: the CI (with one seed, the difference) lies "
+        "entirely on the claimed side of 0. Not testable: a model or attack is not configured, the "
+        f"optimisation attack does not reconstruct the baseline (mean PSNR under {success:g} dB), or "
+        "both models' mean top-1 is at least 99\\% (saturated)."
+    )
+    text = ("Paper", "Claim", "Comparison", "Metric", "Verdict", "Note")
+    return render_table(frame, "Paper claims, tested on this run", "tab:claims", [], scale, seeds, escape=text,
+                        column_format="llllrrll", note=note)
 
 
 def build_main_tex(params: dict, metrics_root: Path, paper_path: Path) -> str:
     scale = params["scale"]
     paper = load_paper_numbers(paper_path)
     metrics_dir = Path(metrics_root) / scale
+    seeds = scale_seed_list(params, scale)
     tables = []
     for rows, studies in ((params["experiments"]["supervised"], mjp_studies(params)),
                           (params["experiments"].get("pretrain", []), adpe_studies(params))):
         for study in studies if rows else ():
-            frame, sources = study_frame(study, rows, metrics_dir, scale, paper)
-            tables.append(render_table(frame, study.title, study.label, sources, scale))
+            frame, sources = study_frame(study, rows, metrics_dir, scale, paper, seeds)
+            tables.append(render_table(frame, study.title, study.label, sources, scale, seeds))
     tables.extend(transfer_tables(params, metrics_dir, scale, paper))
     tables.extend(privacy_tables(params, metrics_dir, scale, paper))
+    tables.append(claims_table(params, metrics_dir, scale))
     return (
         "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
         "\\usepackage[margin=2cm]{geometry}\n" + FITTABLE
