@@ -24,7 +24,11 @@ from vitpe.evaluate.pe_probe import (absolute_probe, evaluate_pe_probe, probe_me
 from vitpe.evaluate.robustness import evaluate_robustness, subset_mask
 from vitpe.evaluate.robustness_metrics import (aurra, corruption_summary, fpr_at_recall, ood_measures,
                                                rms_calibration_error)
-from vitpe.evaluate.shuffled import mjp_draws, prediction_consistency, shuffled_accuracy
+from vitpe.evaluate.shuffled import (evaluate_shuffle, mask_seed, mjp_draws, prediction_consistency,
+                                     shuffled_accuracies, shuffled_accuracy)
+from vitpe.mjp.forward import ShuffledForward
+from vitpe.evaluate.common import eval_loader
+from vitpe.train.data import build_eval_loader, image_folder
 from vitpe.mjp.jigsaw import Jigsaw, shuffle_pixels
 from vitpe.models import build_vit
 from vitpe.models.pos_embed import sincos_2d_table
@@ -116,6 +120,52 @@ def test_shuffled_accuracy_of_a_position_reading_model_falls_with_the_ratio():
     again = shuffled_accuracy(model, batches, mjp_draws(grid, 0.6, seed=0))
     assert again == results[0.6]  # seeded draws: reproducible
     assert results[0.0]["num_images"] == 216
+
+
+def test_masks_of_one_ratio_are_independent_draws_evaluated_in_one_pass():
+    grid, patch, masks = 6, 2, 4
+    batches = _position_batches(grid, patch, per_class=2, batch=8)
+    model = PositionReader(patch)
+
+    def draws(seed: int) -> dict:
+        return {m: mjp_draws(grid, 0.5, mask_seed(seed, 1, 0.5, m)) for m in range(masks)}
+
+    first = [draws(0)[m](1).order for m in range(masks)]
+    assert not torch.equal(first[0], first[1])  # two masks of one ratio differ
+    assert all(torch.equal(a, draws(0)[m](1).order) for m, a in enumerate(first))  # seeded: reproducible
+    assert not torch.equal(first[0], draws(1)[0](1).order)  # the run seed enters every mask
+    together = shuffled_accuracies(model, batches, draws(0))
+    # one pass over the batches gives each mask exactly what a pass of its own gives
+    assert together == {m: shuffled_accuracy(model, batches, draw) for m, draw in draws(0).items()}
+    assert len({acc["top1"] for acc in together.values()}) > 1  # the masks move the accuracy
+
+
+def test_shuffle_metrics_are_means_over_masks_and_ratio_zero_is_the_clean_accuracy(data_root, tmp_path):
+    torch.manual_seed(5)
+    vit = build_vit(MICRO_MODEL, NUM_CLASSES, "learnable", 0.0).eval()
+    weights = _save(vit, tmp_path / "model.safetensors")
+    run = dataclasses.replace(micro_run(data_root / "imagenet"), seed=7)
+    clean = evaluate_classification(run, weights, tmp_path / "clean.json", device="cpu")
+    m = evaluate_shuffle(run, weights, tmp_path / "shuffle.json", ratios=[0.0, 0.5], masks=5, device="cpu")
+    assert json.loads((tmp_path / "shuffle.json").read_text()) == m
+    assert m["shuffled_top1_r0.00"] == clean["top1"] and m["shuffled_top1_r0.00_std"] == 0.0
+    assert m["shuffled_fraction_r0.00"] == 0.0 and m["shuffle_masks"] == 5
+    # each mask on its own, seeded by (run seed, sweep stream, ratio, mask index)
+    loader = build_eval_loader(run.val_dir, run.recipe, 16, NUM_CLASSES, run.runtime.eval_batch_size, 0)
+    alone = [shuffled_accuracy(ShuffledForward(vit), loader, mjp_draws(GRID, 0.5, mask_seed(7, 1, 0.5, i)))
+             for i in range(5)]
+    top1 = [acc["top1"] for acc in alone]
+    assert m["shuffled_top1_r0.50"] == np.mean(top1) and m["shuffled_top1_r0.50_std"] == np.std(top1, ddof=1)
+    assert m["shuffled_top5_r0.50"] == np.mean([acc["top5"] for acc in alone])
+    assert 0.0 < m["shuffled_fraction_r0.50"] <= 0.5
+    # consistency: the same means over masks, drawn from their own stream
+    squashed = eval_loader(image_folder(run.val_dir, squash_transform(16)), run, torch.device("cpu"))
+    cons = [prediction_consistency(vit, squashed, mjp_draws(GRID, 0.5, mask_seed(7, 2, 0.5, i))) for i in range(5)]
+    assert m["consistency_l2"] == np.mean([c["l2"] for c in cons]) > 0.0
+    assert m["consistency_agreement"] == np.mean([c["agreement"] for c in cons])
+    assert m["consistency_l2_std"] == np.std([c["l2"] for c in cons], ddof=1)
+    one = evaluate_shuffle(run, weights, tmp_path / "one.json", ratios=[0.5], masks=1, device="cpu")
+    assert one["shuffled_top1_r0.50"] == top1[0] and one["shuffled_top1_r0.50_std"] == 0.0  # mask 0 is shared
 
 
 def test_consistency_of_an_identity_shuffle_is_perfect_and_unk_reaches_only_the_mjp_pe():

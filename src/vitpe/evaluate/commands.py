@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from vitpe.commands import Command, add_command, add_weights_arguments
+from vitpe.commands import Command, add_command, add_device_argument, add_weights_arguments, wrote
 
 METRICS_HELP = "metrics JSON to write"
+SUITE_KINDS = ("classify", "shuffle", "robustness", "pe_probe")  # vitpe.evaluate.suite.KINDS, torch-free here
 
 
 def _model_command(subparsers: argparse._SubParsersAction, name: str, run: Command, help: str, description: str,
@@ -29,12 +32,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = _model_command(
         subparsers, "shuffle", _shuffle,
         "accuracy under MJP-shuffled inputs (ratio sweep) and prediction consistency",
-        "MJP eval.py over a sweep of shuffle ratios (one seeded mask per batch) and consistency.py (CLS-feature "
-        "L2 and argmax agreement, original vs shuffled); writes shuffled_top1_rX.XX, shuffled_top5_rX.XX, "
+        "MJP eval.py over a sweep of shuffle ratios (one seeded mask per batch, several independent masks per "
+        "ratio) and consistency.py (CLS-feature L2 and argmax agreement, original vs shuffled); writes "
+        "shuffled_top1_rX.XX (mean over masks), shuffled_top1_rX.XX_std, shuffled_top5_rX.XX, "
         "shuffled_fraction_rX.XX, consistency_l2, consistency_agreement, ... as flat JSON.")
     p.add_argument("--ratios", type=float, nargs="+", default=None, metavar="R",
-                   help="shuffle ratios in [0, 1] (default: 0 0.1 0.2 0.3 0.5 0.7 0.9; 0 = unshuffled)")
-    p.add_argument("--consistency-ratio", type=float, default=0.5, help="official consistency.py: 0.5")
+                   help="shuffle ratios in [0, 1] (default: evaluation.shuffle_ratios; 0 = unshuffled)")
+    p.add_argument("--consistency-ratio", type=float, default=None,
+                   help="default: evaluation.consistency_ratio (official consistency.py: 0.5)")
+    p.add_argument("--masks", type=int, default=None,
+                   help="independent masks per ratio (default: evaluation.shuffle_masks; 1: official eval.py)")
 
     p = _model_command(
         subparsers, "robustness", _robustness, "ImageNet-C error matrix and mCE, ImageNet-A top-1, ImageNet-O AUPR",
@@ -52,6 +59,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the singular-value spectrum (sv_000, ...); a PE without a table gets status 'skipped' and a reason.",
         device=False)
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds (official: 5)")
+
+    p = add_command(
+        subparsers, "suite", _suite, "classify, shuffle, robustness and pe-probe of one model in one process",
+        "Load the model once and write OUT_DIR/<kind>.json for each of --kinds, the same bytes as the separate "
+        "commands with their defaults (the shuffle settings from evaluation.*); every file or none.", params=True)
+    p.add_argument("--experiment", required=True,
+                   help="a name under `supervised:` (or `pretrain:` with --stage finetune/linprobe)")
+    p.add_argument("--stage", choices=("supervised", "finetune", "linprobe"), default="supervised",
+                   help="which classifier the weights are (default: supervised)")
+    p.add_argument("--weights", required=True, type=Path, help="model.safetensors (timm keys)")
+    p.add_argument("--kinds", nargs="+", choices=SUITE_KINDS, default=list(SUITE_KINDS),
+                   help=f"evaluations to run (default: all: {' '.join(SUITE_KINDS)})")
+    p.add_argument("--out-dir", required=True, type=Path, help="directory of the <kind>.json metrics files")
+    add_device_argument(p)
 
     p = add_command(
         subparsers, "pretext", _pretext, "masked-patch loss of a pretrained MAE/MAE+/AdPE model on validation images",
@@ -84,27 +105,60 @@ def _run(args: argparse.Namespace):
     return params, stage_run(params, args.stage, args.experiment)
 
 
+def _classify_summary(name: str, metrics: dict[str, Any]) -> str:
+    return (f"{name}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
+            f"({metrics['num_images']} images, {metrics['scale']} scale)")
+
+
+def _shuffle_summary(name: str, metrics: dict[str, Any]) -> str:
+    sweep = "  ".join(f"{key[len('shuffled_top1_r'):]}: {value:.1f} ± {metrics[key + '_std']:.1f}"
+                      for key, value in metrics.items()
+                      if key.startswith("shuffled_top1_r") and key + "_std" in metrics)
+    return (f"{name}: shuffled top-1 by ratio ({metrics['shuffle_masks']} masks)  {sweep}\n"
+            f"{name}: consistency at {metrics['consistency_ratio']:g}: L2 {metrics['consistency_l2']:.4f}  "
+            f"agreement {metrics['consistency_agreement']:.3f}")
+
+
+def _robustness_summary(name: str, metrics: dict[str, Any]) -> str:
+    shown = [f"{k} {metrics[k]:.2f}" for k in ("mce", "mce_unnorm_15", "a_top1", "o_aupr") if k in metrics]
+    return f"{name}: " + "  ".join(shown) + f"  ({metrics['scale']} scale)"
+
+
+def _pe_probe_summary(name: str, metrics: dict[str, Any]) -> str:
+    if metrics["status"] != "ok":
+        return f"{name}: skipped: {metrics['reason']}"
+    return (f"{name}: PE probe MAE abs 1D {metrics['abs_1d_mae']:.3f} 2D {metrics['abs_2d_mae']:.3f}"
+            f"  rel 1D {metrics['rel_1d_mae']:.3f} 2D {metrics['rel_2d_mae']:.3f}")
+
+
+SUMMARIES: dict[str, Callable[[str, dict[str, Any]], str]] = {
+    "classify": _classify_summary, "shuffle": _shuffle_summary, "robustness": _robustness_summary,
+    "pe_probe": _pe_probe_summary,
+}
+
+
 def _classify(args: argparse.Namespace) -> int:
     from vitpe.evaluate.classification import evaluate_classification
 
     _, run = _run(args)
-    metrics = evaluate_classification(run, args.weights, args.out, device=args.device)
-    print(f"{args.experiment}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
-          f"({metrics['num_images']} images, {metrics['scale']} scale)")
+    print(_classify_summary(args.experiment, evaluate_classification(run, args.weights, args.out, device=args.device)))
     return 0
 
 
 def _shuffle(args: argparse.Namespace) -> int:
-    from vitpe.evaluate.shuffled import DEFAULT_RATIOS, evaluate_shuffle, ratio_key
+    from vitpe.evaluate.shuffled import evaluate_shuffle
 
-    _, run = _run(args)
-    ratios = args.ratios if args.ratios is not None else DEFAULT_RATIOS
-    metrics = evaluate_shuffle(run, args.weights, args.out, ratios=ratios,
-                               consistency_ratio=args.consistency_ratio, device=args.device)
-    sweep = "  ".join(f"{r:g}: {metrics[f'shuffled_top1_{ratio_key(r)}']:.1f}" for r in ratios)
-    print(f"{args.experiment}: shuffled top-1 by ratio  {sweep}\n"
-          f"{args.experiment}: consistency at {args.consistency_ratio:g}: L2 {metrics['consistency_l2']:.4f}  "
-          f"agreement {metrics['consistency_agreement']:.3f}")
+    params, run = _run(args)
+    settings = params["evaluation"]
+
+    def given_or_params(value: Any, key: str) -> Any:
+        return value if value is not None else settings[key]
+
+    metrics = evaluate_shuffle(
+        run, args.weights, args.out, ratios=given_or_params(args.ratios, "shuffle_ratios"),
+        consistency_ratio=given_or_params(args.consistency_ratio, "consistency_ratio"),
+        masks=given_or_params(args.masks, "shuffle_masks"), device=args.device)
+    print(_shuffle_summary(args.experiment, metrics))
     return 0
 
 
@@ -115,8 +169,7 @@ def _robustness(args: argparse.Namespace) -> int:
     params, run = _run(args)
     metrics = evaluate_robustness(run, args.weights, args.out, dataset_paths(params), parts=args.parts,
                                   corruptions=args.corruptions, device=args.device)
-    shown = [f"{k} {metrics[k]:.2f}" for k in ("mce", "mce_unnorm_15", "a_top1", "o_aupr") if k in metrics]
-    print(f"{args.experiment}: " + "  ".join(shown) + f"  ({metrics['scale']} scale)")
+    print(_robustness_summary(args.experiment, metrics))
     return 0
 
 
@@ -124,10 +177,16 @@ def _pe_probe(args: argparse.Namespace) -> int:
     from vitpe.evaluate.pe_probe import evaluate_pe_probe
 
     _, run = _run(args)
-    metrics = evaluate_pe_probe(run, args.weights, args.out, folds=args.folds)
-    if metrics["status"] != "ok":
-        print(f"{args.experiment}: skipped: {metrics['reason']}")
-    else:
-        print(f"{args.experiment}: PE probe MAE abs 1D {metrics['abs_1d_mae']:.3f} 2D {metrics['abs_2d_mae']:.3f}"
-              f"  rel 1D {metrics['rel_1d_mae']:.3f} 2D {metrics['rel_2d_mae']:.3f}")
+    print(_pe_probe_summary(args.experiment, evaluate_pe_probe(run, args.weights, args.out, folds=args.folds)))
+    return 0
+
+
+def _suite(args: argparse.Namespace) -> int:
+    from vitpe.evaluate.suite import evaluate_suite, suite_outputs
+
+    params, run = _run(args)
+    results = evaluate_suite(params, run, args.weights, args.out_dir, kinds=args.kinds, device=args.device)
+    for kind, metrics in results.items():
+        print(SUMMARIES[kind](args.experiment, metrics))
+    print(wrote(suite_outputs(args.out_dir, args.kinds).values()))
     return 0

@@ -101,18 +101,26 @@ def probe_metrics(pe: np.ndarray, grid: int, seed: int = 0, folds: int = FOLDS) 
     return out
 
 
-def evaluate_pe_probe(run: SupervisedRun, weights: Path, out_json: Path, folds: int = FOLDS) -> dict[str, Any]:
-    """Probe the PE table of ``weights``; a PE without a table gets a recorded reason instead."""
+def check_folds(folds: int) -> None:
     if folds < 2:
         raise ConfigError(f"--folds {folds}: cross-validation needs at least 2 folds")
-    model, _ = load_trained(run, weights, "cpu")
+
+
+def pe_probe_metrics(model: nn.Module, run: SupervisedRun, folds: int = FOLDS) -> dict[str, Any]:
+    """The probe metrics of a loaded model's PE table; a PE without a table gets a recorded reason."""
+    check_folds(folds)
     pe = patch_pe_rows(model)
     base = {"pos_embed": run.pos_embed, "seed": run.seed, "scale": run.scale}
     if pe is None:
-        metrics = {**base, "status": "skipped",
-                   "reason": f"pos_embed {run.pos_embed!r} has no position-embedding table to probe"}
-    else:
-        grid = run.model.grid_size
-        metrics = {**base, "status": "ok", **probe_metrics(pe, grid, run.seed, folds)}
+        return {**base, "status": "skipped",
+                "reason": f"pos_embed {run.pos_embed!r} has no position-embedding table to probe"}
+    return {**base, "status": "ok", **probe_metrics(pe, run.model.grid_size, run.seed, folds)}
+
+
+def evaluate_pe_probe(run: SupervisedRun, weights: Path, out_json: Path, folds: int = FOLDS) -> dict[str, Any]:
+    """Probe the PE table of ``weights``; a PE without a table gets a recorded reason instead."""
+    check_folds(folds)
+    model, _ = load_trained(run, weights, "cpu")
+    metrics = pe_probe_metrics(model, run, folds)
     write_json(out_json, metrics)
     return metrics

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -169,14 +170,21 @@ def imagenet_o_metrics(model: nn.Module, device: torch.device, run: SupervisedRu
     }
 
 
-def evaluate_robustness(run: SupervisedRun, weights: Path, out_json: Path, roots: Mapping[str, Path],
-                        parts: Sequence[str] = PARTS, corruptions: Sequence[str] | None = None,
-                        device: str | None = None) -> dict[str, Any]:
-    """Evaluate ``parts`` ("c", "a", "o") and write one flat JSON atomically (nothing on failure).
+@dataclass(frozen=True)
+class RobustnessPlan:
+    """What ``robustness_metrics`` evaluates, checked before any model is loaded."""
 
-    ``roots`` maps "imagenet_c"/"imagenet_a"/"imagenet_o" to the dataset roots (config.dataset_paths).
-    ``corruptions``: None for the 15 benchmark ones plus the extras present (``select_corruptions``).
-    """
+    parts: list[str]
+    roots: dict[str, Path]  # "imagenet_c"/"imagenet_a"/"imagenet_o" -> root, for the parts evaluated
+    corruptions: list[str]  # ImageNet-C corruptions to evaluate ([] without "c")
+    missing_extras: list[str]  # extras absent from the ImageNet-C root
+    classes: list[str]  # training class folders: the logit order
+
+
+def plan_robustness(run: SupervisedRun, roots: Mapping[str, Path], parts: Sequence[str] = PARTS,
+                    corruptions: Sequence[str] | None = None) -> RobustnessPlan:
+    """Check the parts, corruptions and dataset roots (a ConfigError / DataError naming the first bad
+    one) and resolve what to evaluate; see ``evaluate_robustness``."""
     parts = list(dict.fromkeys(parts))
     unknown = [p for p in parts if p not in PARTS] + [c for c in corruptions or () if c not in ALL_CORRUPTIONS]
     if unknown or not parts or corruptions is not None and not corruptions:
@@ -186,24 +194,45 @@ def evaluate_robustness(run: SupervisedRun, weights: Path, out_json: Path, roots
         root = Path(roots[_ROOT_KEYS[part]])
         if not root.is_dir():
             raise DataError(f"{root}: {_ROOT_KEYS[part].replace('_', '-')} dataset not found")
+    selected, missing_extras = [], []
     if "c" in parts:
         c_root = Path(roots["imagenet_c"])
-        corruptions, missing_extras = select_corruptions(c_root, corruptions)
+        selected, missing_extras = select_corruptions(c_root, corruptions)
         if missing_extras:
             print(f"{c_root}: extra corruptions not found: {', '.join(missing_extras)}; mCE and the 15-corruption "
                   "means are complete, mce_unnorm_19 and mce_unnorm_extra4 need all 4 extras", file=sys.stderr)
-    classes = training_classes(run)
-    model, dev = load_trained(run, weights, device)
+    return RobustnessPlan(parts, {_ROOT_KEYS[p]: Path(roots[_ROOT_KEYS[p]]) for p in parts}, selected,
+                          missing_extras, training_classes(run))
+
+
+def robustness_metrics(model: nn.Module, device: torch.device, run: SupervisedRun,
+                       plan: RobustnessPlan) -> dict[str, Any]:
+    """The flat metrics ``evaluate_robustness`` writes, for a loaded model."""
     metrics: dict[str, Any] = {}
-    if "c" in parts:
-        errors, count = imagenet_c_errors(model, dev, run, c_root, classes, corruptions)
+    if "c" in plan.parts:
+        errors, count = imagenet_c_errors(model, device, run, plan.roots["imagenet_c"], plan.classes,
+                                          plan.corruptions)
         metrics.update(corruption_summary(errors))
         metrics["c_num_images"] = count
-        metrics["c_missing_extra_corruptions"] = ", ".join(missing_extras)  # flat JSON: one string, "" if none
-    if "a" in parts:
-        metrics.update(imagenet_a_metrics(model, dev, run, Path(roots["imagenet_a"]), classes))
-    if "o" in parts:
-        metrics.update(imagenet_o_metrics(model, dev, run, Path(roots["imagenet_o"]), classes))
+        metrics["c_missing_extra_corruptions"] = ", ".join(plan.missing_extras)  # flat JSON: one string, "" if none
+    if "a" in plan.parts:
+        metrics.update(imagenet_a_metrics(model, device, run, plan.roots["imagenet_a"], plan.classes))
+    if "o" in plan.parts:
+        metrics.update(imagenet_o_metrics(model, device, run, plan.roots["imagenet_o"], plan.classes))
     metrics["scale"] = run.scale
+    return metrics
+
+
+def evaluate_robustness(run: SupervisedRun, weights: Path, out_json: Path, roots: Mapping[str, Path],
+                        parts: Sequence[str] = PARTS, corruptions: Sequence[str] | None = None,
+                        device: str | None = None) -> dict[str, Any]:
+    """Evaluate ``parts`` ("c", "a", "o") and write one flat JSON atomically (nothing on failure).
+
+    ``roots`` maps "imagenet_c"/"imagenet_a"/"imagenet_o" to the dataset roots (config.dataset_paths).
+    ``corruptions``: None for the 15 benchmark ones plus the extras present (``select_corruptions``).
+    """
+    plan = plan_robustness(run, roots, parts, corruptions)
+    model, dev = load_trained(run, weights, device)
+    metrics = robustness_metrics(model, dev, run, plan)
     write_json(out_json, metrics)
     return metrics

@@ -10,14 +10,19 @@
   CLS features of the original and the shuffled image, and the share of images whose predicted class
   is unchanged (no labels needed).
 
-The official scripts seed nothing; here every draw comes from generators seeded by (params seed,
-purpose, ratio), so the metrics are reproducible and adding a ratio leaves the others unchanged.
-Ratio 0 means "not shuffled" (the official mask generator would read ratio <= 0 as 0.1).
+Each ratio is evaluated under ``evaluation.shuffle_masks`` independent masks (the official scripts
+draw one per batch, so when the validation set fits one batch a single draw decides the accuracy):
+the metrics are means over masks, with the standard deviation over masks next to them. All ratios
+and masks share one pass over the images, and consistency shares each batch's original pass. The official scripts seed
+nothing; here every draw comes from generators seeded by (params seed, purpose, ratio, mask index),
+so the metrics are reproducible and adding a ratio or a mask leaves the others unchanged.
+Ratio 0 means "not shuffled" (the official mask generator would read ratio <= 0 as 0.1): it is
+evaluated once, every mask being the clean input.
 """
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +68,36 @@ def mjp_draws(grid: int, ratio: float, seed: int) -> JigsawDraw:
     return draw
 
 
-def _stream_seed(seed: int, stream: int, ratio: float) -> int:
-    return mix_seed(seed, stream, round(ratio * 10_000))
+def mask_seed(seed: int, stream: int, ratio: float, mask: int) -> int:
+    """The seed of mask ``mask`` at ``ratio`` in seed stream ``stream`` (sweep or consistency)."""
+    return mix_seed(seed, stream, round(ratio * 10_000), mask)
+
+
+def masks_at(ratio: float, masks: int) -> int:
+    """Masks evaluated at ``ratio``: ``masks``, but one at ratio 0 (every mask is the clean input)."""
+    return 1 if ratio == 0.0 else masks
 
 
 @torch.inference_mode()
+def shuffled_accuracies(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                        draws: Mapping[Hashable, JigsawDraw], device: torch.device | str = "cpu"
+                        ) -> dict[Hashable, dict[str, float]]:
+    """``shuffled_accuracy`` under each of ``draws`` (e.g. one per ratio and mask) in one pass over
+    ``batches``: each batch is loaded once, and each draw sees the batches in order, as if alone."""
+    counts = {key: TopKCounter(k=5) for key in draws}
+    shuffled = dict.fromkeys(draws, 0.0)
+    for images, targets in batches:
+        x = images.to(device, non_blocking=True)
+        for key, draw in draws.items():
+            jigsaw = draw(1)
+            jigsaw = None if jigsaw is None else jigsaw.to(device)
+            counts[key].update(model(x, jigsaw), targets)
+            if jigsaw is not None and jigsaw.unk is not None:
+                shuffled[key] += float(jigsaw.unk.float().mean()) * len(targets)
+    return {key: {**c.percent(), "num_images": c.seen, "shuffled_fraction": shuffled[key] / c.seen}
+            for key, c in counts.items()}
+
+
 def shuffled_accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                       draw: JigsawDraw, device: torch.device | str = "cpu") -> dict[str, float]:
     """Top-1/top-5 (%) with one jigsaw per batch, shared by its images (official eval.py); ``model(images,
@@ -76,18 +106,31 @@ def shuffled_accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, to
     Also returns ``shuffled_fraction``: the mean share of patch positions actually shuffled (the
     block sampler often selects slightly fewer than ratio x N).
     """
-    counts = TopKCounter(k=5)
-    shuffled = 0.0
-    for images, targets in batches:
-        jigsaw = draw(1)
-        jigsaw = None if jigsaw is None else jigsaw.to(device)
-        counts.update(model(images.to(device, non_blocking=True), jigsaw), targets)
-        if jigsaw is not None and jigsaw.unk is not None:
-            shuffled += float(jigsaw.unk.float().mean()) * len(targets)
-    return {**counts.percent(), "num_images": counts.seen, "shuffled_fraction": shuffled / counts.seen}
+    return shuffled_accuracies(model, batches, {0: draw}, device)[0]
 
 
 @torch.inference_mode()
+def prediction_consistencies(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]],
+                             draws: Sequence[JigsawDraw], device: torch.device | str = "cpu"
+                             ) -> list[dict[str, float]]:
+    """``prediction_consistency`` under each of ``draws`` in one pass; the original pass of a batch is
+    shared by all of them."""
+    distance = [0.0] * len(draws)
+    agree = [0] * len(draws)
+    seen = 0
+    for images, _ in batches:
+        x = images.to(device, non_blocking=True)
+        tokens = model.forward_features(x)
+        predicted = model.forward_head(tokens).argmax(1)
+        for i, draw in enumerate(draws):
+            jigsaw = draw(len(x))
+            shuffled = tokens if jigsaw is None else shuffled_features(model, x, jigsaw.to(device))
+            distance[i] += float((tokens[:, 0] - shuffled[:, 0]).float().norm(dim=1).sum())
+            agree[i] += int((predicted == model.forward_head(shuffled).argmax(1)).sum())
+        seen += len(x)
+    return [{"l2": d / seen, "agreement": a / seen, "num_images": seen} for d, a in zip(distance, agree)]
+
+
 def prediction_consistency(model: nn.Module, batches: Iterable[tuple[torch.Tensor, Any]],
                            draw: JigsawDraw, device: torch.device | str = "cpu") -> dict[str, float]:
     """Mean CLS-feature L2 distance and argmax agreement, original vs shuffled (official consistency.py).
@@ -96,18 +139,13 @@ def prediction_consistency(model: nn.Module, batches: Iterable[tuple[torch.Tenso
     script (which runs one image at a time). The original pass uses no mask and all PEs; the shuffled
     pass gives an MJP model the unknown PE at shuffled positions.
     """
-    distance = 0.0
-    agree = seen = 0
-    for images, _ in batches:
-        x = images.to(device, non_blocking=True)
-        jigsaw = draw(len(x))
-        tokens = model.forward_features(x)
-        shuffled = tokens if jigsaw is None else shuffled_features(model, x, jigsaw.to(device))
-        distance += float((tokens[:, 0] - shuffled[:, 0]).float().norm(dim=1).sum())
-        same = model.forward_head(tokens).argmax(1) == model.forward_head(shuffled).argmax(1)
-        agree += int(same.sum())
-        seen += len(x)
-    return {"l2": distance / seen, "agreement": agree / seen, "num_images": seen}
+    return prediction_consistencies(model, batches, [draw], device)[0]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof 1) over masks; the deviation is 0 for a single mask."""
+    spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return float(np.mean(values)), spread
 
 
 def _check_ratios(ratios: Sequence[float]) -> list[float]:
@@ -121,42 +159,64 @@ def _check_ratios(ratios: Sequence[float]) -> list[float]:
     return ratios
 
 
-def evaluate_shuffle(run: SupervisedRun, weights: Path, out_json: Path,
-                     ratios: Sequence[float] = DEFAULT_RATIOS, consistency_ratio: float = CONSISTENCY_RATIO,
-                     device: str | None = None) -> dict[str, Any]:
-    """Shuffle-ratio sweep and consistency for ``weights``; writes one flat JSON atomically.
-
-    Keys: ``shuffled_top1_rX.XX``, ``shuffled_top5_rX.XX``, ``shuffled_fraction_rX.XX`` per ratio;
-    ``consistency_l2``, ``consistency_agreement`` (a fraction), ``consistency_ratio``; ``num_images``,
-    ``eval_batch_size`` (the images sharing one mask in the sweep), ``seed``, ``scale``.
-    """
-    ratios = _check_ratios(ratios)
+def check_shuffle_settings(ratios: Sequence[float], masks: int, consistency_ratio: float) -> list[float]:
+    """The validated ratios; a ConfigError for a bad ratio, mask count or consistency ratio."""
+    if isinstance(masks, bool) or not isinstance(masks, int) or masks < 1:
+        raise ConfigError(f"evaluation.shuffle_masks: {masks!r}, expected a positive integer")
     _check_ratios([consistency_ratio])
-    img = run.model.img_size
-    grid = run.model.grid_size
-    model, dev = load_trained(run, weights, device)
+    return _check_ratios(ratios)
+
+
+def shuffle_metrics(model: nn.Module, device: torch.device, run: SupervisedRun, ratios: Sequence[float],
+                    masks: int, consistency_ratio: float) -> dict[str, Any]:
+    """The flat metrics ``evaluate_shuffle`` writes, for a loaded model (see there)."""
+    ratios = check_shuffle_settings(ratios, masks, consistency_ratio)
+    img, grid = run.model.img_size, run.model.grid_size
     loader = build_eval_loader(run.val_dir, run.recipe, img, run.num_classes, run.runtime.eval_batch_size,
-                               run.runtime.num_workers,
-                               pin_memory=dev.type == "cuda")
+                               run.runtime.num_workers, pin_memory=device.type == "cuda")
+    draws = {(ratio, m): mjp_draws(grid, ratio, mask_seed(run.seed, _SWEEP, ratio, m))
+             for ratio in ratios for m in range(masks_at(ratio, masks))}
+    sweep = shuffled_accuracies(ShuffledForward(model), loader, draws, device)
     metrics: dict[str, Any] = {}
     for ratio in ratios:
-        acc = shuffled_accuracy(ShuffledForward(model), loader,
-                                mjp_draws(grid, ratio, _stream_seed(run.seed, _SWEEP, ratio)), dev)
+        per_mask = [sweep[ratio, m] for m in range(masks_at(ratio, masks))]
         key = ratio_key(ratio)
-        metrics[f"shuffled_top1_{key}"] = acc["top1"]
-        metrics[f"shuffled_top5_{key}"] = acc["top5"]
-        metrics[f"shuffled_fraction_{key}"] = acc["shuffled_fraction"]
-    squashed = eval_loader(image_folder(run.val_dir, squash_transform(img)), run, dev)
-    draw = mjp_draws(grid, consistency_ratio, _stream_seed(run.seed, _CONSISTENCY, consistency_ratio))
-    cons = prediction_consistency(model, squashed, draw, dev)
+        metrics[f"shuffled_top1_{key}"], metrics[f"shuffled_top1_{key}_std"] = mean_std(
+            [acc["top1"] for acc in per_mask])
+        metrics[f"shuffled_top5_{key}"] = mean_std([acc["top5"] for acc in per_mask])[0]
+        metrics[f"shuffled_fraction_{key}"] = mean_std([acc["shuffled_fraction"] for acc in per_mask])[0]
+    squashed = eval_loader(image_folder(run.val_dir, squash_transform(img)), run, device)
+    cons = prediction_consistencies(
+        model, squashed, [mjp_draws(grid, consistency_ratio, mask_seed(run.seed, _CONSISTENCY, consistency_ratio, m))
+                          for m in range(masks_at(consistency_ratio, masks))], device)
+    metrics["consistency_l2"], metrics["consistency_l2_std"] = mean_std([c["l2"] for c in cons])
+    metrics["consistency_agreement"], metrics["consistency_agreement_std"] = mean_std(
+        [c["agreement"] for c in cons])
     metrics.update({
         "consistency_ratio": consistency_ratio,
-        "consistency_l2": cons["l2"],
-        "consistency_agreement": cons["agreement"],
-        "num_images": acc["num_images"],
+        "shuffle_masks": masks,
+        "num_images": per_mask[0]["num_images"],
         "eval_batch_size": run.runtime.eval_batch_size,
         "seed": run.seed,
         "scale": run.scale,
     })
+    return metrics
+
+
+def evaluate_shuffle(run: SupervisedRun, weights: Path, out_json: Path,
+                     ratios: Sequence[float] = DEFAULT_RATIOS, consistency_ratio: float = CONSISTENCY_RATIO,
+                     masks: int = 1, device: str | None = None) -> dict[str, Any]:
+    """Shuffle-ratio sweep and consistency for ``weights`` under ``masks`` masks per ratio (1: the
+    official single draw); writes one flat JSON atomically.
+
+    Keys: ``shuffled_top1_rX.XX`` (mean over masks), ``shuffled_top1_rX.XX_std`` (over masks, ddof 1),
+    ``shuffled_top5_rX.XX``, ``shuffled_fraction_rX.XX`` (means) per ratio; ``consistency_l2``,
+    ``consistency_agreement`` (a fraction; means over masks, each with ``_std``), ``consistency_ratio``;
+    ``shuffle_masks``, ``num_images``, ``eval_batch_size`` (the images sharing one mask in the sweep),
+    ``seed``, ``scale``.
+    """
+    check_shuffle_settings(ratios, masks, consistency_ratio)
+    model, dev = load_trained(run, weights, device)
+    metrics = shuffle_metrics(model, dev, run, ratios, masks, consistency_ratio)
     write_json(out_json, metrics)
     return metrics

@@ -1,0 +1,76 @@
+"""All evaluations of one trained classifier in one process: the model is loaded once and each kind's
+metrics file is written exactly as its own ``vitpe eval <kind>`` command writes it.
+
+At the tiny scale starting Python and importing torch costs several times the evaluations themselves,
+so the workflow runs one suite per model instead of one command per kind. A suite either writes every
+file it was asked for or none of them: a partial set would look finished to Snakemake.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitpe.errors import ConfigError
+from vitpe.evaluate.classification import classification_metrics
+from vitpe.evaluate.common import load_trained
+from vitpe.evaluate.pe_probe import pe_probe_metrics
+from vitpe.evaluate.robustness import plan_robustness, robustness_metrics
+from vitpe.evaluate.shuffled import check_shuffle_settings, shuffle_metrics
+from vitpe.io import write_json
+from vitpe.runs import SupervisedRun, dataset_paths
+
+#: the kinds of a suite, in the order they run; each writes <out_dir>/<kind>.json
+KINDS: tuple[str, ...] = ("classify", "shuffle", "robustness", "pe_probe")
+
+Evaluation = Callable[[nn.Module, torch.device], dict[str, Any]]
+
+
+def _prepare(params: dict, run: SupervisedRun, kind: str) -> Evaluation:
+    """The evaluation of ``kind`` for a loaded model, its settings checked now (before any loading)."""
+    if kind == "classify":
+        return lambda model, device: classification_metrics(model, device, run)
+    if kind == "shuffle":
+        settings = params["evaluation"]
+        ratios, masks, gamma = settings["shuffle_ratios"], settings["shuffle_masks"], settings["consistency_ratio"]
+        check_shuffle_settings(ratios, masks, gamma)
+        return lambda model, device: shuffle_metrics(model, device, run, ratios, masks, gamma)
+    if kind == "robustness":
+        plan = plan_robustness(run, dataset_paths(params))
+        return lambda model, device: robustness_metrics(model, device, run, plan)
+    if kind == "pe_probe":
+        return lambda model, device: pe_probe_metrics(model, run)
+    raise ConfigError(f"eval suite: unknown kind {kind!r} (known: {', '.join(KINDS)})")
+
+
+def suite_outputs(out_dir: Path, kinds: Sequence[str]) -> dict[str, Path]:
+    """<out_dir>/<kind>.json per kind (duplicates dropped, order kept)."""
+    return {kind: Path(out_dir) / f"{kind}.json" for kind in dict.fromkeys(kinds)}
+
+
+def evaluate_suite(params: dict, run: SupervisedRun, weights: Path, out_dir: Path,
+                   kinds: Sequence[str] = KINDS, device: str | None = None) -> dict[str, dict[str, Any]]:
+    """Evaluate ``weights`` for each of ``kinds`` with the model loaded once; return the metrics by kind.
+
+    Settings come from ``params``: ``evaluation.*`` for the shuffle sweep, the active scale's
+    ImageNet-C/-A/-O roots (all three parts, the default corruptions) for robustness, 5 folds for the
+    PE probe. Every file is written atomically once all kinds succeeded; on any failure every one of
+    the suite's files is removed, stale ones included, and the error propagates.
+    """
+    outputs = suite_outputs(out_dir, kinds)
+    if not outputs:
+        raise ConfigError(f"eval suite: no kinds given (known: {', '.join(KINDS)})")
+    try:
+        evaluations = {kind: _prepare(params, run, kind) for kind in outputs}
+        model, dev = load_trained(run, weights, device)
+        results = {kind: evaluate(model, dev) for kind, evaluate in evaluations.items()}
+        for kind, metrics in results.items():
+            write_json(outputs[kind], metrics)
+    except BaseException:
+        for path in outputs.values():
+            path.unlink(missing_ok=True)
+        raise
+    return results
