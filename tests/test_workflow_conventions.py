@@ -78,4 +78,4 @@ def test_rule_files_compute_their_targets_without_shared_lists():
     paths = [p.name for p in rule_files if "results/figures/" in p.read_text()]
     assert paths == ["common.smk"]
     common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
-    assert all(f"def {name}():" in common for name in ("table_inputs", "figures", "run_configs"))
+    assert all(f"def {name}(" in common for name in ("table_inputs", "figures", "run_configs"))

@@ -101,7 +101,7 @@ def one_of(names):
 # The two rules below append to ATTACK_RUN, a shell command, not a path: the lint on path composition
 # with a plus sign flags them only because its pattern runs on to the next quoted path.
 ATTACK_RUN = (
-    "{params.launch} attack run " + SEED_PARAMS + " --experiment {wildcards.exp} --kind {params.kind}"
+    "{params.launch} attack run {PARAMS} --set seed={wildcards.seed} --experiment {wildcards.exp} --kind {params.kind}"
     " --weights {input.weights} --threads {threads}"
     " --out {output.metrics} --table {output.table} --recon {output.recon}"
 )
@@ -185,7 +185,7 @@ rule attack_compare:
     params:
         settings=ATTACK_SETTINGS,
     shell:
-        "vitpe attack compare " + SEED_PARAMS + " --tables {input} --out {output} > {log} 2>&1"
+        "vitpe attack compare {PARAMS} --set seed={wildcards.seed} --tables {input} --out {output} > {log} 2>&1"
 
 
 rule figure_attack_grid:
@@ -251,7 +251,8 @@ rule figure_attack_privacy:
         attacks=all_seeds(lambda seed: [metrics_file(exp, "attacks", seed) for exp in PRIVACY_MODELS]),
         accuracy=all_seeds(
             lambda seed: [
-                metrics_file(exp, "finetune" if exp in ATTACK_FINETUNED else "classify", seed) for exp in PRIVACY_MODELS
+                metrics_file(exp, "finetune" if exp in ATTACK_FINETUNED else "classify", seed)
+                for exp in PRIVACY_MODELS
             ]
         ),
     output:

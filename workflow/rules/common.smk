@@ -312,8 +312,8 @@ def seeded(kind, seed="{seed}"):
     return f"results/{kind}/{SCALE}/{seed_dir(seed)}"
 
 
-# `--set seed=<wildcard>` after the shared PARAMS: the seed of the job's run (shell lines of seeded rules)
-SEED_PARAMS = "{PARAMS} --set seed={wildcards.seed}"
+# Seeded rules' shell lines pass `{PARAMS} --set seed={wildcards.seed}`: the job's run seed after the
+# shared parameters.
 
 
 def ckpt(stage, exp, seed="{seed}"):

@@ -21,7 +21,7 @@ rule train_pretrain:
         launch=launcher("train"),
         outdir=lambda wc, output: os.path.dirname(output.weights),
     shell:
-        "{params.launch} train pretrain " + SEED_PARAMS + " --experiment {wildcards.exp} --out {params.outdir} > {log} 2>&1"
+        "{params.launch} train pretrain {PARAMS} --set seed={wildcards.seed} --experiment {wildcards.exp} --out {params.outdir} > {log} 2>&1"
 
 
 rule train_encoder_protocol:
@@ -45,7 +45,7 @@ rule train_encoder_protocol:
         launch=launcher("train"),
         outdir=lambda wc, output: os.path.dirname(output.weights),
     shell:
-        "{params.launch} train {wildcards.protocol} " + SEED_PARAMS + " --experiment {wildcards.exp}"
+        "{params.launch} train {wildcards.protocol} {PARAMS} --set seed={wildcards.seed} --experiment {wildcards.exp}"
         " --pretrained {input.encoder} --out {params.outdir} > {log} 2>&1"
 
 
@@ -64,7 +64,7 @@ rule eval_encoder_protocol:
     params:
         launch=launcher("eval"),
     shell:
-        "{params.launch} eval classify " + SEED_PARAMS + " --stage {wildcards.protocol} --experiment {wildcards.exp}"
+        "{params.launch} eval classify {PARAMS} --set seed={wildcards.seed} --stage {wildcards.protocol} --experiment {wildcards.exp}"
         " --weights {input.weights} --out {output} > {log} 2>&1"
 
 
@@ -82,7 +82,7 @@ rule eval_pretext:
     params:
         launch=launcher("eval"),
     shell:
-        "{params.launch} eval pretext " + SEED_PARAMS + " --experiment {wildcards.exp} --weights {input.weights}"
+        "{params.launch} eval pretext {PARAMS} --set seed={wildcards.seed} --experiment {wildcards.exp} --weights {input.weights}"
         " --log {input.curve} --out {output} > {log} 2>&1"
 
 

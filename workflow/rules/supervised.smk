@@ -21,7 +21,7 @@ rule train_supervised:
         launch=launcher("train_supervised"),
         outdir=lambda wc, output: os.path.dirname(output.weights),
     shell:
-        "{params.launch} train supervised " + SEED_PARAMS + " --experiment {wildcards.exp}"
+        "{params.launch} train supervised {PARAMS} --set seed={wildcards.seed} --experiment {wildcards.exp}"
         " --out {params.outdir} > {log} 2>&1"
 
 
@@ -42,5 +42,5 @@ rule eval_supervised:
         launch=launcher("eval"),
         outdir=lambda wc, output: os.path.dirname(output[0]),
     shell:
-        "{params.launch} eval suite " + SEED_PARAMS + " --experiment {wildcards.exp} --weights {input.weights}"
+        "{params.launch} eval suite {PARAMS} --set seed={wildcards.seed} --experiment {wildcards.exp} --weights {input.weights}"
         " --out-dir {params.outdir} > {log} 2>&1"

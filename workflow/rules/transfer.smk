@@ -22,7 +22,7 @@ rule transfer_ade20k:
         launch=launcher("transfer_ade20k"),
         work_dir=lambda wc, output: os.path.dirname(output.weights),
     shell:
-        "{params.launch} transfer ade20k " + SEED_PARAMS + " --experiment {wildcards.exp} --encoder {input.encoder}"
+        "{params.launch} transfer ade20k {PARAMS} --set seed={wildcards.seed} --experiment {wildcards.exp} --encoder {input.encoder}"
         " --work-dir {params.work_dir} --weights-out {output.weights} --threads {resources.cpus_per_task}"
         " --out {output.metrics} > {log} 2>&1"
 
@@ -45,6 +45,6 @@ rule transfer_coco:
         launch=launcher("transfer_coco"),
         work_dir=lambda wc, output: os.path.dirname(output.weights),
     shell:
-        "{params.launch} transfer coco " + SEED_PARAMS + " --experiment {wildcards.exp} --encoder {input.encoder}"
+        "{params.launch} transfer coco {PARAMS} --set seed={wildcards.seed} --experiment {wildcards.exp} --encoder {input.encoder}"
         " --work-dir {params.work_dir} --weights-out {output.weights} --threads {resources.cpus_per_task}"
         " --out {output.metrics} > {log} 2>&1"
