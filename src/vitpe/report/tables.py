@@ -365,7 +365,7 @@ def claims_table(params: dict, metrics_dir: Path, scale: str) -> str:
     )
     text = ("Paper", "Claim", "Comparison", "Metric", "Verdict", "Note")
     return render_table(frame, "Paper claims, tested on this run", "tab:claims", [], scale, seeds, escape=text,
-                        column_format="llllrrll", note=note)
+                        column_format="lp{4.2cm}lp{2.6cm}rrlp{3.2cm}", note=note)
 
 
 def build_main_tex(params: dict, metrics_root: Path, paper_path: Path) -> str:
