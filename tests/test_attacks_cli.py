@@ -303,9 +303,11 @@ def test_workflow_attacks_every_model(workflow_copy):
     params = load_params(workflow_copy / "params.yaml")
     cfg = params["attacks"]
     finetuned = [e for e in cfg["finetuned"] if e in params["experiments"].get("pretrain", [])]
-    assert counts["attack_model"] == len(cfg["models"]) + len(cfg["april_models"]) + len(finetuned)
-    assert counts["attack_compare"] == counts["figure_attack_grid"] == counts["figure_attack_grid_april"] == 1
-    assert counts["figure_attack_psnr"] == 1
+    seeds = len(params["scales"]["tiny"]["seeds"])  # every model is attacked once per seed
+    assert counts["attack_model"] == seeds * (len(cfg["models"]) + len(cfg["april_models"]) + len(finetuned))
+    assert counts["attack_compare"] == seeds  # one seed's paired per-image comparisons each
+    assert counts["figure_attack_grid"] == counts["figure_attack_grid_april"] == 1
+    assert counts["figure_attack_psnr"] == counts["figure_attack_privacy"] == 1
     bad = run([str(BIN / "snakemake"), "-n", "--config", "attacks={\"april_models\": [\"deit_s\"]}"],
               workflow_copy, check=False)
     assert bad.returncode != 0 and "not APRIL-compatible" in bad.stderr + bad.stdout
@@ -324,14 +326,15 @@ def test_workflow_splits_each_model_into_jobs_with_budgeted_runtimes(workflow_co
     params = load_params(params_file)
     cfg = params["attacks"]
     optimised = len(cfg["models"]) + len([e for e in cfg["finetuned"] if e in params["experiments"]["pretrain"]])
-    assert counts["attack_job"] == 2 * optimised and counts["attack_merge"] == optimised
-    assert counts["attack_model"] == len(cfg["april_models"])
+    seeds = len(params["scales"]["tiny"]["seeds"])
+    assert counts["attack_job"] == 2 * optimised * seeds and counts["attack_merge"] == optimised * seeds
+    assert counts["attack_model"] == len(cfg["april_models"]) * seeds
     assert "results/attacks/tiny/seed0/deit_s/job_1/images.csv" in proc.stdout
     # the requested runtime is the budget's (tiny: 10 min of overhead + seconds of iterations)
     from vitpe.attacks.budget import attack_job_estimate, jobs_needed
 
     minutes = attack_job_estimate(params, "deit_s", "supervised", "cpu").minutes
-    block = proc.stdout[proc.stdout.index("wildcards: exp=deit_s, job=0"):]
+    block = proc.stdout[proc.stdout.index("wildcards: seed=0, exp=deit_s, job=0"):]
     assert f"runtime={minutes}," in block.splitlines()[1] and minutes < 15
 
     raw["scales"]["tiny"]["attacks"].update(jobs=1, iterations={"inverting_gradients": 1500, "gradvit": 1500})

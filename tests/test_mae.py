@@ -165,7 +165,7 @@ def test_projection_l2_whole_tensor_and_linf_clamp():
 def test_adpe_variants_place_delta_as_the_official_code_does():
     params = load_params(ROOT / "params.yaml")
     shapes = {}
-    for exp in params["experiments"]["pretrain"]:
+    for exp in params["pretrain"]:  # every defined variant, built by default or not
         model = build_autoencoder(pretrain_run(params, exp))
         shapes[exp] = sorted({tuple(p.shape) for _, p in adversarial_parameters(model)})
         counts = len(adversarial_parameters(model))
