@@ -205,3 +205,16 @@ def test_footnotes_name_the_public_sources_and_no_unshipped_document(tmp_path):
     assert "facebookresearch/deit README" in notes and "MAE paper (arXiv 2111.06377)" in notes
     assert "AdPE abstract (arXiv 2303.07598)" in notes and "docs/FIDELITY.md row 35" in notes
     assert not DEAD_CITATION.search(notes.replace("\\_", "_"))  # LaTeX-escaped underscores
+
+
+def test_committed_table_is_the_committed_per_seed_metrics():
+    """The committed results/tables/main.tex is rebuilt, byte for byte, from the committed per-seed
+    metrics, and its numbers are their means ± std (DeiT-S top-1, MJP mCE)."""
+    params = load_params(ROOT / "params.yaml")
+    tiny = ROOT / "results" / "metrics" / "tiny"
+    committed = (ROOT / "results" / "tables" / "main.tex").read_text()
+    assert build_main_tex(params, ROOT / "results" / "metrics", PAPER) == committed
+    for exp, kind, key in (("deit_s", "classify", "top1"), ("mjp", "robustness", "mce")):
+        values = [json.loads((tiny / f"seed{seed}" / exp / f"{kind}.json").read_text())[key]
+                  for seed in scale_seeds(params)]
+        assert f"{np.mean(values):.1f} $\\pm$ {np.std(values, ddof=1):.1f}" in committed, (exp, key, values)
