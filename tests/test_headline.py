@@ -21,8 +21,7 @@ PARAMS = load_params(ROOT / "params.yaml")
 METRICS = ROOT / "results/metrics"
 TINY = METRICS / "tiny"
 SEEDS = scale_seeds({**PARAMS, "scale": "tiny"})
-# the committed seed-0 metrics (results/metrics/tiny/seed0), or the single-run tree they replace
-BASELINE = TINY / "seed0" if (TINY / "seed0").is_dir() else TINY
+BASELINE = TINY / "seed0"  # the committed seed-0 metrics
 DVC_YAML = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 
@@ -122,7 +121,6 @@ def test_headline_is_small_and_holds_no_timing(headline, seeded):
     assert "gradvit_plain_seconds_mean" in json.loads((seeded / "tiny/seed0/mjp/attacks.json").read_text())
 
 
-@pytest.mark.skipif(not (TINY / "seed0").is_dir(), reason="the committed tiny baseline is not in the per-seed layout")
 def test_committed_headline_is_built_from_the_committed_details():
     committed = json.loads((TINY / "headline.json").read_text())
     rebuilt = _flat(headline_metrics({**PARAMS, "scale": "tiny"}, METRICS))
