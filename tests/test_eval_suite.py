@@ -98,3 +98,36 @@ def test_inputs_are_checked_before_the_model_is_loaded(model_args, tmp_path, cap
     assert main(["eval", "suite", *model_args, "--set", "evaluation.shuffle_masks=0",
                  "--out-dir", str(tmp_path / "s")]) == 2
     assert "shuffle_masks" in capsys.readouterr().err
+
+
+def test_encoder_evaluations_write_pretext_and_each_protocol_or_nothing(tmp_path, monkeypatch):
+    """``evaluate_encoder`` (rule eval_encoder): the pretext metrics and one classify file per protocol, from
+    the protocol's own run and weights; a failing protocol leaves none of the files, stale ones included."""
+    params = {"data": {}, "scale": "tiny"}
+    monkeypatch.setattr(suite, "dataset_paths", lambda p: {"imagenet": tmp_path / "imagenet"})
+    monkeypatch.setattr(suite, "pretrain_run", lambda p, exp: ("pretrain", exp))
+    monkeypatch.setattr(suite, "stage_run", lambda p, stage, exp: (stage, exp))
+    monkeypatch.setattr(suite, "pretext_metrics", lambda run, weights, log, val, device=None:
+                        {"val_loss": 0.5, "run": list(run), "log": log.name, "val": val.name})
+    monkeypatch.setattr(suite, "load_trained", lambda run, weights, device=None: (weights.name, "cpu"))
+    monkeypatch.setattr(suite, "classification_metrics", lambda model, device, run:
+                        {"top1": 90.0 if run[0] == "finetune" else 20.0, "weights": model})
+    out = tmp_path / "out"
+    out.mkdir()
+    classifiers = {"finetune": tmp_path / "ft.safetensors", "linprobe": tmp_path / "lp.safetensors"}
+    suite.evaluate_encoder(params, "mae", tmp_path / "pre.safetensors", tmp_path / "log.jsonl", classifiers, out)
+    assert sorted(p.name for p in out.iterdir()) == ["finetune.json", "linprobe.json", "pretext.json"]
+    read = {p.stem: json.loads(p.read_text()) for p in out.iterdir()}
+    assert read["pretext"] == {"val_loss": 0.5, "run": ["pretrain", "mae"], "log": "log.jsonl", "val": "val"}
+    assert read["finetune"] == {"top1": 90.0, "weights": "ft.safetensors"}
+    assert read["linprobe"] == {"top1": 20.0, "weights": "lp.safetensors"}
+
+    def broken(model, device, run):
+        if run[0] == "linprobe":
+            raise DataError("linprobe: broken on purpose")
+        return {"top1": 1.0}
+
+    monkeypatch.setattr(suite, "classification_metrics", broken)
+    with pytest.raises(DataError, match="broken on purpose"):
+        suite.evaluate_encoder(params, "mae", tmp_path / "pre.safetensors", tmp_path / "log.jsonl", classifiers, out)
+    assert list(out.iterdir()) == []

@@ -401,13 +401,14 @@ def run_configs():
 
 
 SUPERVISED_EVALS = ("classify", "shuffle", "robustness", "pe_probe")  # rule eval_supervised, one process
+ENCODER_EVALS = ("pretext", "finetune", "linprobe")  # rule eval_encoder, one process
 
 
 def table_inputs(seed="{seed}"):
     """Every metrics JSON of one seed results/tables/main.tex reads, study by study."""
     return (
         [metrics_file(exp, kind, seed) for exp in SUPERVISED for kind in SUPERVISED_EVALS]
-        + [metrics_file(exp, kind, seed) for exp in PRETRAIN for kind in ("pretext", "finetune", "linprobe")]
+        + [metrics_file(exp, kind, seed) for exp in PRETRAIN for kind in ENCODER_EVALS]
         + [metrics_file(exp, task, seed) for exp in TRANSFER for task in TRANSFER_TASKS]
         + ([metrics_file(exp, "attacks", seed) for exp in ATTACKED] + [paired_attacks(seed)] if ATTACKED else [])
     )

@@ -49,41 +49,28 @@ rule train_encoder_protocol:
         " --pretrained {input.encoder} --out {params.outdir} > {log} 2>&1"
 
 
-rule eval_encoder_protocol:
+# The pretext loss and the fine-tune and linear-probe top-1 of one encoder: one process (start-up is
+# most of a tiny evaluation).
+rule eval_encoder:
     input:
-        weights=ckpt("{protocol}", "{exp}"),
-        data=data_ready(),
-    output:
-        metrics_file("{exp}", "{protocol}"),
-    log:
-        job_log("{protocol}/{exp}/eval_classify"),
-    wildcard_constraints:
-        protocol="finetune|linprobe",
-    resources:
-        **job_resources("eval"),
-    params:
-        launch=launcher("eval"),
-    shell:
-        "{params.launch} eval classify {PARAMS} --set seed={wildcards.seed} --stage {wildcards.protocol} --experiment {wildcards.exp}"
-        " --weights {input.weights} --out {output} > {log} 2>&1"
-
-
-rule eval_pretext:
-    input:
-        weights=ckpt("pretrain", "{exp}"),
+        pretrained=ckpt("pretrain", "{exp}"),
         curve=train_log("pretrain", "{exp}"),
+        finetune=ckpt("finetune", "{exp}"),
+        linprobe=ckpt("linprobe", "{exp}"),
         data=data_ready(),
     output:
-        metrics_file("{exp}", "pretext"),
+        [metrics_file("{exp}", kind) for kind in ENCODER_EVALS],
     log:
-        job_log("pretrain/{exp}/eval_pretext"),
+        job_log("pretrain/{exp}/eval"),
     resources:
         **job_resources("eval"),
     params:
         launch=launcher("eval"),
+        outdir=lambda wc, output: os.path.dirname(output[0]),
     shell:
-        "{params.launch} eval pretext {PARAMS} --set seed={wildcards.seed} --experiment {wildcards.exp} --weights {input.weights}"
-        " --log {input.curve} --out {output} > {log} 2>&1"
+        "{params.launch} eval encoder {PARAMS} --set seed={wildcards.seed} --experiment {wildcards.exp}"
+        " --pretrained {input.pretrained} --log {input.curve} --finetune {input.finetune} --linprobe {input.linprobe}"
+        " --out-dir {params.outdir} > {log} 2>&1"
 
 
 rule figure_pretrain_curves:

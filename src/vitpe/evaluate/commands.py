@@ -75,6 +75,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_argument(p)
 
     p = add_command(
+        subparsers, "encoder", _encoder, "pretext loss, fine-tune and linear-probe top-1 of one pretrained encoder",
+        "In one process: OUT_DIR/pretext.json as `vitpe eval pretext` writes it, and OUT_DIR/<protocol>.json as "
+        "`vitpe eval classify --stage <protocol>` writes it for each classifier given; every file or none.",
+        params=True)
+    p.add_argument("--experiment", required=True, help="a name under `pretrain:` in params.yaml")
+    p.add_argument("--pretrained", required=True, type=Path, help="the pretraining model.safetensors")
+    p.add_argument("--log", required=True, type=Path, help="its log.jsonl")
+    p.add_argument("--finetune", type=Path, help="the fine-tuned model.safetensors")
+    p.add_argument("--linprobe", type=Path, help="the linear-probed model.safetensors")
+    p.add_argument("--out-dir", required=True, type=Path, help="directory of the <kind>.json metrics files")
+    add_device_argument(p)
+
+    p = add_command(
         subparsers, "pretext", _pretext, "masked-patch loss of a pretrained MAE/MAE+/AdPE model on validation images",
         "Validation masked-patch loss with seeded masks plus a summary of the pretraining log "
         "(first/last-epoch loss, final |delta|); flat JSON.", params=True)
@@ -91,9 +104,27 @@ def _pretext(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     metrics = evaluate_pretext(pretrain_run(params, args.experiment), args.weights, args.log,
                                dataset_paths(params)["imagenet"] / "val", args.out, device=args.device)
+    print(_pretext_summary(args.experiment, metrics))
+    return 0
+
+
+def _pretext_summary(name: str, metrics: dict[str, Any]) -> str:
     delta = f"  |delta| {metrics['final_adv_l2']:.3f}" if "final_adv_l2" in metrics else ""
-    print(f"{args.experiment}: validation masked-patch loss {metrics['val_loss']:.4f}  train (last epoch) "
-          f"{metrics['train_loss_last_epoch']:.4f}{delta}")
+    return (f"{name}: validation masked-patch loss {metrics['val_loss']:.4f}  train (last epoch) "
+            f"{metrics['train_loss_last_epoch']:.4f}{delta}")
+
+
+def _encoder(args: argparse.Namespace) -> int:
+    from vitpe.config import params_from_args
+    from vitpe.evaluate.suite import evaluate_encoder, suite_outputs
+
+    classifiers = {stage: path for stage, path in (("finetune", args.finetune), ("linprobe", args.linprobe)) if path}
+    results = evaluate_encoder(params_from_args(args), args.experiment, args.pretrained, args.log, classifiers,
+                               args.out_dir, device=args.device)
+    print(_pretext_summary(args.experiment, results["pretext"]))
+    for stage in classifiers:
+        print(_classify_summary(f"{args.experiment} ({stage})", results[stage]))
+    print(wrote(suite_outputs(args.out_dir, list(results)).values()))
     return 0
 
 

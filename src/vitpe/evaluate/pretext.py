@@ -37,8 +37,9 @@ def _log_summary(log: Path) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate_pretext(run: PretrainRun, weights: Path, log: Path, val_dir: Path, out_json: Path,
-                     batch_size: int = 200, device: str | None = None) -> dict[str, Any]:
+def pretext_metrics(run: PretrainRun, weights: Path, log: Path, val_dir: Path, batch_size: int = 200,
+                    device: str | None = None) -> dict[str, Any]:
+    """{"val_loss", "num_images", "scale", "method", the training-log summary, the adversary's norm and ε}."""
     dev = torch.device(resolve_device(device))
     model = build_autoencoder(run)
     load_weights(model, Path(weights), expected=architecture_record(run))
@@ -56,5 +57,12 @@ def evaluate_pretext(run: PretrainRun, weights: Path, log: Path, val_dir: Path, 
                "method": run.method, **_log_summary(log)}
     if run.adversary is not None:
         metrics.update(adv_norm=run.adversary.norm, adv_eps=run.adversary.eps)
+    return metrics
+
+
+def evaluate_pretext(run: PretrainRun, weights: Path, log: Path, val_dir: Path, out_json: Path,
+                     batch_size: int = 200, device: str | None = None) -> dict[str, Any]:
+    """:func:`pretext_metrics`, written to ``out_json`` atomically (only on success)."""
+    metrics = pretext_metrics(run, weights, log, val_dir, batch_size, device)
     write_json(out_json, metrics)
     return metrics
