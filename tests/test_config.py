@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 
@@ -253,6 +254,24 @@ def test_configuration_the_dag_can_carry_is_accepted():
     params["attacks"].update(april_models=[], closed_form=[], standard_closed_form=[], compare=[])
     params["attacks"]["threat"]["batch_size"] = 8  # optimisation attacks on batches, no APRIL
     validate_params(params)
+
+
+@pytest.mark.parametrize("override, changed", [
+    ("supervised.mjp.jigsaw.ratio=0.3", ["-     jigsaw: {mode: mjp, ratio: 0.1}", "+     jigsaw: {mode: mjp, ratio: 0.3}"]),
+    ("scales.tiny.supervised.epochs=30", ["-       epochs: 45", "+       epochs: 30"]),
+    ("experiments.transfer=[mae]", ["-   - adpe_abs_coordinate"]),  # a list shortened: only its item goes
+])
+def test_dvc_set_param_changes_only_the_line_it_sets(tmp_path, override, changed):
+    """params.yaml is written as DVC's YAML writer writes it (block lists, empty nulls, flow maps within
+    80 columns), so `dvc exp run -S` leaves every other line, comments included, as it was."""
+    from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
+
+    original = (ROOT / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(original)
+    dvc_apply_overrides(str(path), [override])
+    diff = difflib.ndiff(original.splitlines(), path.read_text().splitlines())
+    assert [line for line in diff if line[:2] in ("- ", "+ ")] == changed
 
 
 def test_dvc_set_param_rewrite_keeps_the_resolved_params(tmp_path):
