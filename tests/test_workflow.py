@@ -259,3 +259,19 @@ def test_slurm_submission_flags_with_stub_sbatch(workflow_copy, tmp_path, monkey
                  "--nodes=1", "--signal=TERM@600"):
         assert flag in flags, f"{flag!r} missing from: {flags}"
     assert "--ntasks-per-gpu" not in flags  # tasks_per_gpu=0: one torchrun launcher for 8 GPUs
+
+
+def test_dvc_stage_runs_the_params_scale_under_the_slurm_profile(workflow_copy, monkeypatch):
+    """`SNAKEMAKE_PROFILE=slurm dvc repro` runs DVC's command through the cluster profile; the scale is
+    params.yaml's (what DVC records), not the profile's `config: scale=paper`."""
+    _edit_params(workflow_copy, lambda params: params.update(scale="smoke"))
+    stage = yaml.safe_load((workflow_copy / "dvc.yaml").read_text())["stages"]["workflow"]
+    argv = stage["cmd"].replace("${scale}", "smoke").split()
+    assert argv[:4] == ["python", "-m", "vitpe.launch", "snakemake"]
+    for key, value in SLURM_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SNAKEMAKE_PROFILE", "slurm")
+    dry = run([*argv[3:4], "-n", "-p", *argv[4:]], workflow_copy).stdout
+    block = _job_block(dry, "train_supervised", "results/checkpoints/smoke/seed0/supervised/deit_s/model.safetensors")
+    assert _resources(block)["slurm_partition"] == "gpu" and _resources(block)["gpu"] == "2"  # the profile's
+    assert "results/checkpoints/paper/" not in dry
