@@ -93,7 +93,7 @@ def micro_dag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ``copy_micro_dag`` instead. If the run fails, every test using it errors with the same message.
     """
     cwd = copy_workflow(tmp_path_factory.mktemp("micro_dag"), micro_params())
-    run(["snakemake", "--cores", "2", "results/tables/main.tex"], cwd, timeout=900)
+    run(["snakemake", "--cores", "2", "results/tables/main.tex"], cwd, timeout=2400)  # ~10 min on 2 idle cores
     return cwd
 
 

@@ -190,7 +190,7 @@ def test_dvc_repro_and_metrics_diff(micro_dag, tmp_path):
     seeds = params["scales"]["tiny"]["seeds"]
     params["scales"]["tiny"]["seeds"] = [seed + 1 for seed in seeds]  # one seed new, the others cached
     (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["dvc", "repro"], cwd, timeout=900)
+    run(["dvc", "repro"], cwd, timeout=1800)
     diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], cwd).stdout)
     # DVC compares only the curated per-model numbers (vitpe.report.headline): no timings, no noise
     assert list(diff) == ["results/metrics/tiny/headline.json"]
