@@ -1,9 +1,12 @@
 """Failure classes a new user meets: damage only decoding reveals, two trainers on one output folder,
-a resume on another thread count, and a workflow killed hard (its Snakemake lock left behind)."""
+a resume on another thread count, a workflow killed hard (its Snakemake lock left behind), checkpoint
+files that are not what a command expects, and output paths that cannot be written."""
 from __future__ import annotations
 
+import errno
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -283,3 +286,109 @@ def test_dag_killed_mid_training_recovers_to_the_uninterrupted_metrics(micro_dag
             assert _without_timings(found) == _without_timings(expected), name
         else:
             assert found.read_bytes() == expected.read_bytes(), name
+
+
+# --- 6. checkpoint files that are not what the command expects ----------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(params.yaml, model.safetensors) of a one-epoch micro run."""
+    root = tmp_path_factory.mktemp("trained")
+    make_image_folder(root / "data" / "imagenet")
+    params = micro_params_file(root, root / "data", epochs=1)
+    assert main(_train_args(params, root / "out")) == 0
+    return params, root / "out" / "model.safetensors"
+
+
+def _metadata_not_json(weights: Path, bad: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(weights)), str(bad), metadata={"vitpe": "{trained with: deit_s"})
+
+
+@pytest.mark.parametrize("make, expected", [
+    (_metadata_not_json, "the safetensors metadata 'vitpe' is not valid JSON"),
+    (lambda weights, bad: torch.save({"w": torch.zeros(2)}, bad), "it is a torch.save (zip) checkpoint"),
+    (lambda weights, bad: bad.write_bytes(pickle.dumps({"w": [0.0]})), "it is a pickle"),
+    (lambda weights, bad: bad.write_bytes(weights.read_bytes()[:200]), "not a readable safetensors file"),
+], ids=["metadata-not-json", "torch-save-zip", "bare-pickle", "truncated"])
+def test_weights_that_are_not_vitpe_safetensors_get_one_line(trained, tmp_path, capsys, make, expected):
+    params, weights = trained
+    bad, out = tmp_path / "model.safetensors", tmp_path / "metrics.json"
+    make(weights, bad)
+    assert main(["eval", "classify", "--params", str(params), "--experiment", "deit_s", "--weights", str(bad),
+                 "--out", str(out), "--device", "cpu"]) == 2
+    msg = _one_error_line(capsys.readouterr().err)
+    assert msg.startswith(f"error: {bad}: ") and expected in msg
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("state, expected", [
+    ([1, 2, 3], "holds a list; expected torchvision's AlexNet state dict"),
+    ({"features.0.weight": torch.zeros(1)}, "no key features.0.bias; expected torchvision's AlexNet"),
+], ids=["not-a-dict", "wrong-keys"])
+def test_lpips_weights_that_are_not_alexnet_get_one_line(tmp_path, state, expected):
+    from vitpe.attacks.metrics import Lpips
+    from vitpe.errors import CheckpointError
+
+    path = tmp_path / "alexnet.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=expected) as err:
+        Lpips(str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_attack_table_that_is_not_csv_gets_one_line(tmp_path):
+    from vitpe.attacks.outputs import read_attack_table
+    from vitpe.errors import DataError
+
+    table = tmp_path / "images.csv"
+    table.write_bytes(b"\xff\xfe\x00garbage\n\x00")
+    with pytest.raises(DataError, match=f"{table}: not a readable CSV .*expected the per-image attack table"):
+        read_attack_table(table)
+
+
+# --- 7. output paths that cannot be written --------------------------------------------------------------
+
+def test_a_file_where_an_output_folder_should_be_gets_one_line(trained, tmp_path, capsys):
+    params, weights = trained
+    blocker = tmp_path / "results"
+    blocker.write_text("a file, not a folder\n")
+    for argv in (_train_args(params, blocker / "deit_s"),  # the trainer's state/ folder
+                 _train_args(params, blocker),
+                 ["eval", "classify", "--params", str(params), "--experiment", "deit_s", "--weights", str(weights),
+                  "--out", str(blocker / "metrics" / "deit_s.json"), "--device", "cpu"]):
+        assert main(argv) == 2
+        msg = _one_error_line(capsys.readouterr().err)
+        assert "cannot create the output folder" in msg and f"{blocker} is a file, expected a folder" in msg
+    assert blocker.read_text() == "a file, not a folder\n"
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(trained, tmp_path, capsys, monkeypatch):
+    """ENOSPC halfway through writing state.pt: one line, the previous state intact, no temporary left,
+    no weights published; the rerun (space freed) resumes from the intact state."""
+    from vitpe.train import checkpoint
+
+    params, _ = trained
+    out = tmp_path / "out"
+    assert main(_train_args(params, out, "--max-steps", "2")) == 0  # checkpoint_every 4: a state at step 2
+    state = out / STATE_DIR / "state.pt"
+    before, truncated = state.read_bytes(), (out / "model.safetensors").read_bytes()  # --max-steps publishes
+    real_save = torch.save
+
+    def disk_full(obj, path):
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    capsys.readouterr()
+    assert main(_train_args(params, out)) == 2
+    err = capsys.readouterr().err  # the progress lines, then the error
+    assert [line for line in err.splitlines() if "error" in line] == [
+        f"error: {state}: write failed (No space left on device); the previous file is kept"]
+    assert state.read_bytes() == before and not list(state.parent.glob(".state.pt.*"))
+    assert (out / "model.safetensors").read_bytes() == truncated  # nothing newer published
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    assert main(_train_args(params, out)) == 0
+    assert "resuming from" in capsys.readouterr().err
+    assert (out / "model.safetensors").read_bytes() != truncated

@@ -4,6 +4,7 @@ checkpoints the runner writes (weights_only), the SLURM resources and the table 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -274,16 +275,41 @@ def test_preemption_saves_state_then_the_rerun_resumes(embedded, tmp_path, monke
         before_train(self, runner)
         self._guard.received = "SIGTERM"
 
+    uninterrupted = run_transfer(run, encoder, tmp_path / "work0", tmp_path / "ade20k0.json",
+                                 weights_out=tmp_path / "model0.safetensors")
     monkeypatch.setattr(TensorCheckpointHook, "before_train", signalled)
-    work, out = tmp_path / "work", tmp_path / "ade20k.json"
+    work, out, weights = tmp_path / "work", tmp_path / "ade20k.json", tmp_path / "model.safetensors"
     with pytest.raises(Preempted, match="SIGTERM received: state saved at iteration 1"):
-        run_transfer(run, encoder, work, out)
-    assert not out.exists()
+        run_transfer(run, encoder, work, out, weights_out=weights)
+    assert not out.exists() and not weights.exists()
     assert torch.load(work / "state" / "last.pth", weights_only=True)["meta"]["iter"] == 1
     monkeypatch.setattr(TensorCheckpointHook, "before_train", before_train)
-    metrics = run_transfer(run, encoder, work, out)
+    metrics = run_transfer(run, encoder, work, out, weights_out=weights)
     log = "".join(p.read_text() for p in work.glob("*/*.log"))
     assert "resumed epoch: 0, iter: 1" in log and json.loads(out.read_text()) == metrics
+    assert "metainfo from the resumed checkpoint is different" not in log  # it says which dataset it saw
+    # the resumed run repeats the uninterrupted one bit for bit (FIDELITY row 72)
+    resumed, whole = read_weights(weights), read_weights(tmp_path / "model0.safetensors")
+    assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
+    assert metrics == uninterrupted
+
+
+def test_a_second_transfer_on_a_live_work_folder_is_refused(embedded, tmp_path, encoder):
+    from vitpe.config import validate_params
+    from vitpe.errors import InUse
+    from vitpe.train.lock import LOCK_NAME, exclusive_lock
+    from vitpe.transfer.runner import run_transfer
+
+    run = transfer_run(validate_params(micro_transfer_params(embedded[0])), "ade20k", "mae")
+    work, out = tmp_path / "work", tmp_path / "ade20k.json"
+    state = work / "state" / "last.pth"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"the live run's state")
+    with exclusive_lock(work / "state" / LOCK_NAME, "the live transfer"):
+        with pytest.raises(InUse, match=rf"{re.escape(str(work))} \(a transfer work folder\) is in use .*pid {os.getpid()}"):
+            run_transfer(run, encoder, work, out)
+    assert state.read_bytes() == b"the live run's state" and not out.exists()
+    assert not list(work.glob("2*"))  # no mmengine log folder either
 
 
 class _RunsCode:

@@ -2,7 +2,8 @@
 
 Each group lives next to its code in a ``commands`` module exposing ``register(subparsers)``; its
 commands keep heavy imports (torch, mm*) inside their functions so ``vitpe --help`` stays fast.
-Errors that are the user's (VitpeError) print one line and exit non-zero; bugs keep their traceback.
+Errors that are the user's (VitpeError) or the environment's (an OSError: a path that cannot be read or
+written) print one line and exit non-zero; bugs keep their traceback.
 """
 from __future__ import annotations
 
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except VitpeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the file system's answer, not a bug: name the file it was about
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return VitpeError.exit_code
     except Preempted as exc:
         print(f"preempted: {exc}", file=sys.stderr)
         mark_preempted()  # the state is saved: a launcher wrapper above torchrun exits 124 too

@@ -28,6 +28,11 @@ class TrainingDiverged(VitpeError):
     exit_code = 3
 
 
+class OutputError(VitpeError):
+    """An output cannot be written (a file where a folder should be, no permission, a full disk); the
+    earlier file at the path, if any, is kept."""
+
+
 class InUse(VitpeError):
     """An output folder or the workflow is held by another live process; nothing was changed."""
 

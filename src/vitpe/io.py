@@ -11,6 +11,7 @@ output, and only the main process of a distributed run writes).
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -18,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from vitpe.errors import DataError
+from vitpe.errors import DataError, OutputError
 
 
 def current_umask() -> int:
@@ -31,6 +32,30 @@ def current_umask() -> int:
     os.umask(mask)
     return mask
 
+
+def _blocking_file(folder: Path) -> Path | None:
+    """The nearest existing ancestor of ``folder`` (itself included) that is not a folder, if any."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def make_dirs(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """``mkdir -p folder``, or an OutputError of one line naming the folder and why it cannot exist."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = _blocking_file(folder)
+        reason = (f"{blocker} is a file, expected a folder" if blocker is not None
+                  else exc.strerror or type(exc).__name__)
+        raise OutputError(f"{folder}: cannot create the {what} ({reason})") from None
+    return folder
+
+
+#: errors of a write that say nothing about the program: the target's file system refused it
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
 
 _RANDOM = "?" * 8  # the random part of tempfile.mkstemp's names
 
@@ -54,16 +79,26 @@ def atomic_path(path: str | os.PathLike, keep_extension: bool = False) -> Iterat
     format from it (matplotlib's savefig).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + (path.suffix if keep_extension else ""),
-                               dir=path.parent)
+    make_dirs(path.parent)
+    kept = "the previous file is kept" if path.exists() else "nothing written"
+    try:
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + (path.suffix if keep_extension else ""),
+                                   dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write in {path.parent} ({exc.strerror}); {kept}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~current_umask())
+        if path.is_dir():
+            raise OutputError(f"{path}: is a folder, expected a file path for the output; nothing written")
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRNOS:
+            raise
+        raise OutputError(f"{path}: write failed ({exc.strerror}); {kept}") from None
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -93,13 +93,11 @@ def load_image_prior(path: str | None, arch: str = "resnet50") -> tuple[BNStatis
         cnn = getattr(torchvision.models, arch)(weights=None)
     except AttributeError:
         raise CheckpointError(f"attacks.gradvit.image_prior_arch: torchvision has no model {arch!r}") from None
+    from vitpe.models.weights import load_weights_only, read_weights
+
     if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(file))
+        state = read_weights(file)
     else:
-        from vitpe.models.weights import load_weights_only
-
         state = load_weights_only(file, f"{arch} state dict (attacks.gradvit.image_prior)")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     try:

@@ -29,6 +29,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import wilcoxon
 
+from vitpe.errors import CheckpointError
 from vitpe.models.patches import patchify
 
 PSNR_CAP = 200.0  # dB; float64 round-off of an exact reconstruction lands far above 100 dB
@@ -132,15 +133,20 @@ class Lpips:
 
         net = _LPIPS(pretrained=True, net="alex", pnet_rand=True)
         state = load_weights_only(path, "AlexNet state dict (attacks.metrics.lpips_alexnet)")
+        expected = "expected torchvision's AlexNet state dict (attacks.metrics.lpips_alexnet)"
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: holds a {type(state).__name__}; {expected}")
         features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        own = net.net.state_dict()
         mapped = {}
-        for key in own:  # slice<k>.<index in alexnet.features>.<weight|bias>
+        for key in net.net.state_dict():  # slice<k>.<index in alexnet.features>.<weight|bias>
             index_and_param = key.split(".", 1)[1]
             if index_and_param not in features:
-                raise ValueError(f"{path}: no features.{index_and_param} (not torchvision AlexNet weights?)")
+                raise CheckpointError(f"{path}: no key features.{index_and_param}; {expected}")
             mapped[key] = features[index_and_param]
-        net.net.load_state_dict(mapped)
+        try:
+            net.net.load_state_dict(mapped)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: {str(exc).splitlines()[-1].strip()}; {expected}") from None
         self.net = net.eval()
         self.status, self.reason = "used", ""
 

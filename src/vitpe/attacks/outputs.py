@@ -7,7 +7,6 @@ job over every image.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,22 +44,25 @@ def write_outputs(table: pd.DataFrame, recon: dict[str, torch.Tensor], metadata:
 
 
 def read_reconstructions(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from safetensors import safe_open
-
     if not Path(path).is_file():
         raise DataError(f"{path}: reconstructions not found")
-    with safe_open(str(path), framework="pt") as f:
-        metadata = json.loads((f.metadata() or {}).get("vitpe", "null"))
-        if not isinstance(metadata, dict):
-            raise DataError(f"{path}: no vitpe metadata (not written by vitpe attack run)")
-        return {k: f.get_tensor(k) for k in f.keys()}, metadata
+    from vitpe.models.weights import read_metadata, read_weights
+
+    metadata = read_metadata(path)
+    if not metadata:
+        raise DataError(f"{path}: no vitpe metadata (not written by vitpe attack run)")
+    return read_weights(path), metadata
 
 
 def read_attack_table(path: Path) -> pd.DataFrame:
     """A per-image table written by ``vitpe attack run`` / ``merge``."""
     if not Path(path).is_file():
         raise DataError(f"{path}: per-image attack table not found")
-    return pd.read_csv(path)
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable CSV ({reason}); expected the per-image attack table") from None
 
 
 def _read_job(metrics: Path, table: Path, recon: Path) -> tuple[dict, pd.DataFrame, dict, dict]:

@@ -96,21 +96,47 @@ def save_tensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str,
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=header)
 
 
+#: how the files people mistake for safetensors weights begin: torch.save's zip and a bare pickle
+_PICKLE_MAGIC = {b"PK\x03\x04": "a torch.save (zip) checkpoint", b"\x80": "a pickle"}
+
+
+def _not_safetensors(path: Path, exc: Exception) -> CheckpointError:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    kind = next((kind for magic, kind in _PICKLE_MAGIC.items() if head.startswith(magic)), None)
+    found = f"it is {kind}" if kind else str(exc)
+    return CheckpointError(f"{path}: not a readable safetensors file ({found}); expected weights as vitpe "
+                           "writes them (model.safetensors, encoder.safetensors)")
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
     try:
         return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    except (SafetensorError, ValueError) as exc:
+        raise _not_safetensors(path, exc) from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: weights file not readable ({exc.strerror or exc})") from None
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
     """The JSON metadata ``save_weights`` stored ({} for foreign safetensors files)."""
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("vitpe")
-    return json.loads(raw) if raw else {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get("vitpe")
+    except (SafetensorError, ValueError) as exc:
+        raise _not_safetensors(Path(path), exc) from None
+    try:
+        metadata = json.loads(raw) if raw else {}
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: the safetensors metadata 'vitpe' is not valid JSON ({exc.msg}); expected "
+                              "the run record vitpe writes with the weights") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: the safetensors metadata 'vitpe' is a {type(metadata).__name__}, expected "
+                              "a JSON object (the run record vitpe writes with the weights)")
+    return metadata
 
 
 def load_weights(model: nn.Module, path: Path, expected: dict[str, Any] | None = None) -> None:

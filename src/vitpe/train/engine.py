@@ -25,7 +25,7 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 
 from vitpe.errors import CheckpointError, InUse, Preempted, TrainingDiverged
-from vitpe.io import atomic_path
+from vitpe.io import atomic_path, make_dirs
 from vitpe.models.weights import WEIGHTS_NAME, load_timm_state_dict, save_weights, to_timm_state_dict
 from vitpe.train.checkpoint import (
     STATE_NAME,
@@ -38,14 +38,13 @@ from vitpe.train.checkpoint import (
 )
 from vitpe.train.data import TrainData, close_batches
 from vitpe.train.distributed import DistEnv, all_reduce_mean, any_rank, barrier, gather_objects, wrap_ddp
-from vitpe.train.lock import exclusive_lock
+from vitpe.train.lock import LOCK_NAME, exclusive_lock
 from vitpe.train.progress import StepLogger, truncate_log
 from vitpe.train.signals import PreemptionGuard
 
 LossFn = Callable[[nn.Module, list[torch.Tensor], int], torch.Tensor]  # (model, batch, epoch) -> loss
 LOG_NAME = "log.jsonl"
 STATE_DIR = "state"  # resumable work in progress; never a declared workflow output
-LOCK_NAME = "trainer.lock"  # in STATE_DIR: held by the live trainer of an output folder (rank 0)
 
 
 @dataclass(frozen=True)
@@ -250,7 +249,7 @@ def _train(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Sch
         del resumed_state
 
     if env.is_main:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(state_dir)
         if saved is None:
             log_path.unlink(missing_ok=True)  # a log without a state belongs to an abandoned run
         else:

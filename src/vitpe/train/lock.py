@@ -15,6 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vitpe.errors import InUse
+from vitpe.io import make_dirs
+
+LOCK_NAME = "trainer.lock"  # in an output folder's state/: held by its live trainer or transfer (rank 0)
 
 
 def holder_pid(path: Path) -> str:
@@ -54,7 +57,7 @@ def exclusive_lock(path: str | Path, what: str, enabled: bool = True) -> Iterato
         yield None
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd = _acquire(path, what)
     try:
         yield fd

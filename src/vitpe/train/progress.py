@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from vitpe.errors import DataError
-from vitpe.io import write_text
+from vitpe.io import make_dirs, write_text
 
 
 def stamp(text: str) -> str:
@@ -71,7 +71,7 @@ class StepLogger:
         self._bar = None
         if not enabled:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)
         self._file = path.open("a", encoding="utf-8")
         if sys.stderr.isatty():
             self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)

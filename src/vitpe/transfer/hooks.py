@@ -8,6 +8,13 @@ optimizer, param_schedulers, message_hub) with tensors and plain types only: the
 atomically. SIGTERM/SIGUSR1 (SLURM pre-emption) save at the next iteration and raise ``Preempted``
 (the CLI exits 124 for a requeue), as the project's own training loop does.
 
+A resumed run repeats the uninterrupted one bit for bit (on the same thread count and world size):
+the state holds every rank's RNG streams, restored once mmengine has advanced the data loader past
+the trained iterations (that replay draws augmentations from the same streams), and validation
+runs between save and restore points of the streams, so it draws nothing from training's
+(docs/FIDELITY.md row 72). The dataset's metainfo is saved as mmengine saves it, so a resume does not
+warn that it differs.
+
 ``Runner.resume`` reads the state through mmengine's ``CheckpointLoader``, whose local loader calls a
 bare ``torch.load``: with ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` in the environment that unpickles
 arbitrary objects. The runner resumes through ``resume_uri(path)`` instead, a scheme registered here
@@ -20,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from mmengine.dist import is_main_process
+from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -29,6 +36,7 @@ from mmengine.runner import CheckpointLoader
 from vitpe.errors import CheckpointError, Preempted
 from vitpe.io import atomic_path
 from vitpe.models.weights import load_weights_only
+from vitpe.train.checkpoint import capture_rng, restore_rng
 from vitpe.train.signals import PreemptionGuard
 
 STATE_NAME = "last.pth"
@@ -66,13 +74,18 @@ def plain(obj: Any) -> Any:
         out = {k: plain(v) for k, v in obj.items() if isinstance(k, (str, int))}
         return {k: v for k, v in out.items() if v is not _DROP}
     if isinstance(obj, (list, tuple)):
-        items = [plain(v) for v in obj]
-        return [v for v in items if v is not _DROP]
+        items = [v for v in (plain(v) for v in obj) if v is not _DROP]
+        return tuple(items) if isinstance(obj, tuple) else items  # pickled as they came (the metainfo check)
     return _DROP
 
 
-def training_state(runner) -> dict[str, Any]:
-    """What ``Runner.resume`` needs, weights_only-loadable (iteration-based loops)."""
+def _device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def training_state(runner, rng: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``Runner.resume`` needs, weights_only-loadable (iteration-based loops), with ``rng``: every
+    rank's RNG streams."""
     model = runner.model.module if is_model_wrapper(runner.model) else runner.model
     schedulers = runner.param_schedulers
     if isinstance(schedulers, dict):
@@ -80,8 +93,13 @@ def training_state(runner) -> dict[str, Any]:
     else:
         sched_state = [s.state_dict() for s in schedulers or []]
     hub = runner.message_hub.state_dict()
+    meta = {"epoch": runner.epoch, "iter": runner.iter + 1, "seed": runner.seed}
+    dataset_meta = getattr(runner.train_dataloader.dataset, "metainfo", None)
+    if dataset_meta is not None and plain(dataset_meta) == dataset_meta:  # kept only if it round-trips
+        meta["dataset_meta"] = dataset_meta
     return plain({
-        "meta": {"epoch": runner.epoch, "iter": runner.iter + 1, "seed": runner.seed},
+        "meta": meta,
+        "rng": rng,
         "state_dict": model.state_dict(),
         "optimizer": runner.optim_wrapper.state_dict(),
         "param_schedulers": sched_state,
@@ -99,12 +117,42 @@ class TensorCheckpointHook(Hook):
         self.interval = interval
         self.state_dir = state_dir
         self._guard: PreemptionGuard | None = None
+        self._resumed_rng: dict[str, Any] | None = None  # this rank's streams at the resumed iteration
+        self._training_rng: dict[str, Any] | None = None  # set aside while validation runs
 
     def state_path(self, runner) -> Path:
         return Path(runner.work_dir) / self.state_dir / STATE_NAME
 
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        rng = checkpoint.get("rng") or []
+        if len(rng) == get_world_size():
+            self._resumed_rng = rng[get_rank()]
+        elif rng:
+            runner.logger.warning(f"state written by {len(rng)} process(es), resumed on {get_world_size()}: "
+                                  "the random streams start afresh, so the run will not repeat bit for bit")
+
     def before_train(self, runner) -> None:
         self._guard = PreemptionGuard().__enter__()
+
+    def before_train_epoch(self, runner) -> None:
+        """Restore the saved streams once mmengine has replayed the data loader up to the resumed
+        iteration (IterBasedTrainLoop.run advances it right after this hook)."""
+        if self._resumed_rng is None:
+            return
+        loop, rng = runner.train_loop, self._resumed_rng
+        self._resumed_rng = None
+        if loop.iter == 0:
+            restore_rng(rng, _device())
+        else:
+            loop.dataloader_iterator = _RestoreAfterReplay(loop, loop.iter, lambda: restore_rng(rng, _device()))
+
+    def before_val_epoch(self, runner) -> None:
+        self._training_rng = capture_rng(_device())
+
+    def after_val_epoch(self, runner, metrics: Any = None) -> None:
+        if self._training_rng is not None:
+            restore_rng(self._training_rng, _device())
+            self._training_rng = None
 
     def after_train(self, runner) -> None:
         if self._guard is not None:
@@ -124,8 +172,28 @@ class TensorCheckpointHook(Hook):
                             "rerun to resume")
 
     def save(self, runner) -> None:
+        rng = all_gather_object(capture_rng(_device()))  # every rank takes part
         if not is_main_process():
             return
-        state = training_state(runner)
+        state = training_state(runner, rng)
         with atomic_path(self.state_path(runner)) as tmp:
             torch.save(state, tmp)
+
+
+class _RestoreAfterReplay:
+    """Stands in for the loop's data iterator while mmengine replays ``replayed`` batches to skip what
+    was trained, then calls ``restore`` and hands the loop its iterator back."""
+
+    def __init__(self, loop: Any, replayed: int, restore: Any) -> None:
+        self.loop, self.inner, self.left, self.restore = loop, loop.dataloader_iterator, replayed, restore
+
+    def __iter__(self) -> "_RestoreAfterReplay":
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self.inner)
+        self.left -= 1
+        if self.left == 0:
+            self.restore()
+            self.loop.dataloader_iterator = self.inner
+        return batch

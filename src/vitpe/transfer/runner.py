@@ -275,13 +275,25 @@ def run_transfer(run: TransferRun, encoder_path: str | Path, work_dir: str | Pat
 
     if threads > 0:
         torch.set_num_threads(threads)
+    from vitpe.train.lock import LOCK_NAME, exclusive_lock
+
+    work_dir = Path(work_dir)
+    # one live transfer per work folder, as one trainer per training folder (rank 0 holds the lock; the
+    # ranks are not set up yet, hence torchrun's RANK)
+    with exclusive_lock(work_dir / "state" / LOCK_NAME, f"{work_dir} (a transfer work folder)",
+                        enabled=os.environ.get("RANK", "0") == "0"):
+        return _run_transfer(run, encoder_path, work_dir, out, weights_out, keep_state)
+
+
+def _run_transfer(run: TransferRun, encoder_path: str | Path, work_dir: Path, out: str | Path,
+                  weights_out: str | Path | None, keep_state: bool) -> dict[str, Any]:
+    """run_transfer's body, under the work folder's lock."""
     from mmengine.dist import is_main_process
     from mmengine.runner import Runner
     from vitpe.io import write_json
     from vitpe.models.weights import save_tensors
     from vitpe.transfer.hooks import STATE_NAME, resume_uri
 
-    work_dir = Path(work_dir)
     cfg = build_config(run, encoder_path, work_dir)
     state = work_dir / "state" / STATE_NAME
     if state.is_file():
