@@ -90,6 +90,24 @@ def test_truncated_jpeg_found_by_a_full_check(embedded, tmp_path, capsys):
     assert str(bad) in msg
 
 
+def test_params_deep_check_makes_the_rule_s_check_decode_everything(embedded, tmp_path, capsys, monkeypatch):
+    """data.deep_check: true turns the check the workflow runs (`vitpe data check --params ...`) deep."""
+    from vitpe.data import check
+
+    monkeypatch.setattr(check, "SAMPLE", 2)  # a quick check decodes the first and last image of a folder
+    params, root = embedded
+    copy = shutil.copytree(root, tmp_path / "embedded")
+    params["data"]["embedded"]["root"] = str(copy)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    bad = sorted(next((copy / "imagenet" / "train").iterdir()).iterdir())[2]
+    bad.write_bytes(bad.read_bytes()[:60])
+    argv = ["--params", tmp_path / "params.yaml", "--dataset", "imagenet"]
+    rc, out, _ = cli(capsys, *argv)
+    assert rc == 0 and "decoded" in out  # the default samples, and this file is not in the sample
+    msg = fails(capsys, *argv, "--set", "data.deep_check=true")
+    assert msg.startswith(f"error: {bad}: not a readable image")
+
+
 def test_imagenet_c_missing_severity(embedded, tmp_path, capsys):
     _, root = embedded
     shutil.copytree(root / "imagenet-c", tmp_path / "c")

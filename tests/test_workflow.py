@@ -8,6 +8,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import time
 
 import pytest
@@ -180,11 +181,22 @@ def test_dvc_repro_and_metrics_diff(micro_dag, tmp_path):
     assert "Nothing to be done" in first.stdout + first.stderr  # DVC records the up-to-date run: no retraining
     run(["git", "add", "-A"], cwd)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline"], cwd)
-    # a checkout rewrites checkpoint mtimes: nothing may retrain (evaluations may rerun; they are cheap)
-    for ckpt in (cwd / "results/checkpoints").rglob("model.safetensors"):
-        ckpt.touch()
-    dry = run(["snakemake", "-n", "--cores", "1", "results/tables/main.tex"], cwd).stdout
-    assert "train_supervised" not in dry and "synth_data" not in dry
+    # a fresh checkout: the cached outputs restored with new file times, no Snakemake records. With the
+    # checksum threshold at 0 (paper-size checkpoints are never checksummed) Snakemake alone would
+    # rerun everything downstream of a checkpoint; the launcher retrains and re-evaluates nothing
+    metrics = {p: p.read_bytes() for p in (cwd / "results/metrics").rglob("*.json")}
+    for out in ("results/checkpoints", "results/attacks"):
+        shutil.rmtree(cwd / out)
+    shutil.rmtree(cwd / ".snakemake" / "metadata")
+    run(["dvc", "checkout", "-q"], cwd)
+    args = ["--cores", "1", "--max-checksum-file-size", "0", "results/tables/main.tex"]
+    dry = run(["snakemake", "-n", *args], cwd).stdout
+    assert "rule train_supervised" in dry and "rule eval_supervised" in dry  # what file times alone would do
+    launched = run([sys.executable, "-m", "vitpe.launch", "snakemake", *args], cwd)
+    assert "dvc status: the outputs are the ones dvc.lock records" in launched.stderr
+    assert "Nothing to be done" in launched.stdout + launched.stderr
+    assert {p: p.read_bytes() for p in (cwd / "results/metrics").rglob("*.json")} == metrics
+    assert "Nothing to be done" in run(["snakemake", "-n", *args], cwd).stdout
     # change a parameter: DVC reruns the workflow and the metrics differ from the committed baseline
     params = yaml.safe_load((cwd / "params.yaml").read_text())
     seeds = params["scales"]["tiny"]["seeds"]
@@ -207,6 +219,18 @@ def test_dvc_repro_and_metrics_diff(micro_dag, tmp_path):
     assert not plots.get("errors"), plots.get("errors")
     loss = plots["data"]["Supervised training loss"][0]
     assert set(loss["revisions"]) == {"HEAD", "workspace"}
+
+
+def test_dvc_lock_records_this_tree():
+    """dvc.lock's command, sources (Snakefile, workflow/, src/vitpe) and params are this tree's, and the
+    committed results are the recorded ones: only git-ignored or cached outputs may be absent. A change
+    that leaves the results as they are is recorded with `make dvc-lock`; one that changes them, by a rerun."""
+    status = json.loads(run([str(BIN / "dvc"), "status", "--json"], ROOT).stdout or "{}")
+    absent = {"deleted", "not in cache"}  # checkpoints and attacks (DVC cache), figures (rebuilt, ignored)
+    stale = [entry for stage in status.values() for entry in stage
+             if not (isinstance(entry, dict) and set(entry) == {"changed outs"}
+                     and set(entry["changed outs"].values()) <= absent)]
+    assert not stale, f"dvc.lock is not this tree's ({stale}): run `make dvc-lock`"
 
 
 STUB = """#!/usr/bin/env bash

@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         subparsers, "check", _check, params=True,
         help="check dataset layouts (the active scale's, or one --kind/--path)",
         description="Check the active scale's datasets (or those named by --dataset), or one dataset given "
-                    "by --kind and --path. Decodes a sample of the images unless --deep, which decodes every "
+                    "by --kind and --path. Decodes a sample of the images unless --deep (or data.deep_check), which decodes every "
                     "image on all usable cores (damage only decoding finds: a truncated JPEG, a corrupt PNG "
                     "chunk), logging progress. Prints one 'check:' line per dataset; --out writes the JSON "
                     "report, only when every check passed.",
@@ -77,7 +77,8 @@ def _check(args: argparse.Namespace) -> int:
     else:
         from vitpe.config import params_from_args
 
-        report = check_all(params_from_args(args), args.dataset, log=print_stamped, deep=args.deep)
+        params = params_from_args(args)
+        report = check_all(params, args.dataset, log=print_stamped, deep=args.deep or params["data"]["deep_check"])
     if args.out is not None:
         write_json(args.out, report)
     return 0
