@@ -218,3 +218,32 @@ def test_committed_table_is_the_committed_per_seed_metrics():
         values = [json.loads((tiny / f"seed{seed}" / exp / f"{kind}.json").read_text())[key]
                   for seed in scale_seeds(params)]
         assert f"{np.mean(values):.1f} $\\pm$ {np.std(values, ddof=1):.1f}" in committed, (exp, key, values)
+
+
+def test_adpe_accuracy_bars_are_seed_means_with_their_spread(tmp_path, monkeypatch):
+    """One bar per experiment and protocol: the mean over the seeds' metrics files, the sample std as
+    its error bar, each seed a dot; display names on the axis; the same seeds for both protocols."""
+    from vitpe.report import adpe_figures
+
+    values = {"mae": ([99.0, 97.0, 98.0], [16.0, 17.0, 18.0]), "adpe_abs_coordinate": ([90.0, 96.0, 99.0], [12.0, 13.0, 14.0])}
+    files: dict[str, list] = {"finetune": [], "linprobe": []}
+    for exp, (tuned, probed) in values.items():
+        for seed, pair in enumerate(zip(tuned, probed)):
+            for kind, top1 in zip(("finetune", "linprobe"), pair):
+                path = tmp_path / f"seed{seed}" / exp / f"{kind}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps({"top1": top1}))
+                files[kind].append(path)
+    drawn = []
+    monkeypatch.setattr(adpe_figures, "save_figure", lambda fig, outputs: drawn.append(fig))
+    adpe_figures.accuracy_bars(files["finetune"], files["linprobe"], [tmp_path / "acc.png"])
+    ax = drawn[0].axes[0]
+    heights = [round(bar.get_height(), 6) for bar in ax.patches]
+    assert heights == [98.0, 95.0, 17.0, 13.0]  # fine-tune bars, then linear-probe bars
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["MAE", "AdPE APE, coordinate"]
+    errors = [line for line in ax.lines if line.get_marker() == "o"]
+    assert sorted(np.concatenate([line.get_ydata() for line in errors]).tolist()) == sorted(
+        v for tuned, probed in values.values() for v in tuned + probed)
+    assert "3 seeds" in ax.get_title()
+    with pytest.raises(DataError, match="same experiments and seeds"):
+        adpe_figures.accuracy_bars(files["finetune"], files["linprobe"][:-1], [tmp_path / "acc.png"])

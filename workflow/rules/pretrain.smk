@@ -100,8 +100,8 @@ rule figure_adpe_delta_norms:
 
 rule figure_adpe_accuracy:
     input:
-        finetune=[metrics_file(exp, "finetune", FIRST_SEED) for exp in PRETRAIN],
-        linprobe=[metrics_file(exp, "linprobe", FIRST_SEED) for exp in PRETRAIN],
+        finetune=[metrics_file(exp, "finetune", seed) for exp in PRETRAIN for seed in SEEDS],
+        linprobe=[metrics_file(exp, "linprobe", seed) for exp in PRETRAIN for seed in SEEDS],
     output:
         figure_files("adpe_accuracy"),
     log:

@@ -15,7 +15,8 @@ import numpy as np  # noqa: E402
 from vitpe.errors import DataError  # noqa: E402
 from vitpe.io import read_json  # noqa: E402
 from vitpe.train.progress import read_log  # noqa: E402
-from vitpe.report.figures import save_figure  # noqa: E402
+from vitpe.report.figures import legend_below, line_style, run_seed, save_figure  # noqa: E402
+from vitpe.report.names import experiment_name  # noqa: E402
 
 
 def delta_norms(logs: Sequence[Path], outputs: Sequence[Path]) -> int:
@@ -23,21 +24,23 @@ def delta_norms(logs: Sequence[Path], outputs: Sequence[Path]) -> int:
 
     Runs without an adversary (no ``adv_l2`` in their log) are skipped.
     """
-    fig, (ax_l2, ax_inf) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    fig, (ax_l2, ax_inf) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
     drawn = 0
     for path in logs:
         records = [r for r in read_log(path) if "adv_l2" in r]
         if not records:
             continue
         steps = [r["step"] for r in records]
-        name = Path(path).parent.name
-        ax_l2.plot(steps, [r["adv_l2"] for r in records], label=name, lw=1)
-        ax_inf.plot(steps, [r["adv_linf"] for r in records], label=name, lw=1)
+        name = experiment_name(Path(path).parent.name)
+        ax_l2.plot(steps, [r["adv_l2"] for r in records], label=name, **line_style(drawn))
+        ax_inf.plot(steps, [r["adv_linf"] for r in records], label=name, **line_style(drawn))
         drawn += 1
-    ax_l2.set(xlabel="optimizer step", ylabel="‖δ‖₂", title="Adversarial δ, L2 norm")
-    ax_inf.set(xlabel="optimizer step", ylabel="max |δ|", title="Adversarial δ, L∞ norm")
+    seeds = sorted({run_seed(p) for p in logs} - {""})
+    where = f" ({', '.join(seeds).replace('seed', 'seed ')})" if seeds else ""
+    ax_l2.set(xlabel="optimizer step", ylabel="‖δ‖₂", title="Adversarial δ, L2 norm" + where)
+    ax_inf.set(xlabel="optimizer step", ylabel="max |δ|", title="Adversarial δ, L∞ norm" + where)
     if drawn:
-        ax_l2.legend(fontsize=8)
+        legend_below(fig, ax_l2)
     else:
         ax_l2.text(0.5, 0.5, "no adversarial run", ha="center", transform=ax_l2.transAxes)
     save_figure(fig, outputs)
@@ -51,18 +54,35 @@ def _top1(path: Path) -> float:
     return float(metrics["top1"])
 
 
+def _by_experiment(paths: Sequence[Path]) -> dict[str, list[float]]:
+    """top-1 per experiment (the metrics file's folder), one value per seed, in first-seen order."""
+    values: dict[str, list[float]] = {}
+    for path in paths:
+        values.setdefault(Path(path).parent.name, []).append(_top1(path))
+    return values
+
+
 def accuracy_bars(finetune: Sequence[Path], linprobe: Sequence[Path], outputs: Sequence[Path]) -> None:
-    """Grouped bars: fine-tune and linear-probe top-1 per pretraining experiment (folder names)."""
-    names = [Path(p).parent.name for p in finetune]
-    if [Path(p).parent.name for p in linprobe] != names:
-        raise DataError("fine-tune and linear-probe metrics must list the same experiments in the same order")
+    """Grouped bars: fine-tune and linear-probe top-1 per pretraining experiment, the mean over the
+    given seeds' metrics files with its std as an error bar and each seed's value as a dot."""
+    tuned, probed = _by_experiment(finetune), _by_experiment(linprobe)
+    if list(tuned) != list(probed) or [len(v) for v in tuned.values()] != [len(v) for v in probed.values()]:
+        raise DataError("fine-tune and linear-probe metrics must list the same experiments and seeds in the same order")
+    names, seeds = list(tuned), len(next(iter(tuned.values())))
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(names)), 3.4), constrained_layout=True)
-    for offset, (paths, label) in zip((-0.2, 0.2), ((finetune, "fine-tune"), (linprobe, "linear probe"))):
-        values = [_top1(p) for p in paths]
-        bars = ax.bar(x + offset, values, width=0.4, label=label)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel="top-1 (%)", title="Pretrained encoders: fine-tune and linear-probe accuracy")
-    ax.legend(fontsize=8)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.2 * len(names)), 3.8), layout="constrained")
+    for index, (offset, values, label) in enumerate(((-0.2, tuned, "fine-tune"), (0.2, probed, "linear probe"))):
+        runs = [np.asarray(values[name]) for name in names]
+        means = [run.mean() for run in runs]
+        stds = [run.std(ddof=1) if len(run) > 1 else 0.0 for run in runs]
+        bars = ax.bar(x + offset, means, width=0.4, yerr=stds, capsize=2, label=label, color=f"C{index}",
+                      alpha=0.75, error_kw={"lw": 0.8})
+        ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], fontsize=7, padding=2, label_type="center")
+        for position, run in zip(x + offset, runs):
+            ax.plot(np.full(len(run), position), run, "o", ms=2.5, color="k", alpha=0.6)
+    ax.set_xticks(x, [experiment_name(name) for name in names], rotation=30, ha="right", fontsize=8)
+    spread = f"mean ± std over {seeds} seeds; dots: the seeds" if seeds > 1 else "one seed"
+    ax.set(ylabel="top-1 (%)", ylim=(0, 105), title=f"Pretrained encoders: fine-tune and linear probe\n({spread})")
+    ax.title.set_fontsize(9)
+    legend_below(fig, ax)
     save_figure(fig, outputs)

@@ -199,8 +199,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_figure_outputs(fig)
 
     fig = add_command(commands, "accuracy-bars", _accuracy_bars,
-                      "fine-tune and linear-probe top-1 per pretraining variant")
+                      "fine-tune and linear-probe top-1 per pretraining variant, mean ± std over the seeds given")
     fig.add_argument("--finetune", nargs="+", required=True, type=Path,
-                     help="classification JSONs of the fine-tuned models")
+                     help="classification JSONs of the fine-tuned models (results/metrics/<scale>/seed<N>/<exp>/"
+                          "finetune.json), every seed of each experiment")
     fig.add_argument("--linprobe", nargs="+", required=True, type=Path, help="the same experiments, linear-probed")
     add_figure_outputs(fig)

@@ -25,25 +25,52 @@ def save_figure(fig: plt.Figure, outputs: Sequence[Path]) -> None:
     plt.close(fig)
 
 
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def line_style(index: int) -> dict:
+    """Colour and dash of the index-th run, so runs whose lines overlap stay distinguishable."""
+    return {"color": f"C{index % 10}", "linestyle": LINESTYLES[index % len(LINESTYLES)], "lw": 1.2}
+
+
+def legend_below(fig: plt.Figure, ax: plt.Axes) -> None:
+    """The runs' legend under the panels (a constrained-layout figure), never over the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+
+
+def run_seed(path: Path) -> str:
+    """``seed<N>`` of a per-run file (results/<kind>/<scale>/seed<N>/.../<exp>/<file>), or ''."""
+    return next((part for part in Path(path).parts if part.startswith("seed") and part[4:].isdigit()), "")
+
+
 def training_curves(logs: list[Path], outputs: list[Path]) -> None:
     """Loss and learning rate against optimizer step, one line per run (its folder's display name).
 
-    An output ending in ``.csv`` gets the losses in long format (``step``, ``model``, ``loss``: one row per
-    run and step) for ``dvc plots``, whose template colours the runs by ``model`` (dvc.yaml): the runs
-    are data, so the plot definition names none of them.
+    Runs with the same learning-rate schedule share one line in the schedule panel (it is labelled with
+    their names), so every drawn line is visible. An output ending in ``.csv`` gets the losses in long
+    format (``step``, ``model``, ``loss``: one row per run and step) for ``dvc plots``, whose template
+    colours the runs by ``model`` (dvc.yaml): the runs are data, so the plot definition names none.
     """
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
-    losses = []
-    for path in logs:
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+    losses, schedules = [], {}
+    for index, path in enumerate(logs):
         records = [r for r in read_log(path) if "loss" in r]
         name = experiment_name(Path(path).parent.name)
-        losses.append(pd.DataFrame({"step": [r["step"] for r in records], "model": name,
-                                    "loss": [r["loss"] for r in records]}))
-        ax_loss.plot([r["step"] for r in records], [r["loss"] for r in records], label=name, lw=1)
-        ax_lr.plot([r["step"] for r in records], [r["lr"] for r in records], label=name, lw=1)
-    ax_loss.set(xlabel="optimizer step", ylabel="training loss", title="Loss")
+        steps = [r["step"] for r in records]
+        losses.append(pd.DataFrame({"step": steps, "model": name, "loss": [r["loss"] for r in records]}))
+        ax_loss.plot(steps, [r["loss"] for r in records], label=name, **line_style(index))
+        schedules.setdefault((tuple(steps), tuple(r["lr"] for r in records)), []).append(name)
+    for index, ((steps, lrs), names) in enumerate(schedules.items()):
+        label = "all runs" if len(schedules) == 1 else ", ".join(names)
+        ax_lr.plot(steps, lrs, label=label, **line_style(index))
+    seeds = sorted({run_seed(p) for p in logs} - {""})
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss",
+                title="Loss" + (f" ({', '.join(seeds).replace('seed', 'seed ')})" if seeds else ""))
     ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="Schedule")
-    ax_loss.legend(fontsize=8)
+    ax_lr.legend(fontsize=7, title="schedule of", title_fontsize=7)
+    legend_below(fig, ax_loss)
     for out in [o for o in outputs if Path(o).suffix == ".csv"]:
         write_text(out, pd.concat(losses, ignore_index=True).to_csv(index=False))
     save_figure(fig, [o for o in outputs if Path(o).suffix != ".csv"])
