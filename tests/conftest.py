@@ -71,7 +71,7 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.Compl
 
 def copy_workflow(dest: Path, params: dict) -> Path:
     """The Snakefile, rules, profile, DVC pipeline and ``params`` as params.yaml in ``dest``."""
-    for name in ("Snakefile", "dvc.yaml"):
+    for name in ("Snakefile", "dvc.yaml", ".dvcignore"):  # .dvcignore: byte-code is not a source DVC hashes
         shutil.copy(ROOT / name, dest / name)
     for name in ("workflow", "slurm", "src"):
         shutil.copytree(ROOT / name, dest / name)
