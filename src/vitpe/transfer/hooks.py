@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from mmengine.dist import all_gather_object, get_rank, get_world_size, is_main_process
+from mmengine.dist import all_gather_object, all_reduce, get_rank, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -77,6 +77,15 @@ def plain(obj: Any) -> Any:
         items = [v for v in (plain(v) for v in obj) if v is not _DROP]
         return tuple(items) if isinstance(obj, tuple) else items  # pickled as they came (the metainfo check)
     return _DROP
+
+
+def _any_rank(flag: bool) -> bool:
+    """``flag`` or-ed over the ranks (one scalar all-reduce; no collective on a single process)."""
+    if get_world_size() == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=_device())
+    all_reduce(value, op="max")
+    return bool(value.item())
 
 
 def _device() -> torch.device:
@@ -160,13 +169,14 @@ class TensorCheckpointHook(Hook):
             self._guard = None
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
-        preempted = self._guard is not None and self._guard.requested
+        # every rank stops at the same iteration (and takes part in the save's gather), whichever saw the signal
+        preempted = _any_rank(self._guard is not None and self._guard.requested)
         # the last iteration too: a failure in the evaluation that follows then does not retrain
         done = runner.iter + 1 >= runner.max_iters
         if preempted or done or self.every_n_train_iters(runner, self.interval):
             self.save(runner)
         if preempted:
-            received = self._guard.received
+            received = (self._guard.received if self._guard else None) or "a signal on another rank"
             self.after_train(runner)
             raise Preempted(f"{received} received: state saved at iteration {runner.iter + 1}; "
                             "rerun to resume")
