@@ -312,6 +312,36 @@ def test_a_second_transfer_on_a_live_work_folder_is_refused(embedded, tmp_path, 
     assert not list(work.glob("2*"))  # no mmengine log folder either
 
 
+ROUNDS = ((True, False), (False, True), (False, False))  # which rank saw the signal, per iteration
+
+
+def _agree_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from vitpe.transfer.hooks import _any_rank
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        Path(out, str(rank)).write_text(" ".join(str(_any_rank(flags[rank])) for flags in ROUNDS))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_agree_on_preemption_whichever_saw_the_signal(tmp_path):
+    """Under torchrun a signal may reach one rank an iteration before another: every rank stops together
+    (and takes part in the state's RNG gather), or one would train on alone and hang."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    mp.spawn(_agree_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / str(rank)).read_text() for rank in (0, 1)] == ["True True False"] * 2
+
+
 class _RunsCode:
     """A pickle that creates a folder when unpickled: what a planted state file could do."""
 
