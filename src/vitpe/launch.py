@@ -100,10 +100,15 @@ WORKFLOW_LOCK = Path(".snakemake") / "vitpe-run.lock"
 SNAKEMAKE_LOCKS = Path(".snakemake") / "locks"  # Snakemake's own (file persistence): stale after a kill
 
 
+def _beside_python(tool: str) -> Path | None:
+    """``tool`` installed next to this interpreter (the project's .venv), if it is."""
+    beside = Path(sys.executable).parent / tool
+    return beside if beside.is_file() else None
+
+
 def _snakemake() -> str:
-    """The Snakemake next to this interpreter (the project's .venv), else the one on PATH."""
-    beside = Path(sys.executable).parent / "snakemake"
-    return str(beside) if beside.is_file() else "snakemake"
+    """The Snakemake next to this interpreter, else the one on PATH."""
+    return str(_beside_python("snakemake") or "snakemake")
 
 
 def _direct_snakemake_runs() -> list[int]:
@@ -126,8 +131,8 @@ DRY_RUN_FLAGS = {"-n", "--dry-run", "--dryrun"}
 def _workspace_matches_dvc_lock() -> bool:
     """Whether ``dvc status`` reports nothing: the outputs, dependencies and parameters are the ones
     ``dvc.lock`` records. False outside a DVC repository, inside a DVC stage, or without dvc."""
-    dvc = Path(sys.executable).parent / "dvc"
-    if os.environ.get("DVC_STAGE") or not (Path(".dvc").is_dir() and Path("dvc.lock").is_file() and dvc.is_file()):
+    dvc = _beside_python("dvc")
+    if os.environ.get("DVC_STAGE") or dvc is None or not (Path(".dvc").is_dir() and Path("dvc.lock").is_file()):
         return False
     status = subprocess.run([str(dvc), "status", "--json"], capture_output=True, text=True)
     try:

@@ -13,9 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from vitpe.errors import DataError  # noqa: E402
-from vitpe.io import read_json  # noqa: E402
 from vitpe.train.progress import read_log  # noqa: E402
-from vitpe.report.figures import legend_below, line_style, run_seed, save_figure  # noqa: E402
+from vitpe.report.figures import (  # noqa: E402
+    legend_below, line_style, metric_number, metrics_by_model, run_seed, save_figure,
+)
 from vitpe.report.names import experiment_name  # noqa: E402
 
 
@@ -47,25 +48,13 @@ def delta_norms(logs: Sequence[Path], outputs: Sequence[Path]) -> int:
     return drawn
 
 
-def _top1(path: Path) -> float:
-    metrics = read_json(path, "classification metrics file", require_object=True)
-    if not isinstance(metrics.get("top1"), (int, float)):
-        raise DataError(f"{path}: expected a number under 'top1' (written by `vitpe eval classify`)")
-    return float(metrics["top1"])
-
-
-def _by_experiment(paths: Sequence[Path]) -> dict[str, list[float]]:
-    """top-1 per experiment (the metrics file's folder), one value per seed, in first-seen order."""
-    values: dict[str, list[float]] = {}
-    for path in paths:
-        values.setdefault(Path(path).parent.name, []).append(_top1(path))
-    return values
-
-
 def accuracy_bars(finetune: Sequence[Path], linprobe: Sequence[Path], outputs: Sequence[Path]) -> None:
     """Grouped bars: fine-tune and linear-probe top-1 per pretraining experiment, the mean over the
     given seeds' metrics files with its std as an error bar and each seed's value as a dot."""
-    tuned, probed = _by_experiment(finetune), _by_experiment(linprobe)
+    tuned = {exp: [metric_number(doc, "top1") for doc in runs.values()]
+             for exp, runs in metrics_by_model(finetune, "fine-tune metrics").items()}
+    probed = {exp: [metric_number(doc, "top1") for doc in runs.values()]
+              for exp, runs in metrics_by_model(linprobe, "linear-probe metrics").items()}
     if list(tuned) != list(probed) or [len(v) for v in tuned.values()] != [len(v) for v in probed.values()]:
         raise DataError("fine-tune and linear-probe metrics must list the same experiments and seeds in the same order")
     names, seeds = list(tuned), len(next(iter(tuned.values())))

@@ -4,7 +4,6 @@ its PSNR), the per-model per-image PSNR strips, and the privacy-accuracy trade-o
 ``vitpe attack run``'s reconstructions and per-image tables, and the per-seed metrics JSONs."""
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from vitpe.errors import ConfigError, DataError  # noqa: E402
-from vitpe.report.figures import save_figure  # noqa: E402
+from vitpe.report.figures import metric_number, metrics_by_model, save_figure  # noqa: E402
 from vitpe.report.names import attack_name, client_mode_name, experiment_name  # noqa: E402
 
 #: the per-row metrics of the attack tables as axis titles (units where they have one)
@@ -181,32 +180,11 @@ class PrivacyPoint:
         return float(np.std(self.leakage, ddof=1)) if len(self.leakage) > 1 else None
 
 
-def _by_model(files: Sequence[Path], what: str) -> dict[str, dict[str, dict]]:
-    """``{exp: {seed folder: JSON}}`` of files laid out as ``.../seed<N>/<exp>/<kind>.json``."""
-    from vitpe.io import read_json
-
-    grouped: dict[str, dict[str, dict]] = {}
-    for path in map(Path, files):
-        exp, seed = path.parent.name, path.parent.parent.name
-        if seed in grouped.setdefault(exp, {}):
-            raise DataError(f"{path}: a second {what} of {exp} in {seed}; expected one per model and seed "
-                            "(.../seed<N>/<exp>/<kind>.json)")
-        grouped[exp][seed] = read_json(path, what, require_object=True) | {"_path": str(path)}
-    return grouped
-
-
-def _number(document: dict, key: str) -> float:
-    value = document.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise DataError(f"{document['_path']}: {key} is {value!r}; expected a number")
-    return float(value)
-
-
 def privacy_points(attack_files: Sequence[Path], accuracy_files: Sequence[Path], metric: str) -> list[PrivacyPoint]:
     """One point per model (in the order of ``attack_files``): clean top-1 against ``metric`` of its
     attacks, seed by seed. A model whose metrics lack ``metric`` in every seed (an attack it was not
     given, e.g. the APRIL models' optimisation attacks) is left out; in some seeds only, a DataError."""
-    attacks, accuracy = _by_model(attack_files, "attack metrics"), _by_model(accuracy_files, "accuracy metrics")
+    attacks, accuracy = metrics_by_model(attack_files, "attack metrics"), metrics_by_model(accuracy_files, "accuracy metrics")
     for exp in sorted(set(attacks) | set(accuracy)):
         a, b = sorted(attacks.get(exp, {})), sorted(accuracy.get(exp, {}))
         if a != b:
@@ -221,8 +199,8 @@ def privacy_points(attack_files: Sequence[Path], accuracy_files: Sequence[Path],
         if len(having) != len(seeds):
             missing = next(per_seed[s]["_path"] for s in seeds if s not in having)
             raise DataError(f"{missing}: no {metric}, which the other seeds of {exp} have")
-        points.append(PrivacyPoint(exp, seeds, tuple(_number(accuracy[exp][s], "top1") for s in seeds),
-                                   tuple(_number(per_seed[s], metric) for s in seeds)))
+        points.append(PrivacyPoint(exp, seeds, tuple(metric_number(accuracy[exp][s], "top1") for s in seeds),
+                                   tuple(metric_number(per_seed[s], metric) for s in seeds)))
     return points
 
 

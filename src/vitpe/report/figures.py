@@ -2,6 +2,7 @@
 every report figure is saved."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from vitpe.io import atomic_path, write_text  # noqa: E402
+from vitpe.errors import DataError  # noqa: E402
+from vitpe.io import atomic_path, read_json, write_text  # noqa: E402
 from vitpe.report.names import experiment_name  # noqa: E402
 from vitpe.train.progress import read_log  # noqa: E402
 
@@ -43,6 +45,27 @@ def legend_below(fig: plt.Figure, ax: plt.Axes) -> None:
 def run_seed(path: Path) -> str:
     """``seed<N>`` of a per-run file (results/<kind>/<scale>/seed<N>/.../<exp>/<file>), or ''."""
     return next((part for part in Path(path).parts if part.startswith("seed") and part[4:].isdigit()), "")
+
+
+def metrics_by_model(files: Sequence[Path], what: str) -> dict[str, dict[str, dict]]:
+    """``{exp: {seed folder: JSON}}`` of files laid out as ``.../seed<N>/<exp>/<kind>.json``, in the
+    order given; a second file of one model and seed is a DataError."""
+    grouped: dict[str, dict[str, dict]] = {}
+    for path in map(Path, files):
+        exp, seed = path.parent.name, path.parent.parent.name
+        if seed in grouped.setdefault(exp, {}):
+            raise DataError(f"{path}: a second {what} of {exp} in {seed}; expected one per model and seed "
+                            "(.../seed<N>/<exp>/<kind>.json)")
+        grouped[exp][seed] = read_json(path, what, require_object=True) | {"_path": str(path)}
+    return grouped
+
+
+def metric_number(document: dict, key: str) -> float:
+    """``document[key]`` of a ``metrics_by_model`` JSON as a float; a DataError naming its file otherwise."""
+    value = document.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise DataError(f"{document['_path']}: {key} is {value!r}; expected a number")
+    return float(value)
 
 
 def training_curves(logs: list[Path], outputs: list[Path]) -> None:
