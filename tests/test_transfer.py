@@ -318,12 +318,13 @@ ROUNDS = ((True, False), (False, True), (False, False))  # which rank saw the si
 def _agree_worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from vitpe.transfer.hooks import _any_rank
+    from vitpe.train.distributed import any_rank
+    from vitpe.transfer.hooks import dist_env
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
-        Path(out, str(rank)).write_text(" ".join(str(_any_rank(flags[rank])) for flags in ROUNDS))
+        Path(out, str(rank)).write_text(" ".join(str(any_rank(flags[rank], dist_env())) for flags in ROUNDS))
     finally:
         dist.destroy_process_group()
 

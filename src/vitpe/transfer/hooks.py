@@ -22,12 +22,14 @@ that always loads with ``weights_only=True`` (an explicit argument that variable
 """
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from mmengine.dist import all_gather_object, all_reduce, get_rank, get_world_size, is_main_process
+from mmengine.dist import get_rank, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -37,6 +39,7 @@ from vitpe.errors import CheckpointError, Preempted
 from vitpe.io import atomic_path
 from vitpe.models.weights import load_weights_only
 from vitpe.train.checkpoint import capture_rng, restore_rng
+from vitpe.train.distributed import DistEnv, any_rank, gather_objects
 from vitpe.train.signals import PreemptionGuard
 
 STATE_NAME = "last.pth"
@@ -79,13 +82,10 @@ def plain(obj: Any) -> Any:
     return _DROP
 
 
-def _any_rank(flag: bool) -> bool:
-    """``flag`` or-ed over the ranks (one scalar all-reduce; no collective on a single process)."""
-    if get_world_size() == 1:
-        return flag
-    value = torch.tensor([int(flag)], device=_device())
-    all_reduce(value, op="max")
-    return bool(value.item())
+def dist_env() -> DistEnv:
+    """The process's place in mmengine's process group, as the project's training loop describes it."""
+    return DistEnv(rank=get_rank(), world_size=get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                   device=_device())
 
 
 def _device() -> torch.device:
@@ -148,12 +148,12 @@ class TensorCheckpointHook(Hook):
         iteration (IterBasedTrainLoop.run advances it right after this hook)."""
         if self._resumed_rng is None:
             return
-        loop, rng = runner.train_loop, self._resumed_rng
+        loop, restore = runner.train_loop, functools.partial(restore_rng, self._resumed_rng, _device())
         self._resumed_rng = None
         if loop.iter == 0:
-            restore_rng(rng, _device())
+            restore()
         else:
-            loop.dataloader_iterator = _RestoreAfterReplay(loop, loop.iter, lambda: restore_rng(rng, _device()))
+            loop.dataloader_iterator = _RestoreAfterReplay(loop, loop.iter, restore)
 
     def before_val_epoch(self, runner) -> None:
         self._training_rng = capture_rng(_device())
@@ -170,7 +170,7 @@ class TensorCheckpointHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
         # every rank stops at the same iteration (and takes part in the save's gather), whichever saw the signal
-        preempted = _any_rank(self._guard is not None and self._guard.requested)
+        preempted = any_rank(self._guard is not None and self._guard.requested, dist_env())
         # the last iteration too: a failure in the evaluation that follows then does not retrain
         done = runner.iter + 1 >= runner.max_iters
         if preempted or done or self.every_n_train_iters(runner, self.interval):
@@ -182,7 +182,8 @@ class TensorCheckpointHook(Hook):
                             "rerun to resume")
 
     def save(self, runner) -> None:
-        rng = all_gather_object(capture_rng(_device()))  # every rank takes part
+        env = dist_env()
+        rng = gather_objects(capture_rng(env.device), env)  # every rank takes part
         if not is_main_process():
             return
         state = training_state(runner, rng)
