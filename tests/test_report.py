@@ -3,17 +3,19 @@ paper scale, and the claims table."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import ROOT
 from test_citations import DEAD_CITATION
 from vitpe.config import apply_overrides, load_params, scale_seeds
 from vitpe.errors import DataError
-from vitpe.report.tables import build_main_tex
+from vitpe.report.tables import build_main_tex, render_table, split_columns
 
 PAPER = ROOT / "workflow/resources/paper_numbers.yaml"
 
@@ -68,6 +70,17 @@ def _cells(line: str) -> list[str]:
     return [c.strip().rstrip("\\").strip() for c in line.split("&")]
 
 
+def _study_row(tex: str, title: str, model: str) -> list[str]:
+    """A model's cells in the study titled ``title``, over all parts of a split table (the Model and
+    Scale cells once)."""
+    cells: list[str] = []
+    for part in tex.split("\\caption{" + title)[1:]:
+        part = part[:part.index("\\end{table}")]
+        row = _cells(next(line for line in part.splitlines() if line.startswith(model + " &")))
+        cells += row if not cells else row[2:]
+    return cells
+
+
 def test_tiny_table_prints_run_and_paper_values_without_delta(tmp_path):
     _metrics(tmp_path, "tiny", 41.25, 88.0)
     tex = build_main_tex(load_params(ROOT / "params.yaml"), tmp_path, PAPER)
@@ -87,8 +100,8 @@ def test_cells_are_mean_and_std_of_the_seeds(tmp_path):
     values = list(per_seed.values())
     assert value == round(np.mean(values), 1) == 42.0 and spread == round(np.std(values, ddof=1), 1) == 2.6
     # the transfer gain over MAE is the mean of the seed-paired gains: +1, +2, +3 -> +2.0
-    ade = tex[tex.index("ADE20K semantic segmentation"):]
-    row = _cells(next(line for line in ade.splitlines() if line.startswith("AdPE APE, coordinate")))
+    ade = tex[tex.index("ADE20K semantic segmentation"):tex.index("COCO detection")]  # every part
+    row = [cell for line in ade.splitlines() if line.startswith("AdPE APE, coordinate") for cell in _cells(line)]
     assert "+2.0" in row and row[2] == "42.0 $\\pm$ 1.0"
 
 
@@ -111,12 +124,11 @@ def test_robustness_table_prints_run_values_only(tmp_path):
     _metrics(tmp_path, "tiny", 41.25, 88.0)
     tex = build_main_tex(load_params(ROOT / "params.yaml"), tmp_path, PAPER)
     robustness = tex[tex.index("robustness and position information"):]
-    row = next(line for line in robustness.splitlines() if line.startswith("MJP"))
     # shuffled top-1, agreement in percent, L2 with 3 digits, mCE x2, A, O, probe skipped -> empty;
     # the same value in every seed: std 0
     pm = [f"{v} $\\pm$ {'0.000' if v == '0.123' else '0.0'}" for v in
           ("12.5", "87.5", "0.123", "91.2", "70.0", "5.0", "33.3")]
-    assert _cells(row) == ["MJP", "tiny", *pm, ""]
+    assert _study_row(tex, "MJP study: robustness", "MJP") == ["MJP", "tiny", *pm, ""]
     assert "(paper)" not in robustness.split("\\end{table}")[0]  # nothing sourced: no paper columns
 
 
@@ -125,9 +137,7 @@ def test_adpe_table_prints_finetune_linprobe_and_the_readme_values(tmp_path):
     params = apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"])
     params["experiments"] = {**params["experiments"], "transfer": []}  # the AdPE block alone
     adpe = build_main_tex(params, tmp_path, PAPER)
-    adpe = adpe[adpe.index("AdPE study"):]
-    rows = {line.split("&")[0].strip(): [c.strip().rstrip("\\").strip() for c in line.split("&")]
-            for line in adpe.splitlines() if "&" in line and "paper" in line}
+    rows = {name: _study_row(adpe, "AdPE study", name) for name in ("AdPE RPE, coordinate", "MAE")}
     i = PRETRAIN.index("adpe_rel_coordinate")
     # fine-tune (run, paper, delta), linear probe (run, paper, delta), val loss, |delta|
     assert rows["AdPE RPE, coordinate"] == ["AdPE RPE, coordinate", "paper", f"{80.0 + i:.1f}", "84.4",
@@ -140,9 +150,8 @@ def test_paper_table_prints_signed_delta(tmp_path):
     _metrics(tmp_path, "paper", 80.4, 94.7)
     params = apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"])
     tex = build_main_tex(params, tmp_path, PAPER)
-    row = next(line for line in tex.splitlines() if line.startswith("DeiT-S"))
     # one paper seed: plain values, the delta from them
-    assert _cells(row) == ["DeiT-S", "paper", "80.4", "79.9", "+0.5", "94.7", "95.0", "-0.3"]
+    assert _study_row(tex, "MJP study: supervised", "DeiT-S") == ["DeiT-S", "paper", "80.4", "79.9", "+0.5", "94.7", "95.0", "-0.3"]
     assert "Run values are from one training seed (0)" in tex
 
 
@@ -198,10 +207,50 @@ def test_table_compiles_with_pdflatex(tmp_path):
     assert (tmp_path / "main.pdf").stat().st_size > 1000
 
 
+TABLE_WIDTH = re.compile(r"vitpe-table: ([0-9.]+)pt wide, line ([0-9.]+)pt")
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (.ci/run installs it)")
+@pytest.mark.parametrize("scale", ["tiny", "paper"])
+def test_every_table_fits_the_page_at_its_font_size(tmp_path, scale):
+    """Rendered by pdflatex, no table of main.tex is shrunk (each \\fittable logs its natural width
+    against the line width), nothing overflows, and each note sits under its own table: the tables
+    stay at \\small (9 pt), the notes at \\footnotesize (8 pt). Tiny: the committed table, from the
+    real metrics; paper: the paper-number columns make every table wider."""
+    if scale == "tiny":
+        tex = (ROOT / "results" / "tables" / "main.tex").read_text()
+    else:
+        _metrics(tmp_path, scale, 80.0, 95.0)
+        tex = build_main_tex(apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"]), tmp_path, PAPER)
+    (tmp_path / "main.tex").write_text(tex)
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    log = (tmp_path / "main.log").read_text(errors="replace")
+    widths = [(float(w), float(line)) for w, line in TABLE_WIDTH.findall(log)]
+    assert len(widths) == tex.count("\\fittable{"), "a table did not log its width"
+    assert all(w <= line for w, line in widths), widths
+    assert "Overfull \\hbox" not in log and "Float too large" not in log
+    # each note: a paragraph under the last part's tabular, inside its float
+    assert tex.count("\\end{tabular}}\n\\par{\\footnotesize") == tex.count("\\par{\\footnotesize") > 3
+
+
+def test_a_wide_table_is_split_into_parts_that_repeat_the_model_column():
+    frame = pd.DataFrame({"Model": ["DeiT-S", "MJP"], "Scale": ["paper", "paper"]}
+                         | {f"Metric {i} (run)": ["80.0 $\\pm$ 0.1"] * 2 for i in range(12)}
+                         | {f"Metric {i} (paper)": ["79.8"] * 2 for i in range(12)})
+    parts = split_columns(frame)
+    assert len(parts) > 1 and all(list(part.columns[:2]) == ["Model", "Scale"] for part in parts)
+    assert [c for part in parts for c in part.columns[2:]] == sorted(frame.columns[2:], key=lambda c: (
+        int(c.split()[1]), c.endswith("(paper)")))  # each metric's run and paper columns stay together
+    tex = render_table(frame, "Wide", "tab:wide", [], "paper", [0])
+    assert "(part 1 of" in tex and "\\label{tab:wide-2}" in tex and tex.count("\\footnotesize") == 1
+
+
 def test_footnotes_name_the_public_sources_and_no_unshipped_document(tmp_path):
     _metrics(tmp_path, "paper", 80.0, 90.0)
     tex = build_main_tex(apply_overrides(load_params(ROOT / "params.yaml"), ["scale=paper"]), tmp_path, PAPER)
-    notes = "\n".join(line for line in tex.splitlines() if line.startswith("{\\footnotesize"))
+    notes = "\n".join(line for line in tex.splitlines() if line.startswith("\\par{\\footnotesize"))
     assert "facebookresearch/deit README" in notes and "MAE paper (arXiv 2111.06377)" in notes
     assert "AdPE abstract (arXiv 2303.07598)" in notes and "docs/FIDELITY.md row 35" in notes
     assert not DEAD_CITATION.search(notes.replace("\\_", "_"))  # LaTeX-escaped underscores

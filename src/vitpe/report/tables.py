@@ -8,6 +8,7 @@ both exist at the same (paper) scale. Every model is trained once per seed of th
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,12 +146,60 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-# \fittable{<tabular>}: the tabular at its natural size, or scaled down to \linewidth if wider.
+# \fittable{<tabular>}: the tabular at its natural size, or scaled down to \linewidth if wider (a safety
+# net: render_table splits wide tables first). It logs both widths, so a test can check no table shrank.
 FITTABLE = (
     "\\newsavebox{\\fitbox}\n"
-    "\\newcommand{\\fittable}[1]{\\sbox{\\fitbox}{#1}\\ifdim\\wd\\fitbox>\\linewidth"
+    "\\newcommand{\\fittable}[1]{\\sbox{\\fitbox}{#1}"
+    "\\typeout{vitpe-table: \\the\\wd\\fitbox\\space wide, line \\the\\linewidth}\\ifdim\\wd\\fitbox>\\linewidth"
     "\\resizebox{\\linewidth}{!}{\\usebox{\\fitbox}}\\else\\usebox{\\fitbox}\\fi}\n"
 )
+
+#: what a \small tabular may be wide, in points: \linewidth with 2 cm margins is 500 pt
+TABLE_WIDTH_PT = 480.0
+#: \small (9 pt) characters average ~4.5 pt (measured against pdflatex: the estimate is within -4 % and +8 %);
+#: each column adds 2 x \tabcolsep (4 pt, set in the preamble)
+CHAR_PT, COLUMN_PT = 4.5, 8.0
+#: the columns every part of a split table repeats
+KEY_COLUMNS = ("Model", "Scale")
+
+
+def _visible(cell: str) -> str:
+    """A cell's printed characters: math markup and commands count as the glyphs they draw."""
+    cell = cell.replace("$\\pm$", "\u00b1").replace("$\\Delta$", "D")
+    cell = re.sub(r"\$\^\{([^}]*)\}\$", r"\1", cell)
+    return re.sub(r"\\[a-zA-Z]+|[${}]", "", cell)
+
+
+def _column_pt(frame: pd.DataFrame, name: str) -> float:
+    longest = max([len(_visible(str(name)))] + [len(_visible(str(v))) for v in frame[name]])
+    return longest * CHAR_PT + COLUMN_PT
+
+
+def _column_groups(columns: list[str]) -> list[list[str]]:
+    """Columns that belong together (a metric's run, paper and delta columns) stay in one part."""
+    groups: dict[str, list[str]] = {}
+    for name in columns:
+        base = re.sub(r" (\(run\)|\(paper\)|\$\\Delta\$)$", "", name)
+        groups.setdefault(base, []).append(name)
+    return list(groups.values())
+
+
+def split_columns(frame: pd.DataFrame, width_pt: float = TABLE_WIDTH_PT) -> list[pd.DataFrame]:
+    """The frame as parts that each fit ``width_pt`` at \\small, every part repeating the key columns, so
+    no table is printed below its font size (the columns' estimated widths decide where to cut)."""
+    keys = [c for c in frame.columns if c in KEY_COLUMNS]
+    budget = width_pt - sum(_column_pt(frame, c) for c in keys)
+    parts: list[list[str]] = [[]]
+    used = 0.0
+    for group in _column_groups([c for c in frame.columns if c not in keys]):
+        need = sum(_column_pt(frame, c) for c in group)
+        if parts[-1] and used + need > budget:
+            parts.append([])
+            used = 0.0
+        parts[-1].extend(group)
+        used += need
+    return [frame[keys + part] for part in parts]
 
 
 def seeds_note(seeds: list[int]) -> str:
@@ -162,30 +211,54 @@ def seeds_note(seeds: list[int]) -> str:
             f"({listed})")
 
 
-def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str], scale: str, seeds: list[int],
-                 escape: tuple[str, ...] = ("Model",), column_format: str | None = None,
-                 note: str | None = None) -> str:
-    """One booktabs table; ``escape`` names the free-text columns, ``note`` replaces the standard
-    footnote (scale, seeds, paper-value sources)."""
+def standard_note(scale: str, seeds: list[int], sources: list[str]) -> str:
+    """A study table's note: the scale, what a run cell is, and where the paper values come from."""
+    return ("Run values were computed at the \\emph{" + scale + "} scale"
+            + ("" if scale == "paper" else "; they are not comparable with paper values, so no delta is shown")
+            + ". " + seeds_note(seeds) + ". Paper values: "
+            + ("; ".join(_latex_escape(s) for s in sources) if sources else "none sourced") + ".")
+
+
+def _escaped(frame: pd.DataFrame, escape: tuple[str, ...]) -> pd.DataFrame:
     body = frame.copy()
     for name in escape:
         body[name] = body[name].map(_latex_escape)
-    latex = body.style.hide(axis="index").to_latex(
-        hrules=True, column_format=column_format or "l" + "r" * (len(body.columns) - 1), position="ht",
-        position_float="centering", caption=_latex_escape(title), label=label,
-    )
-    if note is None:
-        note = (
-            "Run values were computed at the \\emph{" + scale + "} scale"
-            + ("" if scale == "paper" else "; they are not comparable with paper values, so no delta is shown")
-            + ". " + seeds_note(seeds) + ". Paper values: "
-            + ("; ".join(_latex_escape(s) for s in sources) if sources else "none sourced") + "."
+    return body
+
+
+def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str], scale: str, seeds: list[int],
+                 escape: tuple[str, ...] = ("Model",), note: str | None = None) -> str:
+    """One booktabs float, split into parts that fit the page when it is too wide (captions "part i of
+    n", labels ``label``, ``label-2``, ...); ``escape`` names the free-text columns, ``note`` replaces
+    the standard one (scale, seeds, paper-value sources) under the last part."""
+    note = standard_note(scale, seeds, sources) if note is None else note
+    parts = split_columns(frame)
+    rendered = []
+    for index, part in enumerate(parts, start=1):
+        latex = _escaped(part, escape).style.hide(axis="index").to_latex(
+            hrules=True, column_format="l" + "r" * (len(part.columns) - 1), position="ht",
+            position_float="centering", label=label if index == 1 else f"{label}-{index}",
+            caption=_latex_escape(title if len(parts) == 1 else f"{title} (part {index} of {len(parts)})"),
         )
-    latex = latex.replace("\\centering\n", "\\centering\n\\small\n", 1)
-    # wide tables (many models or columns) shrink to the text width instead of running off the page
-    latex = latex.replace("\\begin{tabular}", "\\fittable{\\begin{tabular}", 1).replace(
-        "\\end{tabular}", "\\end{tabular}}", 1)
-    return latex.replace("\\end{table}", "{\\footnotesize " + note + "\\par}\n\\end{table}")
+        latex = latex.replace("\\centering\n", "\\centering\n\\small\n", 1)
+        latex = latex.replace("\\begin{tabular}", "\\fittable{\\begin{tabular}", 1).replace(
+            "\\end{tabular}", "\\end{tabular}}", 1)
+        if index == len(parts):
+            # \\par first: the tabular is a box in a paragraph, so without it the note runs on beside it
+            latex = latex.replace("\\end{table}", "\\par{\\footnotesize " + note + "\\par}\n\\end{table}")
+        rendered.append(latex)
+    return "".join(rendered)
+
+
+def render_prose_table(frame: pd.DataFrame, title: str, label: str, column_format: str, note: str) -> str:
+    """A table of sentences: a longtable (it breaks across pages) on landscape pages, paragraph columns
+    (``column_format``) set ragged right, every column escaped, the note under it, all at full size."""
+    latex = _escaped(frame, tuple(frame.columns)).style.hide(axis="index").to_latex(
+        hrules=True, environment="longtable", caption=_latex_escape(title), label=label,
+        column_format=re.sub(r"p\{", r">{\\raggedright\\arraybackslash}p{", column_format),
+    )
+    return ("\\begin{landscape}\n\\small\n" + latex + "\\noindent{\\footnotesize " + note + "\\par}\n"
+            "\\normalsize\n\\end{landscape}\n")
 
 
 # --- transfer: ADE20K and COCO, with the paper's stated AdPE-over-MAE gains -------------------------
@@ -363,9 +436,9 @@ def claims_table(params: dict, metrics_dir: Path, scale: str) -> str:
         f"optimisation attack does not reconstruct the baseline (mean PSNR under {success:g} dB), or "
         "both models' mean top-1 is at least 99\\% (saturated)."
     )
-    text = ("Paper", "Claim", "Comparison", "Metric", "Verdict", "Note")
-    return render_table(frame, "Paper claims, tested on this run", "tab:claims", [], scale, seeds, escape=text,
-                        column_format="lp{4.2cm}lp{2.6cm}rrlp{3.2cm}", note=note)
+    # eight columns of sentences: landscape pages (pdflscape), never shrunk
+    return render_prose_table(frame, "Paper claims, tested on this run", "tab:claims",
+                              "lp{3.6cm}p{2.3cm}p{2.3cm}rrp{2.1cm}p{3.2cm}", note)
 
 
 def build_main_tex(params: dict, metrics_root: Path, paper_path: Path) -> str:
@@ -384,6 +457,7 @@ def build_main_tex(params: dict, metrics_root: Path, paper_path: Path) -> str:
     tables.append(claims_table(params, metrics_dir, scale))
     return (
         "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
-        "\\usepackage[margin=2cm]{geometry}\n" + FITTABLE
+        "\\usepackage[margin=2cm]{geometry}\n\\usepackage{array}\n\\usepackage{longtable}\n"
+        "\\usepackage{pdflscape}\n\\setlength{\\tabcolsep}{4pt}\n" + FITTABLE
         + "\\begin{document}\n" + "\n".join(tables) + "\\end{document}\n"
     )
