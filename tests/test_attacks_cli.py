@@ -17,7 +17,7 @@ from vitpe.cli import main
 from vitpe.config import load_params
 from vitpe.runs import supervised_run
 from vitpe.errors import ConfigError
-from vitpe.report.tables import privacy_tables
+from vitpe.report.tables import privacy_tables, table_latex
 from vitpe.models.weights import save_weights
 from vitpe.train.supervised import build_model
 
@@ -133,7 +133,7 @@ def test_closed_form_run_compare_figures_and_table(setup):
     view = {**params, "attacks": {**params["attacks"], "models": ["deit_s", "mjp"], "finetuned": [],
                                   "april_models": ["mjp_april"], "compare": [["deit_s", "mjp"]]},
             "scales": {**params["scales"], "tiny": {**params["scales"]["tiny"], "seeds": [0]}}}  # seed 0 attacked
-    tex = "\n".join(privacy_tables(view, tmp / "metrics" / "tiny", "tiny", {}))
+    tex = "\n".join(map(table_latex, privacy_tables(view, tmp / "metrics" / "tiny", "tiny", {})))
     assert "tab:privacy" in tex and "tab:privacy-april" in tex and "tab:privacy-paired" in tex
     mean = values["deit_s_vs_mjp_inverting_gradients_plain_psnr_diff_mean"]
     row = next(line for line in tex.splitlines() if line.startswith("DeiT-S - MJP & IG & plain"))

@@ -15,7 +15,7 @@ from conftest import ROOT
 from test_citations import DEAD_CITATION
 from vitpe.config import apply_overrides, load_params, scale_seeds
 from vitpe.errors import DataError
-from vitpe.report.tables import build_main_tex, render_table, split_columns
+from vitpe.report.tables import build_main_html, build_main_tex, render_table, split_columns, table_latex
 
 PAPER = ROOT / "workflow/resources/paper_numbers.yaml"
 
@@ -235,6 +235,18 @@ def test_every_table_fits_the_page_at_its_font_size(tmp_path, scale):
     assert tex.count("\\end{tabular}}\n\\par{\\footnotesize") == tex.count("\\par{\\footnotesize") > 3
 
 
+def test_html_tables_are_the_latex_tables():
+    """The report's HTML copy: one figure per table of main.tex (unsplit), the same cells with the
+    LaTeX markup turned into characters, each note under its table."""
+    params = load_params(ROOT / "params.yaml")
+    page = build_main_html(params, ROOT / "results" / "metrics", PAPER)
+    tex = (ROOT / "results" / "tables" / "main.tex").read_text()
+    labels = re.findall(r"\\label\{(tab:[a-z-]+)\}", tex)
+    assert re.findall(r'<figure id="(tab:[a-z-]+)">', page) == [lab for lab in labels if not lab[-1].isdigit()]
+    assert "<td>DeiT-S</td>" in page and "99.8 \u00b1 0.3" in page and "$" not in page and "\\" not in page
+    assert page.count("<small>Run values were computed at the <em>tiny</em> scale") >= 5
+
+
 def test_a_wide_table_is_split_into_parts_that_repeat_the_model_column():
     frame = pd.DataFrame({"Model": ["DeiT-S", "MJP"], "Scale": ["paper", "paper"]}
                          | {f"Metric {i} (run)": ["80.0 $\\pm$ 0.1"] * 2 for i in range(12)}
@@ -243,7 +255,7 @@ def test_a_wide_table_is_split_into_parts_that_repeat_the_model_column():
     assert len(parts) > 1 and all(list(part.columns[:2]) == ["Model", "Scale"] for part in parts)
     assert [c for part in parts for c in part.columns[2:]] == sorted(frame.columns[2:], key=lambda c: (
         int(c.split()[1]), c.endswith("(paper)")))  # each metric's run and paper columns stay together
-    tex = render_table(frame, "Wide", "tab:wide", [], "paper", [0])
+    tex = table_latex(render_table(frame, "Wide", "tab:wide", [], "paper", [0]))
     assert "(part 1 of" in tex and "\\label{tab:wide-2}" in tex and tex.count("\\footnotesize") == 1
 
 

@@ -462,7 +462,7 @@ def test_table_block_with_sourced_values_and_gains(tmp_path):
     from conftest import micro_params
     from vitpe.config import scale_seeds, seed_dir
     from vitpe.io import write_json
-    from vitpe.report.tables import transfer_tables
+    from vitpe.report.tables import table_latex, transfer_tables
 
     root = Path(__file__).resolve().parents[1]
     paper = yaml.safe_load((root / "workflow/resources/paper_numbers.yaml").read_text())
@@ -476,9 +476,9 @@ def test_table_block_with_sourced_values_and_gains(tmp_path):
                 write_json(folder / exp / "ade20k.json", {"ade20k_miou": miou, "ade20k_aacc": 80.0, "ade20k_macc": 60.0})
                 write_json(folder / exp / "coco.json", {"coco_ap_box": box, "coco_ap50_box": 0.7, "coco_ap75_box": 0.55,
                                                         "coco_ap_mask": mask, "coco_ap50_mask": 0.66, "coco_ap75_mask": 0.47})
-    ade, coco = transfer_tables(params, tmp_path / "paper", "paper", paper)
+    ade, coco = map(table_latex, transfer_tables(params, tmp_path / "paper", "paper", paper))
     assert "48.1" in ade and "-1.1" in ade  # MAE paper mIoU and the run's delta to it
     assert "50.7" in ade and "(derived)" in ade and "+2.0" in ade and "+2.6" in ade  # run gain vs stated gain
     assert "50.3" in coco and "-0.3" in coco and "+3.0" in coco and "+3.2" in coco and "+1.0" in coco and "+1.6" in coco
-    tiny_ade, _ = transfer_tables(params, tmp_path / "tiny", "tiny", paper)
+    tiny_ade, _ = map(table_latex, transfer_tables(params, tmp_path / "tiny", "tiny", paper))
     assert "-1.1" not in tiny_ade and "+2.0" in tiny_ade  # no delta to paper values at the tiny scale

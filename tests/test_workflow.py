@@ -166,7 +166,11 @@ def test_micro_dag_end_to_end_then_nothing_to_do(micro_dag, tmp_path):
     assert "Nothing to be done" in again.stdout + again.stderr
     report = tmp_path / "report.html"  # outside the shared run
     run(["snakemake", "--report", str(report), "results/tables/main.tex"], cwd, timeout=300)
-    assert "training_curves.png" in report.read_text(errors="replace")
+    html = report.read_text(errors="replace")  # every figure and the tables, grouped by study
+    figures = sorted(p.name for p in (cwd / "results/figures/tiny").glob("*.png"))
+    assert len(figures) >= 10 and all(name in html for name in figures + ["main.html"]), figures
+    assert all(f'"{category}"' in html for category in ("MJP", "AdPE", "Privacy", "Tables"))
+    assert "<td>DeiT-S</td>" in (cwd / "results/tables/main.html").read_text()
 
 
 @pytest.mark.slow

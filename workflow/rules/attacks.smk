@@ -193,7 +193,7 @@ rule figure_attack_grid:
         recon=[attack_recon(exp, FIRST_SEED) for exp in ATTACK_SUPERVISED + ATTACK_FINETUNED],
         tables=[attack_table(exp, FIRST_SEED) for exp in ATTACK_SUPERVISED + ATTACK_FINETUNED],
     output:
-        figure_files("attack_grid"),
+        figure_files("attack_grid", "Privacy"),
     log:
         f"results/logs/report/attack_grid_{SCALE}.log",
     localrule: True
@@ -210,7 +210,7 @@ rule figure_attack_grid_april:
         recon=[attack_recon(exp, FIRST_SEED) for exp in ATTACK_APRIL],
         tables=[attack_table(exp, FIRST_SEED) for exp in ATTACK_APRIL],
     output:
-        figure_files("attack_grid_april"),
+        figure_files("attack_grid_april", "Privacy"),
     log:
         f"results/logs/report/attack_grid_april_{SCALE}.log",
     localrule: True
@@ -225,7 +225,7 @@ rule figure_attack_psnr:
     input:
         [attack_table(exp, FIRST_SEED) for exp in ATTACKED],
     output:
-        figure_files("attack_psnr"),
+        figure_files("attack_psnr", "Privacy"),
     log:
         f"results/logs/report/attack_psnr_{SCALE}.log",
     localrule: True
@@ -256,7 +256,7 @@ rule figure_attack_privacy:
             ]
         ),
     output:
-        figure_files("attack_privacy"),
+        figure_files("attack_privacy", "Privacy"),
     log:
         f"results/logs/report/attack_privacy_{SCALE}.log",
     localrule: True

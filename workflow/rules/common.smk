@@ -356,12 +356,11 @@ HEADLINE = f"results/metrics/{SCALE}/headline.json"
 FIGURES_DIR = f"results/figures/{SCALE}"
 
 
-def figure_files(name, **report_flags):
-    """A figure's outputs in FIGURES_DIR, named png and pdf. `report_flags` (caption, category) put the
-    .png into `snakemake --report`."""
+def figure_files(name, category):
+    """A figure's outputs in FIGURES_DIR, named png and pdf; the .png goes into `snakemake --report`
+    under ``category`` (the study), captioned by workflow/report/<name>.rst."""
     files = multiext(f"{FIGURES_DIR}/{name}", png=".png", pdf=".pdf")
-    if report_flags:
-        files[0] = report(files[0], **report_flags)
+    files[0] = report(files[0], caption=f"../report/{name}.rst", category=category)
     return files
 
 

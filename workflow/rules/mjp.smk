@@ -6,7 +6,7 @@ rule figure_shuffle_accuracy:
     input:
         all_seeds(lambda seed: [metrics_file(exp, "shuffle", seed) for exp in SUPERVISED]),
     output:
-        figure_files("shuffle_accuracy"),
+        figure_files("shuffle_accuracy", "MJP"),
     log:
         f"results/logs/report/shuffle_accuracy_{SCALE}.log",
     localrule: True
@@ -18,7 +18,7 @@ rule figure_pe_spectra:
     input:
         [metrics_file(exp, "pe_probe", FIRST_SEED) for exp in SUPERVISED],
     output:
-        figure_files("pe_spectra"),
+        figure_files("pe_spectra", "MJP"),
     log:
         f"results/logs/report/pe_spectra_{SCALE}.log",
     localrule: True
@@ -30,7 +30,7 @@ rule figure_pe_similarity:
     input:
         weights=[ckpt("supervised", exp, FIRST_SEED) for exp in SUPERVISED],
     output:
-        figure_files("pe_similarity"),
+        figure_files("pe_similarity", "MJP"),
     log:
         f"results/logs/report/pe_similarity_{SCALE}.log",
     localrule: True
@@ -42,7 +42,7 @@ rule figure_mjp_illustration:
     input:
         data_ready(),
     output:
-        figure_files("mjp_illustration"),
+        figure_files("mjp_illustration", "MJP"),
     log:
         f"results/logs/report/mjp_illustration_{SCALE}.log",
     localrule: True

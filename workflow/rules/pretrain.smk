@@ -77,7 +77,7 @@ rule figure_pretrain_curves:
     input:
         [train_log("pretrain", exp, FIRST_SEED) for exp in PRETRAIN],
     output:
-        figure=figure_files("pretrain_curves"),
+        figure=figure_files("pretrain_curves", "AdPE"),
         csv=plot_data("pretrain_curves"),
     log:
         f"results/logs/report/pretrain_curves_{SCALE}.log",
@@ -90,7 +90,7 @@ rule figure_adpe_delta_norms:
     input:
         [train_log("pretrain", exp, FIRST_SEED) for exp in PRETRAIN],
     output:
-        figure_files("adpe_delta_norms"),
+        figure_files("adpe_delta_norms", "AdPE"),
     log:
         f"results/logs/report/adpe_delta_norms_{SCALE}.log",
     localrule: True
@@ -103,7 +103,7 @@ rule figure_adpe_accuracy:
         finetune=[metrics_file(exp, "finetune", seed) for exp in PRETRAIN for seed in SEEDS],
         linprobe=[metrics_file(exp, "linprobe", seed) for exp in PRETRAIN for seed in SEEDS],
     output:
-        figure_files("adpe_accuracy"),
+        figure_files("adpe_accuracy", "AdPE"),
     log:
         f"results/logs/report/adpe_accuracy_{SCALE}.log",
     localrule: True

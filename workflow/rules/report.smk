@@ -13,12 +13,14 @@ rule table_main:
         headline=HEADLINE,
         plots=plots(),
     output:
-        "results/tables/main.tex",
+        tex="results/tables/main.tex",
+        # the same tables as HTML: the report's "Tables" section
+        html=report("results/tables/main.html", caption="../report/tables.rst", category="Tables"),
     log:
         "results/logs/report/table_main.log",
     localrule: True
     shell:
-        "vitpe report table {PARAMS} --paper {input.paper} --out {output} > {log} 2>&1"
+        "vitpe report table {PARAMS} --paper {input.paper} --out {output.tex} --html {output.html} > {log} 2>&1"
 
 
 # The per-model numbers of main.tex, curated for `dvc metrics show/diff` (vitpe.report.headline)
@@ -38,7 +40,7 @@ rule figure_training_curves:
     input:
         [train_log("supervised", exp, FIRST_SEED) for exp in SUPERVISED],
     output:
-        figure=figure_files("training_curves", caption="../report/training_curves.rst", category="Training"),
+        figure=figure_files("training_curves", "MJP"),
         csv=plot_data("training_curves"),
     log:
         f"results/logs/report/training_curves_{SCALE}.log",

@@ -11,9 +11,12 @@ from vitpe.commands import Command, add_command, add_figure_outputs, reports_wri
 def _table(args: argparse.Namespace) -> None:
     from vitpe.config import params_from_args
     from vitpe.io import write_text
-    from vitpe.report.tables import build_main_tex
+    from vitpe.report.tables import build_main_html, build_main_tex
 
-    write_text(args.out, build_main_tex(params_from_args(args), args.metrics, args.paper))
+    params = params_from_args(args)
+    write_text(args.out, build_main_tex(params, args.metrics, args.paper))
+    if args.html:
+        write_text(args.html, build_main_html(params, args.metrics, args.paper))
 
 
 @reports_writes
@@ -164,6 +167,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="the numbers the papers report, set beside ours (default: %(default)s)")
     table.add_argument("--out", default="results/tables/main.tex", type=Path,
                        help="the LaTeX file to write (default: %(default)s)")
+    table.add_argument("--html", type=Path, help="also write the same tables as an HTML page (the report's copy)")
 
     headline = add_command(commands, "headline", _headline,
                            "write results/metrics/<scale>/headline.json, the metrics DVC tracks", params=True)

@@ -8,6 +8,7 @@ both exist at the same (paper) scale. Every model is trained once per seed of th
 """
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,39 +227,76 @@ def _escaped(frame: pd.DataFrame, escape: tuple[str, ...]) -> pd.DataFrame:
     return body
 
 
+@dataclass(frozen=True)
+class Table:
+    """One table of main.tex, independent of how it is printed (LaTeX, or HTML for the report).
+
+    Cells and the note are LaTeX (``$\\pm$``, ``\\emph``); ``escape`` names the free-text columns.
+    ``prose_format`` (paragraph columns) makes a table of sentences: landscape pages, a longtable."""
+    frame: pd.DataFrame
+    title: str
+    label: str
+    note: str
+    escape: tuple[str, ...] = ("Model",)
+    prose_format: str | None = None
+
+
 def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str], scale: str, seeds: list[int],
-                 escape: tuple[str, ...] = ("Model",), note: str | None = None) -> str:
-    """One booktabs float, split into parts that fit the page when it is too wide (captions "part i of
-    n", labels ``label``, ``label-2``, ...); ``escape`` names the free-text columns, ``note`` replaces
-    the standard one (scale, seeds, paper-value sources) under the last part."""
-    note = standard_note(scale, seeds, sources) if note is None else note
-    parts = split_columns(frame)
+                 escape: tuple[str, ...] = ("Model",), note: str | None = None) -> Table:
+    """A study table; ``note`` replaces the standard one (scale, seeds, paper-value sources)."""
+    return Table(frame, title, label, standard_note(scale, seeds, sources) if note is None else note, escape)
+
+
+def table_latex(table: Table) -> str:
+    """A booktabs float, split into parts that fit the page when it is too wide (captions "part i of
+    n", labels ``label``, ``label-2``, ...), the note under the last part; a prose table as a
+    longtable on landscape pages. Nothing is printed below its font size."""
+    if table.prose_format:
+        latex = _escaped(table.frame, tuple(table.frame.columns)).style.hide(axis="index").to_latex(
+            hrules=True, environment="longtable", caption=_latex_escape(table.title), label=table.label,
+            column_format=re.sub(r"p\{", r">{\\raggedright\\arraybackslash}p{", table.prose_format),
+        )
+        return ("\\begin{landscape}\n\\small\n" + latex + "\\noindent{\\footnotesize " + table.note
+                + "\\par}\n\\normalsize\n\\end{landscape}\n")
+    parts = split_columns(table.frame)
     rendered = []
     for index, part in enumerate(parts, start=1):
-        latex = _escaped(part, escape).style.hide(axis="index").to_latex(
+        caption = table.title if len(parts) == 1 else f"{table.title} (part {index} of {len(parts)})"
+        latex = _escaped(part, table.escape).style.hide(axis="index").to_latex(
             hrules=True, column_format="l" + "r" * (len(part.columns) - 1), position="ht",
-            position_float="centering", label=label if index == 1 else f"{label}-{index}",
-            caption=_latex_escape(title if len(parts) == 1 else f"{title} (part {index} of {len(parts)})"),
+            position_float="centering", caption=_latex_escape(caption),
+            label=table.label if index == 1 else f"{table.label}-{index}",
         )
         latex = latex.replace("\\centering\n", "\\centering\n\\small\n", 1)
         latex = latex.replace("\\begin{tabular}", "\\fittable{\\begin{tabular}", 1).replace(
             "\\end{tabular}", "\\end{tabular}}", 1)
         if index == len(parts):
             # \\par first: the tabular is a box in a paragraph, so without it the note runs on beside it
-            latex = latex.replace("\\end{table}", "\\par{\\footnotesize " + note + "\\par}\n\\end{table}")
+            latex = latex.replace("\\end{table}", "\\par{\\footnotesize " + table.note + "\\par}\n\\end{table}")
         rendered.append(latex)
     return "".join(rendered)
 
 
-def render_prose_table(frame: pd.DataFrame, title: str, label: str, column_format: str, note: str) -> str:
-    """A table of sentences: a longtable (it breaks across pages) on landscape pages, paragraph columns
-    (``column_format``) set ragged right, every column escaped, the note under it, all at full size."""
-    latex = _escaped(frame, tuple(frame.columns)).style.hide(axis="index").to_latex(
-        hrules=True, environment="longtable", caption=_latex_escape(title), label=label,
-        column_format=re.sub(r"p\{", r">{\\raggedright\\arraybackslash}p{", column_format),
-    )
-    return ("\\begin{landscape}\n\\small\n" + latex + "\\noindent{\\footnotesize " + note + "\\par}\n"
-            "\\normalsize\n\\end{landscape}\n")
+#: LaTeX markup of the cells and notes -> HTML, for the report's copy of the tables
+_HTML_MARKUP = ((r"\$\\pm\$", "\u00b1"), (r"\$\\Delta\$", "\u0394"), (r"\$\^\{([^}]*)\}\$", r"<sup>\1</sup>"),
+                (r"\$\\\|\\delta\\\|_2\$", "\u2016\u03b4\u2016<sub>2</sub>"),
+                (r"\\emph\{([^}]*)\}", r"<em>\1</em>"), (r"\\textit\{([^}]*)\}", r"<em>\1</em>"),
+                (r"\\([%_&#])", r"\1"))
+
+
+def _html_text(text: str) -> str:
+    text = html.escape(str(text), quote=False)
+    for pattern, repl in _HTML_MARKUP:
+        text = re.sub(pattern, repl, text)
+    return text
+
+
+def table_html(table: Table) -> str:
+    """The same table as an HTML figure: caption, the whole table (a browser scrolls), the note."""
+    frame = table.frame.map(_html_text).rename(columns=_html_text)
+    body = frame.to_html(index=False, escape=False, border=0, classes="vitpe-table")
+    return (f'<figure id="{table.label}">\n<figcaption>{_html_text(table.title)}</figcaption>\n{body}\n'
+            f"<p><small>{_html_text(table.note)}</small></p>\n</figure>\n")
 
 
 # --- transfer: ADE20K and COCO, with the paper's stated AdPE-over-MAE gains -------------------------
@@ -294,7 +332,7 @@ def _seed_paired_gain(metrics_dir: Path, seeds: list[int], row: str, col: Column
     return sum(x - y for x, y in zip(a, b)) / len(a) if a else None
 
 
-def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> list[str]:
+def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> list[Table]:
     """The transfer tables: run values, sourced paper values (delta at the paper scale only), and the
     gain over MAE, run (both rows computed here, at the same scale, the mean of the seed-paired gains)
     next to the paper's stated gain. ``metrics_dir`` is results/metrics/<scale>."""
@@ -391,7 +429,7 @@ def paired_frame(params: dict, paired: dict, metric: str = "psnr") -> pd.DataFra
     return pd.DataFrame.from_records(records)
 
 
-def privacy_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> list[str]:
+def privacy_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> list[Table]:
     """The privacy block: per-model attack results (over seeds) and the paired per-image PSNR
     differences (a - b, same images) of the first seed's models: per-image statistics of models of
     different seeds are not pooled (each seed's attack set is the same images, so pooling would count
@@ -422,7 +460,7 @@ def privacy_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> 
     return tables
 
 
-def claims_table(params: dict, metrics_dir: Path, scale: str) -> str:
+def claims_table(params: dict, metrics_dir: Path, scale: str) -> Table:
     """The papers' qualitative claims, each with its measured seed-paired difference and verdict."""
     seeds = scale_seed_list(params, scale)
     frame = claims_frame(params, metrics_dir, seeds)
@@ -437,11 +475,12 @@ def claims_table(params: dict, metrics_dir: Path, scale: str) -> str:
         "both models' mean top-1 is at least 99\\% (saturated)."
     )
     # eight columns of sentences: landscape pages (pdflscape), never shrunk
-    return render_prose_table(frame, "Paper claims, tested on this run", "tab:claims",
-                              "lp{3.6cm}p{2.3cm}p{2.3cm}rrp{2.1cm}p{3.2cm}", note)
+    return Table(frame, "Paper claims, tested on this run", "tab:claims", note,
+                 prose_format="lp{3.6cm}p{2.3cm}p{2.3cm}rrp{2.1cm}p{3.2cm}")
 
 
-def build_main_tex(params: dict, metrics_root: Path, paper_path: Path) -> str:
+def main_tables(params: dict, metrics_root: Path, paper_path: Path) -> list[Table]:
+    """Every table of the report, in order: MJP, AdPE, transfer, privacy, claims."""
     scale = params["scale"]
     paper = load_paper_numbers(paper_path)
     metrics_dir = Path(metrics_root) / scale
@@ -455,9 +494,23 @@ def build_main_tex(params: dict, metrics_root: Path, paper_path: Path) -> str:
     tables.extend(transfer_tables(params, metrics_dir, scale, paper))
     tables.extend(privacy_tables(params, metrics_dir, scale, paper))
     tables.append(claims_table(params, metrics_dir, scale))
+    return tables
+
+
+def build_main_tex(params: dict, metrics_root: Path, paper_path: Path) -> str:
     return (
         "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
         "\\usepackage[margin=2cm]{geometry}\n\\usepackage{array}\n\\usepackage{longtable}\n"
-        "\\usepackage{pdflscape}\n\\setlength{\\tabcolsep}{4pt}\n" + FITTABLE
-        + "\\begin{document}\n" + "\n".join(tables) + "\\end{document}\n"
+        "\\usepackage{pdflscape}\n\\setlength{\\tabcolsep}{4pt}\n" + FITTABLE + "\\begin{document}\n"
+        + "\n".join(table_latex(t) for t in main_tables(params, metrics_root, paper_path)) + "\\end{document}\n"
     )
+
+
+def build_main_html(params: dict, metrics_root: Path, paper_path: Path) -> str:
+    """The tables of main.tex as one HTML page, for `snakemake --report`."""
+    style = ("<style>.vitpe-table{border-collapse:collapse;font-size:90%}.vitpe-table td,.vitpe-table th"
+             "{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}"
+             ".vitpe-table td:first-child{text-align:left}figure{margin:2em 0}</style>")
+    tables = "".join(table_html(t) for t in main_tables(params, metrics_root, paper_path))
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>vitpe results ({params["scale"]})</title>'
+            f"{style}</head>\n<body>\n{tables}</body></html>\n")
