@@ -4,7 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vitpe.commands import add_command, add_device_argument
+from vitpe.commands import add_command, add_device_argument, wrote
+
+# vitpe.models.importers.FORMATS / ARCHS, torch-free here
+IMPORT_FORMATS = ("deit", "mjp", "mae", "mae-finetuned", "adpe-abs", "adpe-rel")
+IMPORT_ARCHS = ("deit-tiny", "deit-small", "deit-base", "vit-base", "vit-large", "vit-huge")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +35,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         _run_arguments(p, "a name under `pretrain:` in params.yaml")
         p.add_argument("--pretrained", required=True, type=Path, help="encoder.safetensors of that experiment")
         p.set_defaults(protocol=protocol)
+
+    p = add_command(
+        subparsers, "import-weights", _import_weights,
+        "turn an officially released checkpoint (DeiT, MJP, MAE, AdPE) into the weights file training writes",
+        description="Read a released .pth checkpoint without running any code in it and write "
+                    "OUT/model.safetensors (classifiers: deit, mjp, mae-finetuned) or OUT/encoder.safetensors "
+                    "(pretrained encoders: mae, adpe-abs, adpe-rel), with the architecture read from the "
+                    "tensors, so the eval, attack, fine-tune and transfer commands take it as they take a "
+                    "trained one. Every tensor must be used or unused by design (decoder, mask token, "
+                    "adversary); a file that does not fit is refused and nothing is written. Nothing is "
+                    "downloaded: give the file.",
+    )
+    p.add_argument("--format", required=True, choices=IMPORT_FORMATS,
+                   help="the release: deit (timm/DeiT), mjp (MJP's DeiT with its unknown PE row and DAL head), "
+                        "mae (MAE pretraining or its encoder release), mae-finetuned (MAE's fine-tuned "
+                        "classifiers), adpe-abs or adpe-rel (AdPE encoders with absolute or relative PE)")
+    p.add_argument("--checkpoint", required=True, type=Path, help="the released .pth file")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--arch", choices=IMPORT_ARCHS, default=None,
+                   help="the architecture the checkpoint must have (default: read from its tensors)")
+    p.add_argument("--num-heads", type=lambda text: _positive_int(text, "heads"), default=None, metavar="N",
+                   help="attention heads, for a width no release has (default: that of the release of "
+                        "its width)")
+    p.add_argument("--rpe", choices=("irpe", "irpe_interp"), default=None,
+                   help="adpe-rel only: the iRPE lookup it was pretrained with, discrete (irpe, the "
+                        "default) or interpolated (irpe_interp, the coordinate adversary's)")
 
 
 def _run_arguments(p: argparse.ArgumentParser, experiment_help: str) -> None:
@@ -94,4 +124,16 @@ def _encoder_run(args: argparse.Namespace) -> int:
 
     run = encoder_run(params_from_args(args), args.experiment, args.protocol, str(args.pretrained))
     train_supervised(run, args.out, device=args.device, max_steps=args.max_steps)
+    return 0
+
+
+def _import_weights(args: argparse.Namespace) -> int:
+    from vitpe.models.importers import import_checkpoint
+
+    report = import_checkpoint(args.format, args.checkpoint, args.out, arch=args.arch, num_heads=args.num_heads,
+                               rpe=args.rpe)
+    spec = report.spec
+    print(wrote(report.path, f"{args.format}: width {spec.embed_dim}, depth {spec.depth}, {spec.num_heads} "
+                             f"heads, {spec.img_size} px; {report.loaded} tensors used, "
+                             f"{len(report.unused)} unused by design"))
     return 0
