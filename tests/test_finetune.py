@@ -46,7 +46,7 @@ def micro_pretrain(params, exp, data_root):
     crops = dataclasses.replace(run.crops, crop_size=model.img_size)
     return dataclasses.replace(with_recipe(run, **PRETRAIN_RECIPE), model=model,
                                decoder=DecoderConfig(embed_dim=16, depth=1, num_heads=2), crops=crops,
-                               train_dir=data_root / "train")
+                               train_dir=data_root / "train", val_dir=data_root / "val")
 
 
 def micro_encoder_run(params, exp, protocol, data_root, pretrained):
@@ -73,7 +73,7 @@ def test_pretraining_writes_encoder_log_with_delta_and_resumes_bitwise(params, d
     assert not any("adv_delta" in k or k.startswith("decoder") for k in encoder)
     meta = read_metadata(folder / ENCODER_NAME)
     assert meta["rpe"] is None and meta["pos_embed"] == "sincos" and meta["experiment"] == "adpe_abs_coordinate"
-    records = log_records(folder)
+    records = [r for r in log_records(folder) if "loss" in r]  # the steps; the epochs' validations apart
     assert len(records) == 2 * 5 and all("adv_l2" in r and r["adv_l2"] <= 1.0 + 1e-6 for r in records)
     assert records[-1]["adv_l2"] > 0  # δ moved away from its zero initialisation
     assert not (folder / "state").exists()
@@ -83,7 +83,7 @@ def test_pretraining_writes_encoder_log_with_delta_and_resumes_bitwise(params, d
     assert read_metadata(tmp_path / ENCODER_NAME)["truncated"] == truncated == read_metadata(
         tmp_path / "model.safetensors")["truncated"] and (tmp_path / "state/state.pt").exists()
     train_pretrain(run, tmp_path, device="cpu")
-    assert log_records(tmp_path) == records
+    assert log_records(tmp_path) == log_records(folder)
     assert (tmp_path / ENCODER_NAME).read_bytes() == (folder / ENCODER_NAME).read_bytes()
     rel = read_metadata(pretrained["adpe_rel_coordinate"] / ENCODER_NAME)
     assert rel["rpe"] == "irpe_interp"
@@ -99,7 +99,11 @@ def test_pretext_metrics_from_the_model_and_its_log(params, data_root, pretraine
                              tmp_path / "again.json")
     assert metrics["val_loss"] == again["val_loss"] > 0  # seeded masks: reproducible
     assert metrics["num_images"] == NUM_CLASSES and metrics["steps"] == 10
-    assert metrics["final_adv_l2"] == log_records(folder)[-1]["adv_l2"]
+    steps = [r for r in log_records(folder) if "loss" in r]
+    assert metrics["final_adv_l2"] == steps[-1]["adv_l2"]
+    # the held-out loss logged after each epoch: the last one is the final model's, on the same masks
+    losses = [r["validation"]["loss"] for r in log_records(folder) if "validation" in r]
+    assert len(losses) == 2 and losses[-1] == pytest.approx(metrics["val_loss"], rel=1e-6)
     assert json.loads((tmp_path / "pretext.json").read_text()) == metrics
 
 

@@ -173,15 +173,23 @@ def test_dvc_tracks_only_the_headline_and_plots_name_no_experiment():
     assert template["encoding"]["color"]["field"] == "model"  # one colour per run, whatever `experiments` lists
 
 
-def test_curve_data_is_long_format_with_display_names(tmp_path):
+def test_curve_data_is_long_format_with_display_names(tmp_path, monkeypatch):
     logs = []
     for exp, losses in (("deit_s", [2.5, 2.0]), ("mjp", [2.7, 1.9, 1.5])):
         log = tmp_path / exp / "log.jsonl"
         log.parent.mkdir()
-        log.write_text("".join(json.dumps({"step": i + 1, "loss": v, "lr": 1e-3}) + "\n" for i, v in enumerate(losses)))
+        log.write_text("".join(json.dumps({"step": i + 1, "epoch": 0, "loss": v, "lr": 1e-3}) + "\n"
+                               for i, v in enumerate(losses)))
         logs.append(log)
+    with logs[1].open("a") as f:  # the engine's per-epoch validation record, in the same log
+        f.write(json.dumps({"step": 3, "epoch": 0, "validation": {"top1": 62.5, "top5": 90.0}}) + "\n")
+    drawn = []
+    monkeypatch.setattr("vitpe.report.figures.save_figure", lambda fig, outputs: drawn.append(fig))
     csv = tmp_path / "curves.csv"
     training_curves(logs, [tmp_path / "curves.png", csv])
+    validation = drawn[0].axes[2]  # loss, schedule, validation top-1 per epoch
+    assert validation.get_ylabel() == "validation top-1 (%)"
+    assert [list(line.get_xydata()[:, 1]) for line in validation.get_lines()] == [[62.5]]
     frame = pd.read_csv(csv)
     assert list(frame.columns) == ["step", "model", "loss"]
     assert frame.groupby("model")["loss"].apply(list).to_dict() == {

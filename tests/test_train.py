@@ -78,8 +78,9 @@ def test_stopped_and_resumed_run_is_bitwise_identical(data_root, reference, tmp_
         assert torch.load(tmp_path / "state" / "state.pt", weights_only=True)["step"] == stop
     assert train_supervised(run, tmp_path, device="cpu") == tmp_path / "model.safetensors"
     assert (tmp_path / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
-    records = log_records(tmp_path)
-    assert records == log_records(reference) and [r["step"] for r in records] == list(range(1, 16))
+    records = log_records(tmp_path)  # the per-epoch validations too, logged once each across the stops
+    assert records == log_records(reference) and [r["step"] for r in records if "loss" in r] == list(range(1, 16))
+    assert [(r["step"], r["epoch"]) for r in records if "validation" in r] == [(5, 0), (10, 1), (15, 2)]
     metrics = [evaluate_classification(run, out / "model.safetensors", out / "m.json", device="cpu")
                for out in (reference, tmp_path)]
     assert metrics[0] == metrics[1] and metrics[0]["num_images"] == NUM_CLASSES
@@ -123,6 +124,19 @@ def test_corrupt_state_raises_checkpoint_error(data_root, tmp_path):
     (tmp_path / "state" / "state.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable training state"):
         train_supervised(micro_run(data_root), tmp_path, device="cpu")
+
+
+def test_validation_between_epochs_leaves_the_run_unchanged(data_root, reference, tmp_path):
+    """Per-epoch validation (top-1/top-5 on the validation set, logged with the epoch) restores every
+    RNG stream and module mode: without it the run computes the same bytes."""
+    train_supervised(micro_run(data_root, validate_every=0), tmp_path, device="cpu")
+    assert (tmp_path / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    assert not any("validation" in r for r in log_records(tmp_path))
+    scores = [r["validation"] for r in log_records(reference) if "validation" in r]
+    assert len(scores) == 3 and all(0.0 <= s["top1"] <= s["top5"] <= 100.0 for s in scores)
+    final = evaluate_classification(micro_run(data_root), reference / "model.safetensors", tmp_path / "m.json",
+                                    device="cpu")
+    assert scores[-1] == {"top1": final["top1"], "top5": final["top5"]}  # the last one scores the final weights
 
 
 def test_completion_publishes_weights_and_log_and_drops_the_state(data_root, reference, tmp_path):

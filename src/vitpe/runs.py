@@ -46,6 +46,9 @@ class Runtime:
     eval_batch_size: int | None = None  # classifiers only
     gpu_memory_gb: float | None = None  # None: no memory plan, accum_steps used as given
     grad_checkpointing: bool | str = False  # True | False | "auto"
+    # epochs between validations during training (0: none); they leave the run's RNG streams and
+    # weights exactly as without them (vitpe.train.engine), so they are not part of what it computes
+    validate_every: int = 1
 
 
 RUNTIME_KEYS = tuple(f.name for f in fields(Runtime))
@@ -168,6 +171,7 @@ class PretrainRun:
     runtime: Runtime
     crops: Crops
     train_dir: Path
+    val_dir: Path  # held-out images: the per-epoch masked-patch loss
     rpe: str | None = None  # the params name: irpe | irpe_interp | None
     rpe_config: RPEConfig | None = None  # the pretraining blocks' iRPE
     adversary: AdversarySettings | None = None
@@ -423,7 +427,7 @@ def pretrain_run(params: dict, name: str) -> PretrainRun:
         name=name, **_common(params), method=method, model=ViTSpec.of(model),
         decoder=DecoderConfig(**scale["decoder"]), recipe=recipe, runtime=runtime,
         crops=Crops(crops["num_crops"], crops["crop_size"], tuple(crops["crop_scale"])),
-        train_dir=dataset_paths(params)["imagenet"] / "train",
+        train_dir=dataset_paths(params)["imagenet"] / "train", val_dir=dataset_paths(params)["imagenet"] / "val",
         rpe=exp.get("rpe"), rpe_config=rpe, adversary=adversary,
     )
 

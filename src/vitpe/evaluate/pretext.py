@@ -10,18 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
-from vitpe.data.transforms import eval_transform
 from vitpe.runs import PretrainRun, architecture_record
 from vitpe.io import write_json
-from vitpe.train.pretrain import build_autoencoder
+from vitpe.train.pretrain import build_autoencoder, held_out_loss
 from vitpe.models.weights import load_weights
-from vitpe.train.data import image_folder
 from vitpe.train.distributed import resolve_device
 from vitpe.train.progress import read_log
-
-MASK_SEED = 20230314  # fixed: every model sees the same validation masks
 
 
 def _log_summary(log: Path) -> dict[str, float]:
@@ -36,25 +31,14 @@ def _log_summary(log: Path) -> dict[str, float]:
     return out
 
 
-@torch.no_grad()
 def pretext_metrics(run: PretrainRun, weights: Path, log: Path, val_dir: Path, batch_size: int = 200,
                     device: str | None = None) -> dict[str, Any]:
     """{"val_loss", "num_images", "scale", "method", the training-log summary, the adversary's norm and ε}."""
     dev = torch.device(resolve_device(device))
     model = build_autoencoder(run)
     load_weights(model, Path(weights), expected=architecture_record(run))
-    model = model.to(dev).eval()
-    transform = eval_transform(run.model.img_size, crop_pct=1.0)  # the short side resized to the crop
-    loader = DataLoader(image_folder(val_dir, transform), batch_size=batch_size, shuffle=False)
-    generator = torch.Generator().manual_seed(MASK_SEED)
-    total = count = 0.0
-    for images, _ in loader:
-        noise = torch.rand(len(images), model.num_patches, generator=generator).to(dev)
-        loss = model(images.to(dev), noise=noise)[0]
-        total += float(loss) * len(images)
-        count += len(images)
-    metrics = {"val_loss": total / count, "num_images": int(count), "scale": run.scale,
-               "method": run.method, **_log_summary(log)}
+    loss, count = held_out_loss(model.to(dev).eval(), val_dir, run.model.img_size, dev, batch_size)
+    metrics = {"val_loss": loss, "num_images": count, "scale": run.scale, "method": run.method, **_log_summary(log)}
     if run.adversary is not None:
         metrics.update(adv_norm=run.adversary.norm, adv_eps=run.adversary.eps)
     return metrics

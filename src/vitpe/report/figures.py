@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: clusters and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
@@ -76,15 +77,25 @@ def training_curves(logs: list[Path], outputs: list[Path]) -> None:
     format (``step``, ``model``, ``loss``: one row per run and step) for ``dvc plots``, whose template
     colours the runs by ``model`` (dvc.yaml): the runs are data, so the plot definition names none.
     """
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+    validations = {path: read_log(path, validation=True) for path in logs}
+    panels = 3 if any(validations.values()) else 2  # logs written before per-epoch validation have none
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.6), layout="constrained")
+    ax_loss, ax_lr = axes[:2]
     losses, schedules = [], {}
     for index, path in enumerate(logs):
-        records = [r for r in read_log(path) if "loss" in r]
+        records = read_log(path)
         name = experiment_name(Path(path).parent.name)
         steps = [r["step"] for r in records]
         losses.append(pd.DataFrame({"step": steps, "model": name, "loss": [r["loss"] for r in records]}))
         ax_loss.plot(steps, [r["loss"] for r in records], label=name, **line_style(index))
         schedules.setdefault((tuple(steps), tuple(r["lr"] for r in records)), []).append(name)
+        if validations[path]:  # classifiers log top-1 (and top-5), pretraining the held-out loss
+            metric = next(iter(validations[path][0]["validation"]))
+            axes[2].plot([r["epoch"] + 1 for r in validations[path]],
+                         [r["validation"][metric] for r in validations[path]], marker=".", **line_style(index))
+            axes[2].set(xlabel="epoch", title="Validation", ylabel={"top1": "validation top-1 (%)"}.get(
+                metric, "held-out masked-patch loss" if metric == "loss" else metric))
+            axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
     for index, ((steps, lrs), names) in enumerate(schedules.items()):
         label = "all runs" if len(schedules) == 1 else ", ".join(names)
         ax_lr.plot(steps, lrs, label=label, **line_style(index))

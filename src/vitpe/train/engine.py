@@ -43,6 +43,7 @@ from vitpe.train.progress import StepLogger, truncate_log
 from vitpe.train.signals import PreemptionGuard
 
 LossFn = Callable[[nn.Module, list[torch.Tensor], int], torch.Tensor]  # (model, batch, epoch) -> loss
+Validate = Callable[[nn.Module], dict[str, float]]  # the trained model (in eval mode) -> named scores
 LOG_NAME = "log.jsonl"
 STATE_DIR = "state"  # resumable work in progress; never a declared workflow output
 
@@ -58,6 +59,7 @@ class LoopSettings:
     fingerprint: dict[str, Any]  # the configuration a state.pt belongs to
     weights_metadata: dict[str, Any] = field(default_factory=dict)  # JSON-able, stored in the weights
     find_unused_parameters: bool = False  # DDP: some parameters idle on some steps (MJP's unknown row)
+    validate_every: int = 0  # epochs between validations (0: none)
 
     @property
     def total_steps(self) -> int:
@@ -134,7 +136,8 @@ class TrainingSetup:
     extra finished artefacts (e.g. the encoder alone) before the weights mark the run complete,
     adding the metadata it is given (the truncation record of a ``max_steps`` run, else nothing).
     ``train_module`` is what ``loss_fn`` runs and DDP wraps when it is not ``model`` itself (MJP's
-    shuffled forward around the ViT); ``model`` is what is saved and resumed.
+    shuffled forward around the ViT); ``model`` is what is saved and resumed. ``validate`` scores
+    ``model`` on held-out data every ``settings.validate_every`` epochs and after the last one.
     """
 
     model: nn.Module
@@ -146,6 +149,7 @@ class TrainingSetup:
     extra_log: Callable[[], dict[str, float]] | None = None
     publish: Callable[[nn.Module, Path, dict[str, Any]], None] | None = None
     train_module: nn.Module | None = None
+    validate: Validate | None = None
 
     @property
     def forward_module(self) -> nn.Module:
@@ -156,7 +160,7 @@ class TrainingSetup:
         return run_training(model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                             data=self.data, loss_fn=self.loss_fn, settings=self.settings, env=env,
                             out_dir=Path(out_dir), max_steps=max_steps, extra_log=self.extra_log,
-                            publish=self.publish, train_module=self.forward_module)
+                            publish=self.publish, train_module=self.forward_module, validate=self.validate)
 
 
 @dataclass
@@ -164,6 +168,25 @@ class _Position:
     step: int = 0  # optimizer steps completed
     epoch: int = 0
     batch: int = 0  # micro-batches consumed in ``epoch``
+
+
+def validate_neutrally(model: nn.Module, validate: Validate, env: DistEnv) -> dict[str, float] | None:
+    """``validate(model)`` on rank 0 in eval mode, leaving training exactly as it was: every module's
+    mode and every RNG stream (a DataLoader draws its seed from torch's) are restored, so a run with
+    validations computes the same weights, bit for bit, as one without. Other ranks wait (None)."""
+    scores = None
+    if env.is_main:
+        rng, modes = capture_rng(env.device), [(m, m.training) for m in model.modules()]
+        model.eval()
+        try:
+            with torch.no_grad():
+                scores = validate(model)
+        finally:
+            for module, training in modes:
+                module.training = training
+            restore_rng(rng, env.device)
+    barrier(env)
+    return scores
 
 
 def run_training(
@@ -180,6 +203,7 @@ def run_training(
     extra_log: Callable[[], dict[str, float]] | None = None,
     publish: Callable[[nn.Module, Path, dict[str, Any]], None] | None = None,
     train_module: nn.Module | None = None,
+    validate: Validate | None = None,
 ) -> Path:
     """Train to the end (or to ``max_steps``), resuming from ``out_dir/state/state.pt`` if present.
 
@@ -211,14 +235,14 @@ def run_training(
             raise refused or InUse(f"{out_dir}: in use by another trainer (refused by rank 0)")
         return _train(model=model, optimizer=optimizer, scheduler=scheduler, data=data, loss_fn=loss_fn,
                       settings=settings, env=env, out_dir=Path(out_dir), max_steps=max_steps, extra_log=extra_log,
-                      publish=publish, train_module=train_module)
+                      publish=publish, train_module=train_module, validate=validate)
 
 
 def _train(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Scheduler, data: TrainData,
            loss_fn: LossFn, settings: LoopSettings, env: DistEnv, out_dir: Path, max_steps: int | None,
            extra_log: Callable[[], dict[str, float]] | None,
            publish: Callable[[nn.Module, Path, dict[str, Any]], None] | None,
-           train_module: nn.Module | None) -> Path:
+           train_module: nn.Module | None, validate: Validate | None) -> Path:
     """run_training's body, under the output folder's lock."""
     state_dir = out_dir / STATE_DIR
     state_path, log_path, weights_path = state_dir / STATE_NAME, state_dir / LOG_NAME, out_dir / WEIGHTS_NAME
@@ -304,7 +328,11 @@ def _train(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Sch
                 record = {"step": pos.step, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                           "imgs_per_s": images_per_step / max(now - tick, 1e-9)}
                 logger.log({**record, **(extra_log() if extra_log is not None else {})})
-                tick = now
+                every = settings.validate_every
+                if validate is not None and every and pos.batch == 0 and (pos.epoch % every == 0 or pos.step == total):
+                    scores = validate_neutrally(model, validate, env)
+                    logger.validation({"step": pos.step, "epoch": epoch, "validation": scores})
+                tick = time.perf_counter()
                 preempt = any_rank(guard.requested, env)
                 if preempt or pos.step == stop_at or pos.step % settings.checkpoint_every == 0:
                     checkpoint()

@@ -17,9 +17,10 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from torch import nn
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 from torchvision import transforms as T
 
+from vitpe.data.transforms import eval_transform
 from vitpe.mae.adpe import adversarial_group, adversarial_parameters, attach_ascent, delta_norms
 from vitpe.mae.masking import num_visible
 from vitpe.mae.model import MaskedAutoencoder
@@ -35,6 +36,7 @@ from vitpe.train.optim import build_scheduler, scaled_lrs
 from vitpe.train.prelude import cpu_threads, epoch_steps, loop_settings, start_rank, train_run
 
 ENCODER_NAME = "encoder.safetensors"
+MASK_SEED = 20230314  # fixed: every model (and every epoch) is scored on the same held-out masks
 
 
 class MultiCrop:
@@ -102,6 +104,22 @@ def batch_plan(run: PretrainRun, world_size: int) -> BatchPlan:
                        where=f"pretrain {run.name}")
 
 
+@torch.no_grad()
+def held_out_loss(model: MaskedAutoencoder, val_dir: Path, img_size: int, device: torch.device,
+                  batch_size: int = 200) -> tuple[float, int]:
+    """(mean masked-patch loss, images) of ``model`` as trained (AdPE's δ included) on ``val_dir``, each
+    image resized and centre-cropped to ``img_size``, one mask per image from MASK_SEED."""
+    transform = eval_transform(img_size, crop_pct=1.0)  # the short side resized to the crop
+    loader = DataLoader(image_folder(val_dir, transform), batch_size=batch_size, shuffle=False)
+    generator = torch.Generator().manual_seed(MASK_SEED)
+    total = count = 0.0
+    for images, _ in loader:
+        noise = torch.rand(len(images), model.num_patches, generator=generator).to(device)
+        total += float(model(images.to(device), noise=noise)[0]) * len(images)
+        count += len(images)
+    return total / count, int(count)
+
+
 def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
     plan = start_rank(run, env, batch_plan, f"pretrain {run.name}")
     recipe = run.recipe
@@ -132,8 +150,11 @@ def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
         save_tensors(unwrap(trained).encoder_state_dict(), out_dir / ENCODER_NAME,
                      {**settings.weights_metadata, **extra_metadata})
 
+    def validate(trained: nn.Module) -> dict[str, float]:
+        return {"loss": held_out_loss(trained, run.val_dir, run.model.img_size, env.device)[0]}
+
     return TrainingSetup(model, optimizer, scheduler, data, loss_fn, settings,
-                         extra_log=lambda: delta_norms(model), publish=publish)
+                         extra_log=lambda: delta_norms(model), publish=publish, validate=validate)
 
 
 def train_pretrain(run: PretrainRun, out_dir: Path, device: str | None = None,

@@ -30,8 +30,9 @@ def print_stamped(text: str, file: TextIO | None = None) -> None:
     print(stamp(text), file=file or sys.stdout, flush=True)
 
 
-def read_log(path: Path) -> list[dict]:
-    """The records of a finished ``log.jsonl``; DataError if it is missing, empty or not JSON lines."""
+def read_log(path: Path, validation: bool = False) -> list[dict]:
+    """The per-step records of a finished ``log.jsonl`` (``validation``: its per-epoch validation records
+    instead); DataError if it is missing, has no step records or is not JSON lines."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: training log not found")
@@ -41,9 +42,9 @@ def read_log(path: Path) -> list[dict]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             raise DataError(f"{path}:{lineno}: not a JSON line")
-    if not records:
+    if not any("validation" not in r for r in records):
         raise DataError(f"{path}: training log is empty")
-    return records
+    return [r for r in records if ("validation" in r) == validation]
 
 
 def truncate_log(path: Path, last_step: int) -> None:
@@ -88,6 +89,15 @@ class StepLogger:
             print_stamped(f"step {record['step']}/{self.total_steps} epoch {record['epoch']} "
                           f"loss {record['loss']:.4f} lr {record['lr']:.3e} grad_norm {record['grad_norm']:.3f} "
                           f"{record['imgs_per_s']:.1f} img/s", file=sys.stderr)
+
+    def validation(self, record: dict[str, Any]) -> None:
+        """A validation record ({"step", "epoch", "validation": {name: score}}) in the same log."""
+        if not self.enabled:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        scores = " ".join(f"{name} {value:.4g}" for name, value in record["validation"].items())
+        self.message(f"epoch {record['epoch']} validation: {scores}")
 
     def message(self, text: str) -> None:
         if not self.enabled:

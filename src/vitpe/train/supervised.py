@@ -91,8 +91,15 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> TrainingSetup:
 
     settings = loop_settings(run, plan, steps_per_epoch, len(data.dataset), objective.find_unused_parameters,
                              threads=cpu_threads(env))
+
+    def validate(trained: nn.Module) -> dict[str, float]:
+        from vitpe.evaluate.classification import classification_metrics  # evaluate imports train
+
+        metrics = classification_metrics(trained, env.device, run)
+        return {"top1": metrics["top1"], "top5": metrics["top5"]}
+
     return TrainingSetup(model, optimizer, scheduler, data, loss_fn, settings,
-                         train_module=objective.training_module(model))
+                         train_module=objective.training_module(model), validate=validate)
 
 
 def train_supervised(run: SupervisedRun, out_dir: Path, device: str | None = None,
