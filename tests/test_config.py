@@ -85,7 +85,8 @@ def test_snakemake_refuses_bad_params_before_any_job(workflow_copy):
 # exceptions (data-loader workers on 2 cores; COCO's test score threshold after 2 iterations).
 SMOKE_MAY_CUT = {"data", "images", "inverting_gradients", "gradvit", "epochs", "warmup_epochs", "steps_per_epoch",
                  "batch_size", "eval_batch_size", "checkpoint_every", "iters", "warmup_iters", "milestones",
-                 "val_interval", "log_every", "chunk", "num_workers", "test_score_thr"}
+                 "val_interval", "log_every", "chunk", "num_workers", "test_score_thr",
+                 "compile"}  # CPU inductor compiles cost minutes per smoke job; tests/test_compile.py covers it
 
 
 def _leaf_differences(a: object, b: object, path: str = "") -> list[str]:

@@ -49,6 +49,9 @@ class Runtime:
     # epochs between validations during training (0: none); they leave the run's RNG streams and
     # weights exactly as without them (vitpe.train.engine), so they are not part of what it computes
     validate_every: int = 1
+    # torch.compile the module the training step runs: the same computation, fused kernels (results
+    # agree with eager within float rounding, not bitwise)
+    compile: bool = False
 
 
 RUNTIME_KEYS = tuple(f.name for f in fields(Runtime))

@@ -60,6 +60,7 @@ class LoopSettings:
     weights_metadata: dict[str, Any] = field(default_factory=dict)  # JSON-able, stored in the weights
     find_unused_parameters: bool = False  # DDP: some parameters idle on some steps (MJP's unknown row)
     validate_every: int = 0  # epochs between validations (0: none)
+    compile: bool = False  # torch.compile the (DDP-wrapped) training module
 
     @property
     def total_steps(self) -> int:
@@ -260,6 +261,8 @@ def _train(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Sch
         pos = _Position(resumed_state["step"], resumed_state["epoch"], resumed_state["batch"])
         saved = pos.step
     ddp_model = wrap_ddp(model if train_module is None else train_module, env, settings.find_unused_parameters)
+    if settings.compile:  # after DDP, so its gradient buckets overlap the compiled backward
+        ddp_model = torch.compile(ddp_model)
     runner = StepRunner(ddp_model, optimizer, loss_fn, accum_steps=settings.accum_steps,
                         clip_grad=settings.clip_grad, amp=settings.amp, env=env)
     if resumed_state is not None:

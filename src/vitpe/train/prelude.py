@@ -69,6 +69,7 @@ def loop_settings(run: Run, plan: BatchPlan, steps_per_epoch: int, train_images:
         clip_grad=recipe.clip_grad, amp=recipe.amp, checkpoint_every=run.runtime.checkpoint_every,
         fingerprint=run_fingerprint(record, plan.world_size, train_images, threads), weights_metadata=record,
         find_unused_parameters=find_unused_parameters, validate_every=run.runtime.validate_every,
+        compile=run.runtime.compile,
     )
 
 
