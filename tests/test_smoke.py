@@ -94,9 +94,11 @@ def test_smoke_dag_runs_the_paper_recipes_end_to_end(smoke_workflow):
     run(["snakemake", "results/tables/main.tex", "--cores", "2", *MEMORY], cwd, timeout=2400)
     log = train_log.read_text()
     assert "resuming from" in log and "on 2 process(es)" not in log, log[-2000:]
-    curve = [json.loads(line) for line in (weights.parent / "log.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (weights.parent / "log.jsonl").read_text().splitlines()]
+    curve = [r for r in records if "validation" not in r]
     assert [r["step"] for r in curve] == [1, 2, 3, 4]  # 2 epochs x 2 steps: none lost, none repeated
     assert [r["epoch"] for r in curve] == [0, 0, 1, 1]
+    assert [r["epoch"] for r in records if "validation" in r] == [0, 1]  # each epoch validated once
 
     for exp in ("deit_s", "mjp"):
         classify = _metrics(cwd, exp, "classify")
