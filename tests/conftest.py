@@ -151,8 +151,8 @@ def make_attack_data(data: Path) -> Path:
     return data
 
 
-def micro_run(data_root: Path, **recipe: object) -> SupervisedRun:
-    run = supervised_run(load_params(ROOT / "params.yaml"), "deit_s")
+def micro_run(data_root: Path, experiment: str = "deit_s", **recipe: object) -> SupervisedRun:
+    run = supervised_run(load_params(ROOT / "params.yaml"), experiment)
     return dataclasses.replace(
         with_recipe(run, **{**MICRO_RECIPE, **recipe}), model=ViTSpec(**MICRO_MODEL),
         num_classes=NUM_CLASSES, train_dir=data_root / "train", val_dir=data_root / "val",

@@ -4,17 +4,14 @@ shuffle are two graphs), for the plain ViT and for MJP's shuffled forward, whose
 permutation are drawn anew at every step."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import MICRO_MODEL, MICRO_RECIPE, NUM_CLASSES, ROOT, make_image_folder
+from conftest import ROOT, make_image_folder, micro_run
 from vitpe.config import load_params
 from vitpe.evaluate.classification import evaluate_classification
-from vitpe.models.spec import ViTSpec
-from vitpe.runs import supervised_run, with_recipe
+from vitpe.runs import with_recipe
 from vitpe.train.supervised import train_supervised
 
 pytestmark = pytest.mark.slow  # inductor compiles each model's step on CPU: about a minute
@@ -25,20 +22,13 @@ def data_root(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("imagefolder"))
 
 
-def _run(data_root, experiment: str, **recipe: object):
-    run = supervised_run(load_params(ROOT / "params.yaml"), experiment)
-    return dataclasses.replace(with_recipe(run, **{**MICRO_RECIPE, "epochs": 2, **recipe}),
-                               model=ViTSpec(**MICRO_MODEL), num_classes=NUM_CLASSES,
-                               train_dir=data_root / "train", val_dir=data_root / "val")
-
-
 @pytest.mark.parametrize("experiment", ["deit_s", "mjp"])
 def test_compiled_training_matches_eager(data_root, tmp_path, experiment):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     outputs = {}
     for mode in ("eager", "compiled"):
-        run = _run(data_root, experiment, compile=mode == "compiled")
+        run = micro_run(data_root, experiment, epochs=2, compile=mode == "compiled")
         # a graph per kind of step (MJP: with and without the shuffle), compiled once: a third fails
         with torch._dynamo.config.patch(recompile_limit=2, fail_on_recompile_limit_hit=True):
             train_supervised(run, tmp_path / mode, device="cpu")

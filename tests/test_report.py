@@ -15,7 +15,7 @@ from conftest import ROOT
 from test_citations import DEAD_CITATION
 from vitpe.config import apply_overrides, load_params, scale_seeds
 from vitpe.errors import DataError
-from vitpe.report.tables import build_main_html, build_main_tex, render_table, split_columns, table_latex
+from vitpe.report.tables import build_main_html, build_main_tex, study_table, split_columns, table_latex
 
 PAPER = ROOT / "workflow/resources/paper_numbers.yaml"
 
@@ -255,7 +255,7 @@ def test_a_wide_table_is_split_into_parts_that_repeat_the_model_column():
     assert len(parts) > 1 and all(list(part.columns[:2]) == ["Model", "Scale"] for part in parts)
     assert [c for part in parts for c in part.columns[2:]] == sorted(frame.columns[2:], key=lambda c: (
         int(c.split()[1]), c.endswith("(paper)")))  # each metric's run and paper columns stay together
-    tex = table_latex(render_table(frame, "Wide", "tab:wide", [], "paper", [0]))
+    tex = table_latex(study_table(frame, "Wide", "tab:wide", [], "paper", [0]))
     assert "(part 1 of" in tex and "\\label{tab:wide-2}" in tex and tex.count("\\footnotesize") == 1
 
 

@@ -148,7 +148,7 @@ def _latex_escape(text: str) -> str:
 
 
 # \fittable{<tabular>}: the tabular at its natural size, or scaled down to \linewidth if wider (a safety
-# net: render_table splits wide tables first). It logs both widths, so a test can check no table shrank.
+# net: table_latex splits wide tables first). It logs both widths, so a test can check no table shrank.
 FITTABLE = (
     "\\newsavebox{\\fitbox}\n"
     "\\newcommand{\\fittable}[1]{\\sbox{\\fitbox}{#1}"
@@ -165,11 +165,23 @@ CHAR_PT, COLUMN_PT = 4.5, 8.0
 KEY_COLUMNS = ("Model", "Scale")
 
 
+#: LaTeX markup of the cells and notes -> HTML, for the report's copy of the tables
+_HTML_MARKUP = ((r"\$\\pm\$", "\u00b1"), (r"\$\\Delta\$", "\u0394"), (r"\$\^\{([^}]*)\}\$", r"<sup>\1</sup>"),
+                (r"\$\\\|\\delta\\\|_2\$", "\u2016\u03b4\u2016<sub>2</sub>"),
+                (r"\\emph\{([^}]*)\}", r"<em>\1</em>"), (r"\\textit\{([^}]*)\}", r"<em>\1</em>"),
+                (r"\\([%_&#])", r"\1"))
+
+
+def _html_text(text: str) -> str:
+    text = html.escape(str(text), quote=False)
+    for pattern, repl in _HTML_MARKUP:
+        text = re.sub(pattern, repl, text)
+    return text
+
+
 def _visible(cell: str) -> str:
-    """A cell's printed characters: math markup and commands count as the glyphs they draw."""
-    cell = cell.replace("$\\pm$", "\u00b1").replace("$\\Delta$", "D")
-    cell = re.sub(r"\$\^\{([^}]*)\}\$", r"\1", cell)
-    return re.sub(r"\\[a-zA-Z]+|[${}]", "", cell)
+    """A cell's printed characters: its markup counted as the glyphs it draws (the HTML rendering's text)."""
+    return re.sub(r"\\[a-zA-Z]+|[${}]", "", html.unescape(re.sub(r"<[^>]+>", "", _html_text(cell))))
 
 
 def _column_pt(frame: pd.DataFrame, name: str) -> float:
@@ -241,7 +253,7 @@ class Table:
     prose_format: str | None = None
 
 
-def render_table(frame: pd.DataFrame, title: str, label: str, sources: list[str], scale: str, seeds: list[int],
+def study_table(frame: pd.DataFrame, title: str, label: str, sources: list[str], scale: str, seeds: list[int],
                  escape: tuple[str, ...] = ("Model",), note: str | None = None) -> Table:
     """A study table; ``note`` replaces the standard one (scale, seeds, paper-value sources)."""
     return Table(frame, title, label, standard_note(scale, seeds, sources) if note is None else note, escape)
@@ -275,20 +287,6 @@ def table_latex(table: Table) -> str:
             latex = latex.replace("\\end{table}", "\\par{\\footnotesize " + table.note + "\\par}\n\\end{table}")
         rendered.append(latex)
     return "".join(rendered)
-
-
-#: LaTeX markup of the cells and notes -> HTML, for the report's copy of the tables
-_HTML_MARKUP = ((r"\$\\pm\$", "\u00b1"), (r"\$\\Delta\$", "\u0394"), (r"\$\^\{([^}]*)\}\$", r"<sup>\1</sup>"),
-                (r"\$\\\|\\delta\\\|_2\$", "\u2016\u03b4\u2016<sub>2</sub>"),
-                (r"\\emph\{([^}]*)\}", r"<em>\1</em>"), (r"\\textit\{([^}]*)\}", r"<em>\1</em>"),
-                (r"\\([%_&#])", r"\1"))
-
-
-def _html_text(text: str) -> str:
-    text = html.escape(str(text), quote=False)
-    for pattern, repl in _HTML_MARKUP:
-        text = re.sub(pattern, repl, text)
-    return text
 
 
 def table_html(table: Table) -> str:
@@ -364,7 +362,7 @@ def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) ->
         if any(row.startswith("adpe") for row in rows) and sources:
             sources.append("AdPE rows use the paper's AdPE values; the transferred checkpoint is not stated "
                            "(docs/FIDELITY.md row 35)")
-        tables.append(render_table(frame, study.title, study.label, sources, scale, seeds))
+        tables.append(study_table(frame, study.title, study.label, sources, scale, seeds))
     return tables
 
 
@@ -445,18 +443,18 @@ def privacy_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> 
     for study, study_rows in ((optimisation, opt_rows), (closed, april_rows)):
         if study_rows:
             frame, sources = study_frame(study, study_rows, metrics_dir, scale, paper, seeds)
-            tables.append(render_table(frame, study.title, study.label, sources, scale, seeds))
+            tables.append(study_table(frame, study.title, study.label, sources, scale, seeds))
     first = seeds[0]
     paired = load_metrics(metrics_dir / seed_dir(first) / "attacks" / "paired.json")
     frame = paired_frame(params, paired)
     if not frame.empty:
-        frame = frame.rename(columns={"Pair": "Model"})  # render_table escapes the first column
+        frame = frame.rename(columns={"Pair": "Model"})  # study_table escapes the first column
         title = (f"Privacy: paired per-image PSNR difference (a - b, dB), bootstrap 95% CI of the mean, "
                  f"models of seed {first}")
         note = (f"Per-image differences between the seed-{first} models (the first training seed of the "
                 f"\\emph{{{scale}}} scale); the other seeds' comparisons are in "
                 f"results/metrics/{scale}/seed\\textit{{N}}/attacks/paired.json.")
-        tables.append(render_table(frame, title, "tab:privacy-paired", [], scale, [first], note=note))
+        tables.append(study_table(frame, title, "tab:privacy-paired", [], scale, [first], note=note))
     return tables
 
 
@@ -490,7 +488,7 @@ def main_tables(params: dict, metrics_root: Path, paper_path: Path) -> list[Tabl
                           (params["experiments"].get("pretrain", []), adpe_studies(params))):
         for study in studies if rows else ():
             frame, sources = study_frame(study, rows, metrics_dir, scale, paper, seeds)
-            tables.append(render_table(frame, study.title, study.label, sources, scale, seeds))
+            tables.append(study_table(frame, study.title, study.label, sources, scale, seeds))
     tables.extend(transfer_tables(params, metrics_dir, scale, paper))
     tables.extend(privacy_tables(params, metrics_dir, scale, paper))
     tables.append(claims_table(params, metrics_dir, scale))

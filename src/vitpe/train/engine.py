@@ -263,8 +263,7 @@ def _train(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Sch
     ddp_model = wrap_ddp(model if train_module is None else train_module, env, settings.find_unused_parameters)
     if settings.compile:  # after DDP, so its gradient buckets overlap the compiled backward
         # random ops (MAE's masking noise) through ATen, as in eager mode: the same masks, not inductor's
-        torch._inductor.config.fallback_random = True
-        ddp_model = torch.compile(ddp_model)
+        ddp_model = torch.compile(ddp_model, options={"fallback_random": True})
     runner = StepRunner(ddp_model, optimizer, loss_fn, accum_steps=settings.accum_steps,
                         clip_grad=settings.clip_grad, amp=settings.amp, env=env)
     if resumed_state is not None:

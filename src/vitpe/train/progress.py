@@ -77,11 +77,14 @@ class StepLogger:
         if sys.stderr.isatty():
             self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
+    def _write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        self._write(record)
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
@@ -94,8 +97,7 @@ class StepLogger:
         """A validation record ({"step", "epoch", "validation": {name: score}}) in the same log."""
         if not self.enabled:
             return
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        self._write(record)
         scores = " ".join(f"{name} {value:.4g}" for name, value in record["validation"].items())
         self.message(f"epoch {record['epoch']} validation: {scores}")
 
