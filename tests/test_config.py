@@ -218,7 +218,7 @@ def _rename_supervised(params: dict, old: str, new: str) -> None:
         # the MJP tables and figures need a supervised model
         (lambda p: p["experiments"].update(supervised=[]), "experiments.supervised: [] should be non-empty"),
         (lambda p: p["experiments"].update(supervised=["deit_s"]),
-         "attacks.models names 'naive_shuffle', which experiments.supervised does not train"),
+         "attacks.models names 'naive_shuffle', which neither experiments.supervised trains nor experiments.imported holds"),
         # paths go unquoted on shell lines
         (lambda p: p["data"]["real"].update(imagenet="/data/my imagenet"),
          "data.real.imagenet: '/data/my imagenet': expected a path of letters, digits and _ . / + @ : , = -"),

@@ -31,7 +31,7 @@ from vitpe.models.spec import ViTSpec
 from vitpe.models.vit import build_vit
 from vitpe.models.weights import load_weights, read_metadata, read_weights
 from vitpe.runs import encoder_run, supervised_run
-from vitpe.train.commands import IMPORT_ARCHS, IMPORT_FORMATS
+from vitpe.models.released import CLASSIFIER_FORMATS, ENCODER_FORMATS, FORMAT_NAMES
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}
 TINY_SPEC = ViTSpec(**TINY, mlp_ratio=4.0)
@@ -362,8 +362,10 @@ def test_refuses_pickles_with_other_objects_without_running_them(tmp_path, yacs_
 
 # --- the command -------------------------------------------------------------------------------------
 
-def test_cli_lists_the_importers_formats_and_architectures():
-    assert IMPORT_FORMATS == tuple(FORMATS) and IMPORT_ARCHS == tuple(ARCHS)
+def test_the_torch_free_format_lists_are_the_importers():
+    assert FORMAT_NAMES == tuple(FORMATS)
+    assert set(ENCODER_FORMATS) == {name for name, fmt in FORMATS.items() if fmt.encoder}
+    assert set(CLASSIFIER_FORMATS) == {name for name, fmt in FORMATS.items() if not fmt.encoder}
 
 
 def test_cli_imports_and_refuses_with_one_error_line(tmp_path, capsys):

@@ -14,6 +14,7 @@ import jsonschema
 import yaml
 
 from vitpe.errors import ConfigError
+from vitpe.models.released import CLASSIFIER_FORMATS, DEIT, ENCODER_FORMATS, MAE
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
 
@@ -54,10 +55,14 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
         else:
             msg = f"{_key_path(err)}: {err.message}"
         raise ConfigError(f"{source}: {msg}")
-    # experiments.<group> -> the section defining its names (transfer fine-tunes pretraining encoders)
+    _check_imported(params, source)
+    imported_encoders = {name for name, entry in (params["experiments"].get("imported") or {}).items()
+                         if entry["format"] in ENCODER_FORMATS}
+    # experiments.<group> -> the section defining its names (transfer fine-tunes pretraining encoders,
+    # trained or imported)
     for group, section in (("supervised", "supervised"), ("pretrain", "pretrain"), ("transfer", "pretrain")):
         for name in params["experiments"].get(group, []):
-            if name not in params.get(section, {}):
+            if name not in params.get(section, {}) and not (group == "transfer" and name in imported_encoders):
                 known = ", ".join(sorted(params.get(section, {}))) or "none"
                 raise ConfigError(
                     f"{source}: experiments.{group} names unknown experiment {name!r} "
@@ -67,16 +72,34 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
     return params
 
 
+def _check_imported(params: dict, source: str) -> None:
+    """Published checkpoints under names of their own, each option for the layout that has it."""
+    for name, entry in (params["experiments"].get("imported") or {}).items():
+        where = f"{source}: experiments.imported.{name}"
+        for section in ("supervised", "pretrain"):
+            if name in (params.get(section) or {}):
+                raise ConfigError(f"{where}: {name!r} is also defined under {section}: (a trained model); "
+                                  "give the published weights a name of their own")
+        family = DEIT if entry["format"] in ("deit", "mjp") else MAE
+        if entry.get("arch") not in (None, *family):
+            raise ConfigError(f"{where}.arch: {entry['arch']!r} is no {entry['format']} release "
+                              f"(one of: {', '.join(family)})")
+        if entry.get("rpe") is not None and entry["format"] != "adpe-rel":
+            raise ConfigError(f"{where}.rpe: an iRPE lookup applies to format adpe-rel only, not {entry['format']}")
+
+
 def _check_attacks(params: dict, source: str) -> None:
     """Attack settings the DAG cannot carry, refused before any job starts."""
     attacks = params.get("attacks")
     if attacks is None:
         return
-    built = params["experiments"]["supervised"]
-    for name in attacks["models"]:  # their checkpoints and run configs come from experiments.supervised
+    published = params["experiments"].get("imported") or {}
+    built = params["experiments"]["supervised"] + [name for name, entry in published.items()
+                                                   if entry["format"] in CLASSIFIER_FORMATS]
+    for name in attacks["models"]:  # trained by experiments.supervised, or published classifiers
         if name not in built:
-            raise ConfigError(f"{source}: attacks.models names {name!r}, which experiments.supervised does not "
-                              f"train (it lists: {', '.join(built)})")
+            raise ConfigError(f"{source}: attacks.models names {name!r}, which neither experiments.supervised "
+                              f"trains nor experiments.imported holds as a classifier (known: {', '.join(built)})")
     for name in attacks["april_models"]:  # trained by the DAG from their supervised: definitions
         if name not in params["supervised"]:
             raise ConfigError(f"{source}: attacks.april_models names {name!r}, not defined under supervised: "

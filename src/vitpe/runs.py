@@ -25,12 +25,13 @@ from vitpe.errors import ConfigError
 from vitpe.mae.settings import AdversarySettings, DecoderConfig
 from vitpe.mjp.settings import DALSettings, JigsawSettings, UnknownPESettings
 from vitpe.models.registry import LearnablePESettings, pe_flags
+from vitpe.models.released import ARCHS, CLASSIFIER_FORMATS, ENCODER_FORMATS, FORMAT_NAMES
 from vitpe.models.spec import RPE_KINDS, RPE_LOOKUPS, RPEConfig, RPEOptions, ViTSpec
 
 __all__ = [
     "Runtime", "ClassifierRecipe", "PretrainRecipe", "Crops", "SupervisedRun", "PretrainRun", "RUNTIME_KEYS",
     "TransferRuntime", "TransferRecipe", "SegmentationRecipe", "DetectionRecipe", "TransferRun", "TRANSFER_RECIPES",
-    "supervised_run", "encoder_run", "stage_run", "pretrain_run", "transfer_run", "stage_record",
+    "supervised_run", "encoder_run", "stage_run", "pretrain_run", "transfer_run", "stage_record", "imported_experiments",
     "dependency_record", "architecture_record", "with_recipe", "dataset_paths", "num_classes", "RPE_LOOKUPS",
     "RPE_KINDS",
 ]
@@ -363,6 +364,9 @@ def _pe_settings(name: str, exp: dict) -> dict[str, Any]:
 
 
 def supervised_run(params: dict, name: str) -> SupervisedRun:
+    published = imported_experiments(params, "classifier")
+    if name in published:
+        return _published_classifier_run(params, name, published[name]["format"], published[name].get("arch"))
     if name not in params["supervised"]:
         raise ConfigError(f"params.yaml: unknown supervised experiment {name!r} "
                           f"(known: {', '.join(sorted(params['supervised']))})")
@@ -383,6 +387,9 @@ def supervised_run(params: dict, name: str) -> SupervisedRun:
 # --- pretraining (MAE, MAE+, AdPE) and the runs built on its encoders -------------------------------
 
 def _pretrain_exp(params: dict, name: str) -> dict:
+    published = imported_experiments(params, "encoder")
+    if name in published:
+        return _published_encoder_definition(published[name])
     if name not in params.get("pretrain", {}):
         known = ", ".join(sorted(params.get("pretrain", {}))) or "none"
         raise ConfigError(f"params.yaml: unknown pretraining experiment {name!r} (known: {known})")
@@ -461,6 +468,58 @@ def encoder_run(params: dict, name: str, protocol: str, pretrained: str | None =
         train_dir=paths["imagenet"] / "train", val_dir=paths["imagenet"] / "val",
         protocol=protocol, pretrained=pretrained, rpe=rpe, global_pool=protocol == "finetune",
     )
+
+
+# --- published checkpoints (experiments.imported, imported by vitpe.models.importers) ---------------
+
+def imported_experiments(params: dict, kind: str | None = None) -> dict[str, dict]:
+    """``experiments.imported``: name -> {format, path[, arch][, rpe]}, the published checkpoints the
+    workflow evaluates as it does trained ones; ``kind`` ("classifier" / "encoder") keeps that kind's formats."""
+    formats = {"classifier": CLASSIFIER_FORMATS, "encoder": ENCODER_FORMATS}.get(kind or "", FORMAT_NAMES)
+    entries = params["experiments"].get("imported") or {}
+    return {name: entry for name, entry in entries.items() if entry["format"] in formats}
+
+
+def _with_arch(model: dict, arch: str | None) -> dict:
+    """A scale's model block at the widths of a released architecture (None: the block as it is)."""
+    if arch is None:
+        return model
+    dim, depth, heads = ARCHS[arch]
+    return {**model, "embed_dim": dim, "depth": depth, "num_heads": heads, "mlp_ratio": 4.0}
+
+
+def _published_classifier_run(params: dict, name: str, fmt: str, arch: str | None) -> SupervisedRun:
+    """A released classifier as the active scale evaluates and attacks it: the scale's model (DeiT and
+    MJP: the supervised one; MAE's fine-tuned ViT: the pretraining one at full size) at ``arch``, with
+    its layout's PE, DAL head and pooling. MJP's jigsaw and DAL settings are its release's (train.sh);
+    the recipe supplies the evaluation keys (test crop, batch size)."""
+    scale = params["scales"][params["scale"]]
+    finetuned, mjp = fmt == "mae-finetuned", fmt == "mjp"
+    recipe, runtime = _split_recipe(scale["finetune" if finetuned else "supervised"], {},
+                                    f"experiments.imported.{name}", ClassifierRecipe)
+    paths = dataset_paths(params)
+    return SupervisedRun(
+        name=name, **_common(params), model=ViTSpec.of(_with_arch(scale["pretrain"]["model"] if finetuned
+                                                                  else scale["model"], arch)),
+        recipe=recipe, runtime=runtime, pos_embed="mjp" if mjp else "learnable", num_classes=num_classes(params),
+        train_dir=paths["imagenet"] / "train", val_dir=paths["imagenet"] / "val",
+        jigsaw=JigsawSettings(mode="mjp", start_epoch=recipe.warmup_epochs) if mjp else None,
+        dal=DALSettings() if mjp else None, unk=UnknownPESettings() if mjp else None,
+        protocol="finetune" if finetuned else "supervised", global_pool=finetuned,
+    )
+
+
+def _published_encoder_definition(entry: dict) -> dict:
+    """A released encoder as a ``pretrain:`` definition: its method and iRPE (the AdPE adversary is
+    pretraining-only, not part of the encoder) at its architecture; fine-tuning, linear probing and
+    transfer build their runs from it as from a trained encoder's."""
+    fmt = entry["format"]
+    definition: dict[str, Any] = {"method": "mae" if fmt == "mae" else "mae_plus"}
+    if fmt == "adpe-rel":
+        definition["rpe"] = entry.get("rpe") or "irpe"
+    if entry.get("arch") is not None:
+        definition["model"] = _with_arch({}, entry["arch"])
+    return definition
 
 
 def stage_run(params: dict, stage: str, name: str) -> SupervisedRun:

@@ -47,7 +47,6 @@ def attack_recon(exp, seed="{seed}"):
 # e.g. paper, ViT-S/16: 10 jobs, each 2 x 1 x (24k + 120k) = 288k iterations of 10 images x ~0.21 s
 # = ~17 h -> 2002 min; fine-tuned ViT-B/16: ~0.39 s, ~32 h -> 3794 min (README: the whole arithmetic).
 # The DAG stops here if a job would exceed the scale's job limit (JOBS' attack runtime, 72 h on the cluster).
-import re as _re
 
 from vitpe.attacks.budget import attack_job_estimate, jobs_for, jobs_needed
 
@@ -92,10 +91,6 @@ def attack_job_file(exp, job, name):
 
 def attack_job_files(name):
     return lambda wc: [attack_job_file(wc.exp, k, name) for k in range(ATTACK_JOBS[wc.exp])]
-
-
-def one_of(names):
-    return "|".join(_re.escape(name) for name in names)
 
 
 # The two rules below append to ATTACK_RUN, a shell command, not a path: the lint on path composition

@@ -1,12 +1,13 @@
 # Shared helpers: config validation, paths, per-scale resources and launch commands.
 import json
 import os
+import re
 import shlex
 import sys
 
 from vitpe.config import scale_seeds, seed_dir, validate_params
 from vitpe.errors import ConfigError
-from vitpe.runs import dataset_paths, stage_record
+from vitpe.runs import dataset_paths, imported_experiments, stage_record
 
 try:  # one clear line and a non-zero exit before any job starts; inherited scales written out in full
     config.update(validate_params(config, "params.yaml (with --config overrides)"))
@@ -30,11 +31,16 @@ SUPERVISED = config["experiments"]["supervised"]
 PRETRAIN = config["experiments"].get("pretrain", [])
 TRANSFER = config["experiments"].get("transfer", [])
 TRANSFER_TASKS = ["ade20k", "coco"]
+# published checkpoints (experiments.imported): imported in place of training (imported.smk), then
+# evaluated, attacked, fine-tuned and transferred like the trained ones (the tables' published rows)
+IMPORTED = imported_experiments(config)
+IMPORTED_CLASSIFIERS = list(imported_experiments(config, "classifier"))
+IMPORTED_ENCODERS = list(imported_experiments(config, "encoder"))
 ATTACK_CFG = config.get("attacks", {})
 ATTACK_SUPERVISED = ATTACK_CFG.get("models", [])
 ATTACK_APRIL = ATTACK_CFG.get("april_models", [])
-# fine-tuned classifiers exist only for pretraining experiments the DAG builds (pretrain.smk)
-ATTACK_FINETUNED = [e for e in ATTACK_CFG.get("finetuned", []) if e in PRETRAIN]
+# fine-tuned classifiers exist only for the encoders the DAG pretrains (pretrain.smk) or imports
+ATTACK_FINETUNED = [e for e in ATTACK_CFG.get("finetuned", []) if e in PRETRAIN + IMPORTED_ENCODERS]
 ATTACKED = ATTACK_SUPERVISED + ATTACK_FINETUNED + ATTACK_APRIL
 # Every job gets the configuration the DAG was built from: params.yaml plus Snakemake's own
 # --config/--configfile overrides (the slurm profile sets scale=paper), passed as --set KEY=JSON.
@@ -52,6 +58,11 @@ PARAMS = shlex.join(
 )
 
 
+def one_of(names):
+    """A wildcard constraint that matches exactly these names (none: nothing)."""
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
 wildcard_constraints:
     scale="tiny|smoke|paper",
     seed=r"\d+",
@@ -61,7 +72,6 @@ wildcard_constraints:
 # --- Job sizes and launch commands ----------------------------------------------------------------
 import functools
 import math
-import re
 from dataclasses import dataclass
 
 from vitpe.runs import encoder_run, pretrain_run, supervised_run
@@ -111,6 +121,8 @@ JOBS = {
         "transfer_coco": {**_CPU, "cpus_per_task": 1, "runtime": 15},
         # gradient-inversion attacks of one model (workflow/rules/attacks.smk): one CPU, two side by side
         "attack": {**_CPU, "cpus_per_task": 1, "mem_mb": 2000, "runtime": 15},
+        # a published checkpoint read and written again (imported.smk)
+        "import": _CPU,
     },
     # the paper's models and input sizes for a few steps on CPU: more memory and time than tiny; the
     # supervised training runs as 2 processes (torchrun, gloo) to cover the multi-process path
@@ -122,6 +134,7 @@ JOBS = {
         "transfer_ade20k": {**_CPU, "cpus_per_task": 1, "mem_mb": 10000, "runtime": 60},
         "transfer_coco": {**_CPU, "cpus_per_task": 1, "mem_mb": 14000, "runtime": 60},
         "attack": {**_CPU, "cpus_per_task": 1, "mem_mb": 4000, "runtime": 60},
+        "import": _CPU,
     },
     "paper": {
         # at most 8 GPUs of one node, 32 GB of host memory per GPU
@@ -132,6 +145,7 @@ JOBS = {
         "transfer_coco": {**_GPU, "mem_mb": 384000},
         # 100 images x 2 client modes x (24k IG + 120k GradViT iterations) of ViT-S/16, double backward
         "attack": {**_GPU, "gpu": 1, "mem_mb": 64000, "runtime": 4320},
+        "import": {**_CPU, "mem_mb": 16000},  # ViT-H: a 2.5 GB file, held twice while converted
     },
 }
 
@@ -393,8 +407,9 @@ def run_configs():
     # the APRIL variants train through rule train_supervised too (attacks.smk attacks them)
     supervised = SUPERVISED + [exp for exp in ATTACK_APRIL if exp not in SUPERVISED]
     return (
-        [("supervised", exp) for exp in supervised]
+        [("supervised", exp) for exp in supervised + IMPORTED_CLASSIFIERS]
         + [(stage, exp) for exp in PRETRAIN for stage in ("pretrain", "finetune", "linprobe")]
+        + [(stage, exp) for exp in IMPORTED_ENCODERS for stage in ("finetune", "linprobe")]
         + [(f"transfer_{task}", exp) for task in TRANSFER_TASKS for exp in TRANSFER]
     )
 
@@ -406,8 +421,9 @@ ENCODER_EVALS = ("pretext", "finetune", "linprobe")  # rule eval_encoder, one pr
 def table_inputs(seed="{seed}"):
     """Every metrics JSON of one seed results/tables/main.tex reads, study by study."""
     return (
-        [metrics_file(exp, kind, seed) for exp in SUPERVISED for kind in SUPERVISED_EVALS]
+        [metrics_file(exp, kind, seed) for exp in SUPERVISED + IMPORTED_CLASSIFIERS for kind in SUPERVISED_EVALS]
         + [metrics_file(exp, kind, seed) for exp in PRETRAIN for kind in ENCODER_EVALS]
+        + [metrics_file(exp, kind, seed) for exp in IMPORTED_ENCODERS for kind in ("finetune", "linprobe")]
         + [metrics_file(exp, task, seed) for exp in TRANSFER for task in TRANSFER_TASKS]
         + ([metrics_file(exp, "attacks", seed) for exp in ATTACKED] + [paired_attacks(seed)] if ATTACKED else [])
     )

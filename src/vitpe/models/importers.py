@@ -36,17 +36,13 @@ from torch.serialization import safe_globals
 
 from vitpe.errors import CheckpointError
 from vitpe.models.pos_embed import sincos_2d_table
+from vitpe.models.released import ARCHS, DEIT, MAE
 from vitpe.models.spec import RPE_LOOKUPS, RPEConfig, ViTSpec
 from vitpe.models.vit import build_vit
 from vitpe.models.weights import WEIGHTS_NAME, _listing, _to_timm_key, key_problems, load_weights_only, save_tensors
 
 ENCODER_NAME = "encoder.safetensors"  # the name pretraining publishes encoders under (vitpe.train.pretrain)
 
-#: the released architectures: name -> (embed_dim, depth, num_heads), MLP ratio 4
-ARCHS = {"deit-tiny": (192, 12, 3), "deit-small": (384, 12, 6), "deit-base": (768, 12, 12),
-         "vit-base": (768, 12, 12), "vit-large": (1024, 24, 16), "vit-huge": (1280, 32, 16)}
-DEIT = ("deit-tiny", "deit-small", "deit-base")
-MAE = ("vit-base", "vit-large", "vit-huge")
 
 
 class _CfgNode:
@@ -188,18 +184,53 @@ def _to_project(fmt: Format, state: dict[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
+def _described(spec: ViTSpec) -> str:
+    return (f"width {spec.embed_dim}, depth {spec.depth}, {spec.num_heads} heads, MLP ratio {spec.mlp_ratio:g}, "
+            f"patch {spec.patch_size}, {spec.img_size} px")
+
+
+def _check_model(path: Path, spec: ViTSpec, model: ViTSpec, compare_size: bool) -> None:
+    fields_ = [f for f in ViTSpec.__dataclass_fields__ if compare_size or f != "img_size"]
+    if any(getattr(spec, f) != getattr(model, f) for f in fields_):
+        raise CheckpointError(f"{path}: holds a ViT of {_described(spec)}; the run needs {_described(model)} "
+                              "(released weights fit the smoke and paper scales' models; `arch` picks a release)")
+
+
+def _head_of(path: Path, tensors: dict[str, torch.Tensor], classes: list[str]) -> dict[str, torch.Tensor]:
+    """The classifier with only the head rows of ``classes`` (ImageNet-1k wnids): the logits of a dataset
+    of some ImageNet classes (the mini set), in its class order; all 1000 on ImageNet itself."""
+    from timm.data import ImageNetInfo
+
+    wnids = list(ImageNetInfo().label_names())
+    rows = tensors["head.weight"].shape[0]
+    if rows != len(wnids):
+        raise CheckpointError(f"{path}: a head of {rows} classes, not ImageNet-1k's {len(wnids)}: the dataset's "
+                              "classes cannot be picked from it")
+    index = {wnid: i for i, wnid in enumerate(wnids)}
+    foreign = [c for c in classes if c not in index]
+    if foreign:
+        raise CheckpointError(f"class folder {foreign[0]!r} is no ImageNet-1k wnid: a released classifier "
+                              "predicts ImageNet classes (run it at the smoke or paper scale)")
+    keep = torch.tensor([index[c] for c in classes])
+    return {**tensors, "head.weight": tensors["head.weight"][keep].clone(),
+            "head.bias": tensors["head.bias"][keep].clone()}
+
+
 def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def import_checkpoint(fmt_name: str, checkpoint: str | Path, out_dir: str | Path, *, arch: str | None = None,
-                      num_heads: int | None = None, rpe: str | None = None) -> ImportReport:
+                      num_heads: int | None = None, rpe: str | None = None, model: ViTSpec | None = None,
+                      classes: list[str] | None = None) -> ImportReport:
     """Write ``checkpoint`` (a released file of format ``fmt_name``) as OUT_DIR/model.safetensors or
     OUT_DIR/encoder.safetensors; CheckpointError (one line, nothing written) if it does not fit.
 
     ``arch`` (a name of ARCHS) / ``num_heads``: the architecture it must have / its number of heads
     (default: read from the tensors); ``rpe``: adpe-rel's iRPE lookup, irpe (default) or irpe_interp.
+    ``model``: the run's architecture it must match (an encoder's input size may differ: fine-tuning
+    resizes its PE); ``classes``: a classifier's head cut to these ImageNet-1k wnids, in this order.
     """
     if fmt_name not in FORMATS:
         raise CheckpointError(f"unknown checkpoint format {fmt_name!r} (known: {', '.join(FORMATS)})")
@@ -223,7 +254,11 @@ def import_checkpoint(fmt_name: str, checkpoint: str | Path, out_dir: str | Path
     if problems:
         raise CheckpointError(f"{path}: does not fit the {fmt.name} layout of a ViT of width {spec.embed_dim}, "
                               f"depth {spec.depth}, {spec.num_heads} heads; " + "; ".join(problems))
+    if model is not None:
+        _check_model(path, spec, model, compare_size=not fmt.encoder)
     tensors = _to_project(fmt, {k: v for k, v in state.items() if k not in unused})
+    if classes is not None and not fmt.encoder:
+        tensors, num_classes = _head_of(path, tensors, classes), len(classes)
     if fmt.pos_embed == "sincos":  # the metadata says so: the fine-tune and transfer code rely on it
         gap = float((tensors["pos_embed"].float() - sincos_2d_table(spec.grid_size, spec.embed_dim)).abs().max())
         if gap > 1e-5:

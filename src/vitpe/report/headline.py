@@ -17,7 +17,8 @@ from pathlib import Path
 
 from vitpe.report.statistics import scale_seed_list
 from vitpe.report.tables import (
-    Column, Study, adpe_studies, column_summary, mjp_studies, privacy_rows, privacy_studies, transfer_studies,
+    Column, Study, adpe_studies, column_summary, mjp_studies, model_rows, privacy_rows, privacy_studies,
+    transfer_studies,
 )
 
 # Table columns left out of the headline, still in main.tex and the detailed metrics files: the attacked
@@ -40,10 +41,10 @@ def headline_key(column: Column) -> str:
 
 def _groups(params: dict) -> Iterator[tuple[str, list[str], tuple[Study, ...]]]:
     """(headline group, experiments, the studies whose columns it holds), in main.tex order."""
-    experiments = params["experiments"]
-    yield "supervised", list(experiments["supervised"]), mjp_studies(params)
-    yield "pretrain", list(experiments.get("pretrain", [])), adpe_studies(params)
-    yield "transfer", list(experiments.get("transfer", [])), transfer_studies(params)
+    classifiers, encoders = model_rows(params)
+    yield "supervised", classifiers, mjp_studies(params)
+    yield "pretrain", encoders, adpe_studies(params)
+    yield "transfer", list(params["experiments"].get("transfer", [])), transfer_studies(params)
     optimisation_rows, april_rows = privacy_rows(params)
     optimisation, closed = privacy_studies(params)
     yield "privacy", optimisation_rows, (optimisation,)

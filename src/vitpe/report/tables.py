@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +22,7 @@ from vitpe.config import seed_dir
 from vitpe.errors import DataError
 from vitpe.report.claims import attacked_models, claims_frame
 from vitpe.report.names import attack_name, experiment_name
+from vitpe.runs import imported_experiments
 from vitpe.report.statistics import (
     SeedSummary, load_metrics, pair_by_seed, scale_seed_list, seed_values, summarize,
 )
@@ -80,6 +83,21 @@ def adpe_studies(params: dict) -> tuple[Study, ...]:
     ),)
 
 
+def model_rows(params: dict) -> tuple[list[str], list[str]]:
+    """(rows of the MJP tables, rows of the AdPE table): the trained classifiers and pretraining
+    experiments, then the published checkpoints of each kind (experiments.imported)."""
+    return (list(params["experiments"]["supervised"]) + list(imported_experiments(params, "classifier")),
+            list(params["experiments"].get("pretrain", [])) + list(imported_experiments(params, "encoder")))
+
+
+def model_name(params: dict, row: str) -> str:
+    """A row's display name; published checkpoints say so and name their layout."""
+    published = imported_experiments(params)
+    if row not in published:
+        return experiment_name(row)
+    return f"{experiment_name(row)} (published weights, {published[row]['format']})"
+
+
 def load_paper_numbers(path: Path) -> dict:
     try:
         numbers = yaml.safe_load(Path(path).read_text())
@@ -110,8 +128,8 @@ def column_summary(metrics_dir: Path, seeds: list[int], row: str, col: Column) -
     return summarize(seed_values(metrics_dir, seeds, row, col.source, col.key or col.metric, col.scale))
 
 
-def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, paper: dict,
-                seeds: list[int]) -> tuple[pd.DataFrame, list[str]]:
+def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, paper: dict, seeds: list[int],
+                name: Callable[[str], str] = experiment_name) -> tuple[pd.DataFrame, list[str]]:
     """The table of one study and the list of sources of the paper values it prints.
 
     A metric gets paper and delta columns only when some row has a sourced paper value for it; the
@@ -121,7 +139,7 @@ def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, pa
     sourced = {col.metric for col in study.columns if any(col.metric in section.get(row, {}) for row in rows)}
     records, sources = [], []
     for row in rows:
-        record = {"Model": experiment_name(row), "Scale": scale}
+        record = {"Model": name(row), "Scale": scale}
         for col in study.columns:
             summary = column_summary(metrics_dir, seeds, row, col)
             ours = None if summary is None else summary.mean
@@ -342,7 +360,7 @@ def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) ->
     view = {**paper, "transfer": {row: section.get(transfer_paper_row(row), {}) for row in rows}}
     tables = []
     for study in transfer_studies(params):
-        frame, sources = study_frame(study, rows, metrics_dir, scale, view, seeds)
+        frame, sources = study_frame(study, rows, metrics_dir, scale, view, seeds, partial(model_name, params))
         if TRANSFER_BASELINE in rows:
             for col in study.columns:
                 gain_key = f"{col.metric}_vs_mae"
@@ -442,7 +460,8 @@ def privacy_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> 
     optimisation, closed = privacy_studies(params)
     for study, study_rows in ((optimisation, opt_rows), (closed, april_rows)):
         if study_rows:
-            frame, sources = study_frame(study, study_rows, metrics_dir, scale, paper, seeds)
+            frame, sources = study_frame(study, study_rows, metrics_dir, scale, paper, seeds,
+                                         partial(model_name, params))
             tables.append(study_table(frame, study.title, study.label, sources, scale, seeds))
     first = seeds[0]
     paired = load_metrics(metrics_dir / seed_dir(first) / "attacks" / "paired.json")
@@ -484,10 +503,10 @@ def main_tables(params: dict, metrics_root: Path, paper_path: Path) -> list[Tabl
     metrics_dir = Path(metrics_root) / scale
     seeds = scale_seed_list(params, scale)
     tables = []
-    for rows, studies in ((params["experiments"]["supervised"], mjp_studies(params)),
-                          (params["experiments"].get("pretrain", []), adpe_studies(params))):
+    classifiers, encoders = model_rows(params)
+    for rows, studies in ((classifiers, mjp_studies(params)), (encoders, adpe_studies(params))):
         for study in studies if rows else ():
-            frame, sources = study_frame(study, rows, metrics_dir, scale, paper, seeds)
+            frame, sources = study_frame(study, rows, metrics_dir, scale, paper, seeds, partial(model_name, params))
             tables.append(study_table(frame, study.title, study.label, sources, scale, seeds))
     tables.extend(transfer_tables(params, metrics_dir, scale, paper))
     tables.extend(privacy_tables(params, metrics_dir, scale, paper))

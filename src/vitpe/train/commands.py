@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vitpe.commands import add_command, add_device_argument, wrote
+from vitpe.models.released import ARCHS, FORMAT_NAMES
 
-# vitpe.models.importers.FORMATS / ARCHS, torch-free here
-IMPORT_FORMATS = ("deit", "mjp", "mae", "mae-finetuned", "adpe-abs", "adpe-rel")
-IMPORT_ARCHS = ("deit-tiny", "deit-small", "deit-base", "vit-base", "vit-large", "vit-huge")
+if TYPE_CHECKING:
+    from vitpe.models.importers import ImportReport
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,13 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "adversary); a file that does not fit is refused and nothing is written. Nothing is "
                     "downloaded: give the file.",
     )
-    p.add_argument("--format", required=True, choices=IMPORT_FORMATS,
+    p.add_argument("--format", required=True, choices=FORMAT_NAMES,
                    help="the release: deit (timm/DeiT), mjp (MJP's DeiT with its unknown PE row and DAL head), "
                         "mae (MAE pretraining or its encoder release), mae-finetuned (MAE's fine-tuned "
                         "classifiers), adpe-abs or adpe-rel (AdPE encoders with absolute or relative PE)")
     p.add_argument("--checkpoint", required=True, type=Path, help="the released .pth file")
     p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--arch", choices=IMPORT_ARCHS, default=None,
+    p.add_argument("--arch", choices=tuple(ARCHS), default=None,
                    help="the architecture the checkpoint must have (default: read from its tensors)")
     p.add_argument("--num-heads", type=lambda text: _positive_int(text, "heads"), default=None, metavar="N",
                    help="attention heads, for a width no release has (default: that of the release of "
@@ -61,6 +62,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--rpe", choices=("irpe", "irpe_interp"), default=None,
                    help="adpe-rel only: the iRPE lookup it was pretrained with, discrete (irpe, the "
                         "default) or interpolated (irpe_interp, the coordinate adversary's)")
+
+    p = add_command(
+        subparsers, "import", _import_experiment,
+        "import a published checkpoint of experiments.imported for the active scale (the workflow's rule)",
+        params=True,
+        description="Import experiments.imported.<EXPERIMENT> (its format, path and arch) as "
+                    "`import-weights` does, into OUT, checked against the architecture the active scale runs "
+                    "it as; a classifier's 1000-class head keeps the rows of the dataset's class folders "
+                    "(ImageNet-1k wnids), so it scores the mini set's few classes at the smoke scale.",
+    )
+    p.add_argument("--experiment", required=True, help="a name under experiments.imported in params.yaml")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
 
 
 def _run_arguments(p: argparse.ArgumentParser, experiment_help: str) -> None:
@@ -132,8 +145,21 @@ def _import_weights(args: argparse.Namespace) -> int:
 
     report = import_checkpoint(args.format, args.checkpoint, args.out, arch=args.arch, num_heads=args.num_heads,
                                rpe=args.rpe)
-    spec = report.spec
-    print(wrote(report.path, f"{args.format}: width {spec.embed_dim}, depth {spec.depth}, {spec.num_heads} "
-                             f"heads, {spec.img_size} px; {report.loaded} tensors used, "
-                             f"{len(report.unused)} unused by design"))
+    print(_imported_summary(args.format, report))
     return 0
+
+
+def _import_experiment(args: argparse.Namespace) -> int:
+    from vitpe.config import params_from_args
+    from vitpe.train.published import import_experiment
+
+    params = params_from_args(args)
+    report = import_experiment(params, args.experiment, args.out)
+    print(_imported_summary(params["experiments"]["imported"][args.experiment]["format"], report))
+    return 0
+
+
+def _imported_summary(fmt: str, report: ImportReport) -> str:
+    spec = report.spec
+    return wrote(report.path, f"{fmt}: width {spec.embed_dim}, depth {spec.depth}, {spec.num_heads} heads, "
+                              f"{spec.img_size} px; {report.loaded} tensors used, {len(report.unused)} unused by design")
