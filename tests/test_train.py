@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,8 +89,9 @@ def test_stopped_and_resumed_run_is_bitwise_identical(data_root, reference, tmp_
     assert metrics[0] == metrics[1] and metrics[0]["num_images"] == NUM_CLASSES
 
 
-@pytest.mark.parametrize("variant", [{"repeated_aug": 3}, {"accum_steps": 2, "batch_size": 4}],
-                         ids=["repeated-aug", "grad-accumulation"])
+@pytest.mark.parametrize("variant", [{"repeated_aug": 3}, {"accum_steps": 2, "batch_size": 4},
+                                     {"num_workers": 2, "accum_steps": 2, "batch_size": 4}],
+                         ids=["repeated-aug", "grad-accumulation", "persistent-workers"])
 def test_resume_is_exact_with_repeated_aug_and_accumulation(data_root, tmp_path, variant):
     run = micro_run(data_root, epochs=2, **variant)
     train_supervised(run, tmp_path / "a", device="cpu")
@@ -167,3 +171,37 @@ def test_every_trainer_starts_a_rank_by_planning_then_seeding_seed_plus_rank(dat
     assert settings.fingerprint == {"run": settings.weights_metadata, "world_size": 2, "train_images": 40}
     assert settings.weights_metadata["recipe"]["accum_steps"] == settings.accum_steps == plan.accum_steps
     assert settings.total_steps == run.recipe.epochs * 5
+
+
+class _Draws(torch.utils.data.Dataset):
+    """Each sample: its index, a Python, a NumPy and a torch random draw, and the worker's pid."""
+
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.tensor([index, random.random(), np.random.rand(), torch.rand(()).item(), os.getpid()],
+                            dtype=torch.float64)
+
+
+def test_loader_workers_persist_and_each_sample_draws_the_same_wherever_an_epoch_resumes():
+    from torch.utils.data import DistributedSampler
+
+    from vitpe.train.data import ResumableSampler, TrainData
+
+    def data(workers: int) -> TrainData:
+        sampler = ResumableSampler(DistributedSampler(_Draws(), num_replicas=1, rank=0, shuffle=True), seed=7)
+        return TrainData(_Draws(), sampler, batch_size=2, num_workers=workers, seed=7, pin_memory=False)
+
+    two, one = data(2), data(1)
+    try:
+        epochs = [torch.cat(list(two.loader(epoch))) for epoch in (0, 1)]
+        assert epochs[0][:, 4].unique().tolist() == epochs[1][:, 4].unique().tolist()  # the same 2 workers
+        assert len(epochs[0][:, 4].unique()) == 2 and not torch.equal(epochs[0][:, :4], epochs[1][:, :4])
+        resumed = torch.cat(list(two.loader(1, skip_batches=2)))  # epoch 1 from its third batch
+        torch.testing.assert_close(resumed[:, :4], epochs[1][4:, :4], rtol=0, atol=0)
+        other = torch.cat(list(one.loader(1)))  # what a sample draws does not depend on the workers
+        torch.testing.assert_close(other[:, :4], epochs[1][:, :4], rtol=0, atol=0)
+    finally:
+        two.close()
+        one.close()

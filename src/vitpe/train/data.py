@@ -7,6 +7,7 @@ A sample that cannot be decoded or transformed fails with one line naming the fi
 """
 from __future__ import annotations
 
+import random
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from timm.data.auto_augment import posterize as timm_posterize
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.datasets import ImageFolder
 
 from vitpe.data.transforms import eval_transform
@@ -142,6 +143,7 @@ class ResumableSampler(Sampler[int]):
     Each epoch's order depends only on (run seed, epoch): timm's sampler seeds itself with the epoch
     alone, so the run seed is folded into the value given to ``set_epoch``. ``set_position`` skips the
     samples already consumed in the current epoch, so a resumed run sees the same remaining batches.
+    With ``sample_seeds`` it yields (index, seed of that sample) pairs for :class:`SeededSamples`.
     """
 
     def __init__(self, base: RepeatAugSampler | DistributedSampler, seed: int) -> None:
@@ -149,13 +151,19 @@ class ResumableSampler(Sampler[int]):
         self.seed = seed
         self.epoch = 0
         self.skip = 0
+        self.sample_seeds = False
 
     def set_position(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[int] | Iterator[tuple[int, int]]:
         self.base.set_epoch(mix_seed(self.seed, self.epoch))
-        return iter(list(self.base)[self.skip:])
+        indices = list(self.base)[self.skip:]
+        if not self.sample_seeds:
+            return iter(indices)
+        # the sample's place in this rank's epoch, not in the (possibly resumed) iteration
+        return ((index, mix_seed(self.seed, self.epoch, self.base.rank, self.skip + i))
+                for i, index in enumerate(indices))
 
     def __len__(self) -> int:
         return max(0, len(self.base) - self.skip)
@@ -194,8 +202,34 @@ def close_batches(batches: Iterator | None) -> None:
         shutdown()
 
 
+class SeededSamples(Dataset):
+    """``dataset`` read by (index, seed) pairs, each sample drawn with Python's, NumPy's and torch's RNGs
+    seeded from its own seed: a sample's augmentation depends on (run seed, epoch, rank, place in the
+    epoch) alone, not on which worker draws it or what that worker drew before. So loader workers can
+    persist across epochs and a resumed run draws the same augmentations as an uninterrupted one, with
+    any number of workers. Used in worker processes only: it reseeds the RNGs of the process it runs in."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        return self.dataset[index]
+
+
 class TrainData:
-    """The training set, its sampler and a DataLoader factory positioned at (epoch, batch)."""
+    """The training set, its sampler and its DataLoader, positioned at (epoch, batch).
+
+    Without workers the transforms draw from the main process's RNG streams, which the training state
+    saves and restores. With workers the loader is built once and its workers persist across epochs;
+    each sample is then seeded on its own (:class:`SeededSamples`).
+    """
 
     def __init__(self, dataset: ImageFolder, sampler: ResumableSampler, batch_size: int, num_workers: int,
                  seed: int, pin_memory: bool) -> None:
@@ -205,27 +239,37 @@ class TrainData:
         self.num_workers = num_workers
         self.seed = seed
         self.pin_memory = pin_memory
+        self.sampler.sample_seeds = num_workers > 0
+        self._loader: DataLoader | None = None
 
     @property
     def batches_per_epoch(self) -> int:
         return self.sampler.samples_per_epoch // self.batch_size
 
     def loader(self, epoch: int, skip_batches: int = 0) -> DataLoader:
+        """The loader of the rest of ``epoch`` from batch ``skip_batches`` (its sampler set there)."""
         self.sampler.set_position(epoch, skip_batches * self.batch_size)
-        # An explicit generator keeps DataLoader from drawing its worker base seed from the global
-        # torch RNG, which would make the global stream depend on where an epoch was (re)started.
-        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch, skip_batches))
-        return DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            sampler=self.sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            drop_last=True,
-            generator=generator,
-            worker_init_fn=_worker_init if self.num_workers else None,
-            persistent_workers=False,
-        )
+        if self._loader is None or not self.num_workers:
+            # An explicit generator keeps DataLoader from drawing its worker base seed from the global
+            # torch RNG, which would make the global stream depend on where an epoch was (re)started.
+            self._loader = DataLoader(
+                SeededSamples(self.dataset) if self.num_workers else self.dataset,
+                batch_size=self.batch_size,
+                sampler=self.sampler,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                drop_last=True,
+                generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch, skip_batches)),
+                worker_init_fn=_worker_init if self.num_workers else None,
+                persistent_workers=self.num_workers > 0,
+            )
+        return self._loader
+
+    def close(self) -> None:
+        """Stop the persistent workers now (see :func:`close_batches`)."""
+        if self._loader is not None:
+            close_batches(self._loader._iterator)
+            self._loader = None
 
 
 def build_train_data(root: Path, recipe: ClassifierRecipe, img_size: int, num_classes: int, batch_size: int,

@@ -347,6 +347,7 @@ def _train(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Sch
     finally:
         close_batches(batches)  # loader workers stop now, also while an exception propagates
         batches = None
+        data.close()
         logger.close()
 
     truncated = {"truncated": {"steps": pos.step, "total_steps": total}} if pos.step < total else {}
