@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(abspath $(VENV)/bin):$(PATH)
 
-.PHONY: setup run test test-fast test-slow bench report dvc-lock clean
+.PHONY: setup run test test-fast test-slow bench bench-gpu report dvc-lock clean
 
 setup:  ## create .venv and install everything (idempotent; mmcv wheel cached in ~/.cache/vitpe)
 	bash scripts/setup.sh
@@ -25,6 +25,10 @@ bench: setup  ## performance figures (not tests)
 	python benchmarks/bench_train.py
 	python benchmarks/bench_adpe.py
 	python benchmarks/bench_attacks.py
+	python benchmarks/bench_gpu.py --small
+
+bench-gpu: setup  ## the paper-size steps on a CUDA GPU against official-style references: img/s, memory, MFU
+	python benchmarks/bench_gpu.py --device cuda
 
 report: setup  ## HTML report with the figures
 	snakemake --report results/report.html results/tables/main.tex
