@@ -111,3 +111,15 @@ def test_the_pe_init_ablation_changes_only_its_own_records():
     assert supervised_run(explicit, "deit_s").learnable is None
     assert json.dumps(stage_record(explicit, "supervised", "deit_s")) == json.dumps(deit)
     assert "learnable" not in stage_record(params, "finetune", "mae")  # encoders keep their records too
+
+
+def test_committed_run_configs_are_the_ones_the_workflow_writes(tmp_path):
+    """results/configs/<scale>/ is versioned with the results (git, a DVC out): each run's resolved
+    configuration. Parsing the workflow with the committed params.yaml writes exactly those files."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    workflow = copy_workflow(tmp_path, params)
+    run_command(["snakemake", "--list-rules"], workflow)
+    scale = f"results/configs/{params['scale']}"
+    written = {p.relative_to(workflow / scale): p.read_text() for p in (workflow / scale).rglob("*.json")}
+    committed = {p.relative_to(ROOT / scale): p.read_text() for p in (ROOT / scale).rglob("*.json")}
+    assert len(written) == 78 and written == committed  # 3 seeds x (7 classifiers + 5 x 3 stages + 2 x 2 transfers)
