@@ -202,7 +202,7 @@ def test_dag_imports_published_checkpoints_instead_of_training_them(tmp_path):
 def test_published_checkpoints_run_through_every_rule_at_the_smoke_scale(tmp_path):
     """One checkpoint of each official layout, at its real shapes, through the rules a user's first
     question needs: the evaluation suite (classify, shuffle, robustness, PE probe) and an attack of the
-    classifiers, fine-tuning, linear probing and ADE20K transfer of the encoders."""
+    classifiers, fine-tuning, linear probing and ADE20K/COCO transfer of the encoders."""
     weights = tmp_path / "weights"
     weights.mkdir()
     deit_tiny = ViTSpec(224, 16, 192, 12, 3, 4.0)
@@ -222,32 +222,71 @@ def test_published_checkpoints_run_through_every_rule_at_the_smoke_scale(tmp_pat
             entries[name]["arch"] = arch
     del layouts
     # one mask at three ratios: the suites' cost is the 224-px images, not the statistics (test_smoke.py
-    # runs the default sweep); ADE20K for one encoder: both transfer tasks take an imported encoder
-    # through the same encoder file as a trained one (test_smoke.py transfers to both)
-    cwd = _workflow(tmp_path / "wf", entries, experiments={"transfer": ["mae_pub"]},
-                    attacks={"models": ["mjp_pub"], "finetuned": [], "compare": []},
+    # runs the default sweep); UperNet's and Mask R-CNN's heads narrowed (the paper's 512-channel UperNet
+    # at 512 px is 2 minutes a step on one core): the same code paths, at the paper's input sizes
+    smoke = params_smoke()
+    narrow = {"transfer.ade20k": {**smoke["transfer.ade20k"], "head_channels": 32, "aux_channels": 16},
+              "transfer.coco": {**smoke["transfer.coco"], "head_channels": 32, "fc_channels": 64}}
+    classifiers, encoders = ["deit_pub", "mjp_pub", "mae_ft_pub"], ["mae_pub", "adpe_abs_pub", "adpe_rel_pub"]
+    cwd = _workflow(tmp_path / "wf", entries, experiments={"transfer": ["mae_pub", "adpe_abs_pub"]},
+                    attacks={"models": classifiers, "finetuned": [], "compare": []},
                     evaluation={"shuffle_masks": 1, "shuffle_ratios": [0.0, 0.5, 0.9]},
-                    # UperNet's 512-channel head at 512 px is 2 minutes a step on one core; a narrow one
-                    # takes the same code path
-                    scales={"smoke": {**params_smoke(), "transfer.ade20k": {**params_smoke()["transfer.ade20k"],
-                                                                            "head_channels": 32, "aux_channels": 16}}})
+                    scales={"smoke": {**smoke, **narrow}})
     metrics = Path("results/metrics/smoke/seed0")
-    targets = ([metrics / name / "robustness.json" for name in ("deit_pub", "mjp_pub", "mae_ft_pub")]
-               + [metrics / "mjp_pub/attacks.json", metrics / "mae_pub/ade20k.json", metrics / "mae_pub/linprobe.json"]
-               + [metrics / name / "finetune.json" for name in ("mae_pub", "adpe_abs_pub", "adpe_rel_pub")])
+    # ADE20K of MAE's encoder and COCO of AdPE's (an iRPE encoder transfers with a recipe change,
+    # README: Downstream transfer)
+    targets = ([metrics / name / kind for name in classifiers for kind in ("robustness.json", "attacks.json")]
+               + [metrics / name / "finetune.json" for name in encoders] + [metrics / "mae_pub/linprobe.json"]
+               + [metrics / "mae_pub/ade20k.json", metrics / "adpe_abs_pub/coco.json"])
     run(["snakemake", "--cores", "2", *map(str, targets), "--resources", "mem_mb=20000"], cwd, timeout=2400)
 
     def read(name: str, kind: str) -> dict:
         return json.loads((cwd / metrics / name / f"{kind}.json").read_text())
 
-    for name in ("deit_pub", "mjp_pub", "mae_ft_pub"):
+    for name in classifiers:
         assert 0.0 <= read(name, "classify")["top1"] <= 100.0 and read(name, "classify")["num_images"] == 8
         assert read(name, "robustness")["mce"] > 0 and "shuffled_top1_r0.90" in read(name, "shuffle")
+        assert read(name, "attacks")["scale"] == "smoke"
     assert read("mjp_pub", "pe_probe")["abs_2d_mae"] >= 0  # the released table's 196 rows, probed
-    assert read("mjp_pub", "attacks")["scale"] == "smoke"
-    for name in ("mae_pub", "adpe_abs_pub", "adpe_rel_pub"):
+    for name in encoders:
         assert 0.0 <= read(name, "finetune")["top1"] <= 100.0 and read(name, "finetune")["num_images"] == 8
     assert 0.0 <= read("mae_pub", "linprobe")["top1"] <= 100.0
     assert 0.0 <= read("mae_pub", "ade20k")["ade20k_miou"] <= 100.0 and read("mae_pub", "ade20k")["ade20k_iters"] == 2
+    assert 0.0 <= read("adpe_abs_pub", "coco")["coco_ap_box"] <= 1.0 and read("adpe_abs_pub", "coco")["coco_iters"] == 2
     logs = (cwd / "results/logs/smoke/seed0/imported/mjp_pub.log").read_text()
     assert "mjp: width 192, depth 12, 3 heads, 224 px" in logs
+
+
+def test_published_releases_of_the_papers_models_are_compared_with_the_paper_numbers(params, tmp_path):
+    from test_report import PAPER, _metrics, _study_row
+    from vitpe.report.tables import build_main_tex, paper_row
+
+    p = _published(params, "paper", deit_released={"format": "deit", "path": "w.pth"},
+                   deit_tiny={"format": "deit", "path": "w.pth", "arch": "deit-tiny"},
+                   mae_released={"format": "mae", "path": "w.pth"}, adpe_released={"format": "adpe-abs", "path": "w.pth"})
+    assert [paper_row(p, row) for row in ("deit_released", "deit_tiny", "mae_released")] == ["deit_s", None, "mae"]
+    assert paper_row(p, "adpe_released", "transfer") == "adpe" and paper_row(p, "adpe_released", "adpe") is None
+    _metrics(tmp_path, "paper", 80.4, 94.7)
+    for name, top1 in (("deit_released", 79.8), ("deit_tiny", 72.2)):
+        (tmp_path / "paper/seed0" / name).mkdir()
+        for kind, values in (("classify", {"top1": top1, "top5": 95.1}), ("shuffle", {}), ("robustness", {}),
+                             ("pe_probe", {})):
+            (tmp_path / "paper/seed0" / name / f"{kind}.json").write_text(json.dumps(values))
+    for name in ("mae_released", "adpe_released"):
+        (tmp_path / "paper/seed0" / name).mkdir()
+        for kind in ("finetune", "linprobe"):
+            (tmp_path / "paper/seed0" / name / f"{kind}.json").write_text(json.dumps({"top1": 83.5, "top5": 96.0}))
+    tex = build_main_tex(p, tmp_path, PAPER)
+    released = "deit released (published weights, deit)"
+    assert _study_row(tex, "MJP study: supervised", released) == [released, "paper", "79.8", "79.9", "-0.1",
+                                                                     "95.1", "95.0", "+0.1"]
+    tiny = "deit tiny (published weights, deit)"  # DeiT-Ti: no paper number of DeiT-S beside it
+    assert _study_row(tex, "MJP study: supervised", tiny)[2:5] == ["72.2", "", ""]
+    mae = "mae released (published weights, mae)"
+    assert _study_row(tex, "AdPE study", mae)[2:5] == ["83.5", "83.6", "-0.1"]
+    from vitpe.report.headline import headline_metrics
+
+    p["attacks"].update(models=[], april_models=[], finetuned=[])  # no attack metrics written above
+    headline = headline_metrics(p, tmp_path)  # a published encoder's row has no pretext numbers
+    assert headline["pretrain"]["mae_released"] == {"finetune_top1": 83.5, "linprobe_top1": 83.5}
+    assert headline["supervised"]["deit_released"]["top1"] == 79.8

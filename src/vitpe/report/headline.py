@@ -17,8 +17,8 @@ from pathlib import Path
 
 from vitpe.report.statistics import scale_seed_list
 from vitpe.report.tables import (
-    Column, Study, adpe_studies, column_summary, mjp_studies, model_rows, privacy_rows, privacy_studies,
-    transfer_studies,
+    Column, Study, adpe_studies, column_summary, has_metrics, mjp_studies, model_rows, privacy_rows,
+    privacy_studies, transfer_studies,
 )
 
 # Table columns left out of the headline, still in main.tex and the detailed metrics files: the attacked
@@ -65,6 +65,8 @@ def headline_metrics(params: dict, metrics_root: Path) -> dict[str, dict[str, di
         for row in rows:
             values = headline.setdefault(group, {}).setdefault(row, {})
             for column in (c for study in studies for c in study.columns if in_headline(c)):
+                if not has_metrics(params, row, column.source):
+                    continue
                 summary = column_summary(metrics_dir, seeds, row, column)
                 if summary is None:
                     continue

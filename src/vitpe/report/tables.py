@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -90,6 +88,38 @@ def model_rows(params: dict) -> tuple[list[str], list[str]]:
             list(params["experiments"].get("pretrain", [])) + list(imported_experiments(params, "encoder")))
 
 
+# The paper rows a published checkpoint is compared with: a release of the paper's model at the paper's
+# size (the scale's model when no arch is given: ViT-S/16 for DeiT and MJP, ViT-B/16 for MAE and AdPE).
+# Which AdPE variant the paper transferred is not stated (docs/FIDELITY.md row 35): the transfer rows
+# compare either AdPE release with the paper's AdPE, the AdPE table compares none.
+PUBLISHED_PAPER_ROWS = {("deit", "deit-small"): "deit_s", ("mjp", "deit-small"): "mjp", ("mae", "vit-base"): "mae"}
+PAPER_ARCHS = {"deit": "deit-small", "mjp": "deit-small"}  # every other layout: vit-base
+
+
+def paper_row(params: dict, row: str, study: str = "") -> str | None:
+    """The paper-number row of a table row: its own name for a trained model; for a published checkpoint
+    the paper model it is a release of (None: none), in ``study``'s section of the paper numbers."""
+    entry = imported_experiments(params).get(row)
+    if entry is None:  # the paper's transfer rows: MAE, and one "adpe" for every AdPE variant
+        return "adpe" if study == "transfer" and row.startswith("adpe") else row
+    arch = entry.get("arch") or PAPER_ARCHS.get(entry["format"], "vit-base")
+    if study == "transfer" and entry["format"].startswith("adpe") and arch == "vit-base":
+        return "adpe"
+    return PUBLISHED_PAPER_ROWS.get((entry["format"], arch))
+
+
+def _paper_view(params: dict, paper: dict, study: str, rows: list[str]) -> dict:
+    """The paper numbers with ``study``'s section keyed by table row (rows without numbers empty)."""
+    section = paper.get(study, {})
+    return {**paper, study: {row: section.get(paper_row(params, row, study) or "", {}) for row in rows}}
+
+
+def has_metrics(params: dict, row: str, source: str) -> bool:
+    """Whether ``row``'s runs write the ``source`` metrics file: a published encoder has no pretraining
+    run, so no pretext metrics (its cells stay empty)."""
+    return not (source == "pretext" and row in imported_experiments(params, "encoder"))
+
+
 def model_name(params: dict, row: str) -> str:
     """A row's display name; published checkpoints say so and name their layout."""
     published = imported_experiments(params)
@@ -129,7 +159,7 @@ def column_summary(metrics_dir: Path, seeds: list[int], row: str, col: Column) -
 
 
 def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, paper: dict, seeds: list[int],
-                name: Callable[[str], str] = experiment_name) -> tuple[pd.DataFrame, list[str]]:
+                params: dict) -> tuple[pd.DataFrame, list[str]]:
     """The table of one study and the list of sources of the paper values it prints.
 
     A metric gets paper and delta columns only when some row has a sourced paper value for it; the
@@ -139,9 +169,9 @@ def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, pa
     sourced = {col.metric for col in study.columns if any(col.metric in section.get(row, {}) for row in rows)}
     records, sources = [], []
     for row in rows:
-        record = {"Model": name(row), "Scale": scale}
+        record = {"Model": model_name(params, row), "Scale": scale}
         for col in study.columns:
-            summary = column_summary(metrics_dir, seeds, row, col)
+            summary = column_summary(metrics_dir, seeds, row, col) if has_metrics(params, row, col.source) else None
             ours = None if summary is None else summary.mean
             record[col.label + (" (run)" if col.metric in sourced else "")] = _fmt_seeds(summary, col.digits)
             if col.metric not in sourced:
@@ -150,7 +180,7 @@ def study_frame(study: Study, rows: list[str], metrics_dir: Path, scale: str, pa
             ref_value = None if ref is None else float(ref["value"])
             if ref is not None:
                 tag = " (derived)" if ref.get("kind") == "derived" else ""
-                sources.append(f"{experiment_name(row)} {col.label}: {ref['source']}{tag}")
+                sources.append(f"{model_name(params, row)} {col.label}: {ref['source']}{tag}")
             # a tiny-scale run is not comparable with a published number: no delta
             delta = ours - ref_value if (ours is not None and ref_value is not None and scale == "paper") else None
             record[f"{col.label} (paper)"] = _fmt(ref_value, col.digits)
@@ -332,12 +362,6 @@ def transfer_studies(params: dict) -> tuple[Study, ...]:
     return ade, coco
 
 
-def transfer_paper_row(exp: str) -> str:
-    """The paper-number row of a transfer experiment: MAE, or "adpe" for every AdPE variant (the paper
-    does not say which AdPE checkpoint it transferred, docs/FIDELITY.md row 35)."""
-    return "adpe" if exp.startswith("adpe") else exp
-
-
 def _seed_paired_gain(metrics_dir: Path, seeds: list[int], row: str, col: Column) -> float | None:
     """The mean over seeds of (row - MAE) for one column, each seed's run against the same seed's MAE."""
     if row == TRANSFER_BASELINE:
@@ -356,11 +380,10 @@ def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) ->
     if not rows:
         return []
     seeds = scale_seed_list(params, scale)
-    section = paper.get("transfer", {})
-    view = {**paper, "transfer": {row: section.get(transfer_paper_row(row), {}) for row in rows}}
+    view = _paper_view(params, paper, "transfer", rows)
     tables = []
     for study in transfer_studies(params):
-        frame, sources = study_frame(study, rows, metrics_dir, scale, view, seeds, partial(model_name, params))
+        frame, sources = study_frame(study, rows, metrics_dir, scale, view, seeds, params)
         if TRANSFER_BASELINE in rows:
             for col in study.columns:
                 gain_key = f"{col.metric}_vs_mae"
@@ -373,11 +396,11 @@ def transfer_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) ->
                     ref = stated[row]
                     paper_gain.append(_fmt(None if ref is None else float(ref["value"]), col.digits, signed=True))
                     if ref is not None:
-                        sources.append(f"{experiment_name(row)} {col.label} over MAE: {ref['source']}")
+                        sources.append(f"{model_name(params, row)} {col.label} over MAE: {ref['source']}")
                 frame[f"{col.label} vs MAE (run)"] = run_gain
                 frame[f"{col.label} vs MAE (paper)"] = paper_gain
         sources = list(dict.fromkeys(sources))
-        if any(row.startswith("adpe") for row in rows) and sources:
+        if any(paper_row(params, row, "transfer") == "adpe" for row in rows) and sources:
             sources.append("AdPE rows use the paper's AdPE values; the transferred checkpoint is not stated "
                            "(docs/FIDELITY.md row 35)")
         tables.append(study_table(frame, study.title, study.label, sources, scale, seeds))
@@ -460,8 +483,7 @@ def privacy_tables(params: dict, metrics_dir: Path, scale: str, paper: dict) -> 
     optimisation, closed = privacy_studies(params)
     for study, study_rows in ((optimisation, opt_rows), (closed, april_rows)):
         if study_rows:
-            frame, sources = study_frame(study, study_rows, metrics_dir, scale, paper, seeds,
-                                         partial(model_name, params))
+            frame, sources = study_frame(study, study_rows, metrics_dir, scale, paper, seeds, params)
             tables.append(study_table(frame, study.title, study.label, sources, scale, seeds))
     first = seeds[0]
     paired = load_metrics(metrics_dir / seed_dir(first) / "attacks" / "paired.json")
@@ -506,7 +528,8 @@ def main_tables(params: dict, metrics_root: Path, paper_path: Path) -> list[Tabl
     classifiers, encoders = model_rows(params)
     for rows, studies in ((classifiers, mjp_studies(params)), (encoders, adpe_studies(params))):
         for study in studies if rows else ():
-            frame, sources = study_frame(study, rows, metrics_dir, scale, paper, seeds, partial(model_name, params))
+            view = _paper_view(params, paper, study.key, rows)
+            frame, sources = study_frame(study, rows, metrics_dir, scale, view, seeds, params)
             tables.append(study_table(frame, study.title, study.label, sources, scale, seeds))
     tables.extend(transfer_tables(params, metrics_dir, scale, paper))
     tables.extend(privacy_tables(params, metrics_dir, scale, paper))
