@@ -14,7 +14,7 @@ import jsonschema
 import yaml
 
 from vitpe.errors import ConfigError
-from vitpe.models.released import CLASSIFIER_FORMATS, DEIT, ENCODER_FORMATS, MAE
+from vitpe.models.released import DEIT, MAE, imported_experiments
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
 
@@ -56,8 +56,7 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
             msg = f"{_key_path(err)}: {err.message}"
         raise ConfigError(f"{source}: {msg}")
     _check_imported(params, source)
-    imported_encoders = {name for name, entry in (params["experiments"].get("imported") or {}).items()
-                         if entry["format"] in ENCODER_FORMATS}
+    imported_encoders = imported_experiments(params, "encoder")
     # experiments.<group> -> the section defining its names (transfer fine-tunes pretraining encoders,
     # trained or imported)
     for group, section in (("supervised", "supervised"), ("pretrain", "pretrain"), ("transfer", "pretrain")):
@@ -74,7 +73,7 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
 
 def _check_imported(params: dict, source: str) -> None:
     """Published checkpoints under names of their own, each option for the layout that has it."""
-    for name, entry in (params["experiments"].get("imported") or {}).items():
+    for name, entry in imported_experiments(params).items():
         where = f"{source}: experiments.imported.{name}"
         for section in ("supervised", "pretrain"):
             if name in (params.get(section) or {}):
@@ -93,9 +92,7 @@ def _check_attacks(params: dict, source: str) -> None:
     attacks = params.get("attacks")
     if attacks is None:
         return
-    published = params["experiments"].get("imported") or {}
-    built = params["experiments"]["supervised"] + [name for name, entry in published.items()
-                                                   if entry["format"] in CLASSIFIER_FORMATS]
+    built = params["experiments"]["supervised"] + list(imported_experiments(params, "classifier"))
     for name in attacks["models"]:  # trained by experiments.supervised, or published classifiers
         if name not in built:
             raise ConfigError(f"{source}: attacks.models names {name!r}, which neither experiments.supervised "

@@ -25,7 +25,7 @@ from vitpe.errors import ConfigError
 from vitpe.mae.settings import AdversarySettings, DecoderConfig
 from vitpe.mjp.settings import DALSettings, JigsawSettings, UnknownPESettings
 from vitpe.models.registry import LearnablePESettings, pe_flags
-from vitpe.models.released import ARCHS, CLASSIFIER_FORMATS, ENCODER_FORMATS, FORMAT_NAMES
+from vitpe.models.released import ARCHS, imported_experiments
 from vitpe.models.spec import RPE_KINDS, RPE_LOOKUPS, RPEConfig, RPEOptions, ViTSpec
 
 __all__ = [
@@ -471,14 +471,6 @@ def encoder_run(params: dict, name: str, protocol: str, pretrained: str | None =
 
 
 # --- published checkpoints (experiments.imported, imported by vitpe.models.importers) ---------------
-
-def imported_experiments(params: dict, kind: str | None = None) -> dict[str, dict]:
-    """``experiments.imported``: name -> {format, path[, arch][, rpe]}, the published checkpoints the
-    workflow evaluates as it does trained ones; ``kind`` ("classifier" / "encoder") keeps that kind's formats."""
-    formats = {"classifier": CLASSIFIER_FORMATS, "encoder": ENCODER_FORMATS}.get(kind or "", FORMAT_NAMES)
-    entries = params["experiments"].get("imported") or {}
-    return {name: entry for name, entry in entries.items() if entry["format"] in formats}
-
 
 def _with_arch(model: dict, arch: str | None) -> dict:
     """A scale's model block at the widths of a released architecture (None: the block as it is)."""

@@ -23,7 +23,7 @@ from vitpe.attacks.registry import (Attack, AttackContext, ClientCase, Reconstru
                                    prefixed_fields)
 from vitpe.attacks.threat import (ThreatModel, attacker_labels, box_bounds, client_update, denormalize,
                                   detect_unknown_rows, prepare_model, takes_mask)
-from vitpe.runs import SupervisedRun, dataset_paths, imported_experiments
+from vitpe.runs import SupervisedRun, dataset_paths
 from vitpe.errors import ConfigError, DataError
 
 KINDS = ("supervised", "april", "finetuned")
@@ -69,9 +69,8 @@ def attack_settings(params: dict, images: int | None = None, iterations: int | N
     its = dict(scale["iterations"])
     if iterations is not None:
         its = {k: iterations for k in its}
-    published = imported_experiments(params, "classifier")
-    for name in cfg["models"] + cfg["april_models"]:
-        if name not in params["supervised"] and not (name in published and name in cfg["models"]):
+    for name in cfg["april_models"]:  # attacks.models: checked with the params (vitpe.config)
+        if name not in params["supervised"]:
             raise ConfigError(f"params.yaml: attacks lists unknown supervised experiment {name!r}")
     for kind in ("optimisation", "closed_form"):
         for name in cfg[kind]:

@@ -12,3 +12,11 @@ MAE = ("vit-base", "vit-large", "vit-huge")
 CLASSIFIER_FORMATS = ("deit", "mjp", "mae-finetuned")
 ENCODER_FORMATS = ("mae", "adpe-abs", "adpe-rel")
 FORMAT_NAMES = ("deit", "mjp", "mae", "mae-finetuned", "adpe-abs", "adpe-rel")
+
+
+def imported_experiments(params: dict, kind: str | None = None) -> dict[str, dict]:
+    """``experiments.imported``: name -> {format, path[, arch][, rpe]}, the published checkpoints the
+    workflow evaluates as it does trained ones; ``kind`` ("classifier" / "encoder") keeps that kind's formats."""
+    formats = {"classifier": CLASSIFIER_FORMATS, "encoder": ENCODER_FORMATS}.get(kind or "", FORMAT_NAMES)
+    entries = params["experiments"].get("imported") or {}
+    return {name: entry for name, entry in entries.items() if entry["format"] in formats}
