@@ -43,7 +43,7 @@ def test_stamp_prefixes_the_utc_time():
 def test_step_logger_lines_are_timestamped_and_the_jsonl_is_not(tmp_path, capsys):
     records = [{"step": step, "epoch": 0, "loss": 2.0 / step, "lr": 1e-3, "grad_norm": 0.5, "imgs_per_s": 10.0}
                for step in (1, 2)]
-    logger = StepLogger(tmp_path / "log.jsonl", total_steps=2, start_step=0, print_every=1)
+    logger = StepLogger(tmp_path / "log.jsonl", total_steps=2, resume_step=None, print_every=1)
     logger.message("training 2 steps")
     for record in records:
         logger.log(record)
@@ -62,3 +62,22 @@ def test_print_stamped_goes_to_stdout_by_default(capsys):
     print_stamped("check: coco (data/coco): ok")
     out, err = capsys.readouterr()
     assert err == "" and _split(out.rstrip("\n"))[1] == "check: coco (data/coco): ok"
+
+
+def test_a_resumed_dvclive_drops_the_rows_logged_after_the_checkpoint(tmp_path):
+    """A run killed at step 5 whose last checkpoint is step 3 logs steps 4 and 5 again when it resumes."""
+    def run(steps, resume_step):
+        logger = StepLogger(tmp_path / "log.jsonl", total_steps=5, resume_step=resume_step, enabled=True,
+                            live_dir=tmp_path / "dvclive")
+        for step in steps:
+            logger.log({"step": step, "epoch": 0, "loss": 1.0 / step, "lr": 0.1, "grad_norm": 1.0, "imgs_per_s": 1.0})
+        logger.validation({"step": steps[-1], "epoch": 0, "validation": {"top1": float(steps[-1])}})
+        logger.close()
+
+    run([1, 2, 3, 4, 5], None)
+    run([4, 5], 3)
+    loss = (tmp_path / "dvclive/plots/metrics/train/loss.tsv").read_text()
+    assert loss == "step\tloss\n" + "".join(f"{s}\t{1.0 / s!r}\n" for s in range(1, 6))
+    assert (tmp_path / "dvclive/plots/metrics/val/top1.tsv").read_text() == "step\ttop1\n5\t5.0\n"
+    run([1, 2], None)  # a new run starts an empty folder
+    assert (tmp_path / "dvclive/plots/metrics/train/loss.tsv").read_text().count("\n") == 3

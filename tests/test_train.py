@@ -71,6 +71,26 @@ def test_lr_scaling_warmup_and_cosine_values():
 
 # --- resumption ---------------------------------------------------------------------------------
 
+def _live_curves(out: Path) -> dict[str, str]:
+    """The published dvclive TSVs by name, throughput aside (it is a wall-clock figure)."""
+    root = out / "dvclive" / "plots" / "metrics"
+    return {str(tsv.relative_to(root)): tsv.read_text() for tsv in sorted(root.rglob("*.tsv"))
+            if tsv.name != "imgs_per_s.tsv"}
+
+
+def test_dvclive_holds_the_logs_scalars_by_step(reference):
+    steps = [r for r in log_records(reference) if "loss" in r]
+    validations = [r for r in log_records(reference) if "validation" in r]
+    curves = _live_curves(reference)
+    assert sorted(curves) == ["train/grad_norm.tsv", "train/loss.tsv", "train/lr.tsv", "val/top1.tsv", "val/top5.tsv"]
+    assert curves["train/loss.tsv"] == "step\tloss\n" + "".join(f"{r['step']}\t{r['loss']!r}\n" for r in steps)
+    assert curves["val/top1.tsv"] == "step\ttop1\n" + "".join(
+        f"{r['step']}\t{r['validation']['top1']!r}\n" for r in validations)
+    summary = json.loads((reference / "dvclive" / "metrics.json").read_text())
+    assert summary["step"] == 15 and summary["train"]["loss"] == steps[-1]["loss"]
+    assert summary["val"]["top1"] == validations[-1]["validation"]["top1"]
+
+
 @pytest.mark.parametrize("stops", [[3], [5, 11]], ids=["mid-epoch", "epoch-boundary+later"])
 def test_stopped_and_resumed_run_is_bitwise_identical(data_root, reference, tmp_path, stops):
     run = micro_run(data_root)
@@ -84,6 +104,8 @@ def test_stopped_and_resumed_run_is_bitwise_identical(data_root, reference, tmp_
     records = log_records(tmp_path)  # the per-epoch validations too, logged once each across the stops
     assert records == log_records(reference) and [r["step"] for r in records if "loss" in r] == list(range(1, 16))
     assert [(r["step"], r["epoch"]) for r in records if "validation" in r] == [(5, 0), (10, 1), (15, 2)]
+    # dvclive's curves too: the rows a stopped run logged past its checkpoint are not repeated
+    assert _live_curves(tmp_path) == _live_curves(reference)
     metrics = [evaluate_classification(run, out / "model.safetensors", out / "m.json", device="cpu")
                for out in (reference, tmp_path)]
     assert metrics[0] == metrics[1] and metrics[0]["num_images"] == NUM_CLASSES
@@ -144,7 +166,8 @@ def test_validation_between_epochs_leaves_the_run_unchanged(data_root, reference
 
 
 def test_completion_publishes_weights_and_log_and_drops_the_state(data_root, reference, tmp_path):
-    assert sorted(p.name for p in reference.iterdir() if p.suffix != ".json") == ["log.jsonl", "model.safetensors"]
+    assert sorted(p.name for p in reference.iterdir() if p.suffix != ".json") == ["dvclive", "log.jsonl",
+                                                                                    "model.safetensors"]
     # a rerun (Snakemake deletes the declared outputs first) trains from scratch to the same bytes
     train_supervised(micro_run(data_root), tmp_path, device="cpu")
     assert (tmp_path / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()

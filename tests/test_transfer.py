@@ -292,6 +292,10 @@ def test_preemption_saves_state_then_the_rerun_resumes(embedded, tmp_path, monke
     resumed, whole = read_weights(weights), read_weights(tmp_path / "model0.safetensors")
     assert resumed.keys() == whole.keys() and all(torch.equal(resumed[k], whole[k]) for k in whole)
     assert metrics == uninterrupted
+    # and so do its dvclive curves (transfer/live.py), wall-clock scalars aside
+    curves = [{str(t.relative_to(w)): t.read_text() for t in sorted(w.rglob("*.tsv")) if "time" not in t.name}
+              for w in (tmp_path / "work0" / "dvclive", work / "dvclive")]
+    assert curves[0] == curves[1] and "plots/metrics/loss.tsv" in curves[0], sorted(curves[0])
 
 
 def test_a_second_transfer_on_a_live_work_folder_is_refused(embedded, tmp_path, encoder):

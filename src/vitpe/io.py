@@ -15,6 +15,7 @@ import errno
 import glob
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -101,6 +102,28 @@ def atomic_path(path: str | os.PathLike, keep_extension: bool = False) -> Iterat
         raise OutputError(f"{path}: write failed ({exc.strerror}); {kept}") from None
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def publish_folder(source: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Replace folder ``dest`` by a copy of ``source`` (nothing when ``source`` does not exist): copied
+    beside ``dest`` first, so a kill leaves the old folder or a temporary one, never a half-copied
+    ``dest``; the temporary copies a kill left behind are removed first."""
+    source, dest = Path(source), Path(dest)
+    if not source.is_dir():
+        return
+    make_dirs(dest.parent)
+    for stale in dest.parent.glob(glob.escape(f".{dest.name}.") + _RANDOM + ".tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        os.chmod(tmp, 0o777 & ~current_umask())
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise OutputError(f"{dest}: cannot publish {source} ({exc.strerror})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_json(path: str | os.PathLike, what: str, require_object: bool = False) -> Any:

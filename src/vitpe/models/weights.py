@@ -155,14 +155,15 @@ def load_weights(model: nn.Module, path: Path, expected: dict[str, Any] | None =
     load_timm_state_dict(model, state, source=str(path))
 
 
-def load_weights_only(path: str | Path, what: str, map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)``, CheckpointError naming ``path`` if it fails.
+def load_weights_only(path: str | Path, what: str, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)``, CheckpointError naming ``path`` if it fails (``mmap``: tensors
+    mapped from the file, not read, for a look at the small entries of a large state).
 
     Passed explicitly, weights_only=True holds even under TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (that
     variable only changes the default), so no file the workflow loads can run code.
     """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path}: not a readable {what} (it pickles objects other than tensors and "
                               "plain types; refused without running them)") from None

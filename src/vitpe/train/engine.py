@@ -25,7 +25,7 @@ from timm.scheduler.scheduler import Scheduler
 from torch import nn
 
 from vitpe.errors import CheckpointError, InUse, Preempted, TrainingDiverged
-from vitpe.io import atomic_path, make_dirs
+from vitpe.io import atomic_path, make_dirs, publish_folder
 from vitpe.models.weights import WEIGHTS_NAME, load_timm_state_dict, save_weights, to_timm_state_dict
 from vitpe.train.checkpoint import (
     STATE_NAME,
@@ -39,7 +39,7 @@ from vitpe.train.checkpoint import (
 from vitpe.train.data import TrainData, close_batches
 from vitpe.train.distributed import DistEnv, all_reduce_mean, any_rank, barrier, gather_objects, wrap_ddp
 from vitpe.train.lock import LOCK_NAME, exclusive_lock
-from vitpe.train.progress import StepLogger, truncate_log
+from vitpe.train.progress import LIVE_DIR, StepLogger, truncate_log
 from vitpe.train.signals import PreemptionGuard
 
 LossFn = Callable[[nn.Module, list[torch.Tensor], int], torch.Tensor]  # (model, batch, epoch) -> loss
@@ -211,8 +211,8 @@ def run_training(
     Work in progress (``state.pt`` and the growing ``log.jsonl``) lives in ``out_dir/state/``:
     Snakemake deletes a job's declared outputs before rerunning it, so only finished artefacts may
     sit where the rule declares them. On completion the log is published to ``out_dir/log.jsonl``
-    and then ``out_dir/model.safetensors`` (written last: it marks completion), and ``state/`` is
-    removed; returns the weights path.
+    (its scalars' dvclive folder to ``out_dir/dvclive/``) and then ``out_dir/model.safetensors``
+    (written last: it marks completion), and ``state/`` is removed; returns the weights path.
 
     ``max_steps`` (a global step count) means "train up to N steps and publish": the log and the
     weights are published as on completion, with ``{"truncated": {"steps", "total_steps"}}`` in
@@ -282,7 +282,7 @@ def _train(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Sch
             log_path.unlink(missing_ok=True)  # a log without a state belongs to an abandoned run
         else:
             truncate_log(log_path, saved)
-    logger = StepLogger(log_path, total, pos.step, enabled=env.is_main)
+    logger = StepLogger(log_path, total, saved, enabled=env.is_main, live_dir=state_dir / LIVE_DIR)
     if saved is not None:
         logger.message(f"resuming from {state_path} at step {saved}/{total} (epoch {pos.epoch})")
     else:
@@ -354,6 +354,7 @@ def _train(*, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Sch
     if env.is_main:
         with atomic_path(out_dir / LOG_NAME) as tmp:
             shutil.copyfile(log_path, tmp)
+        publish_folder(state_dir / LIVE_DIR, out_dir / LIVE_DIR)
         if publish is not None:
             publish(model, out_dir, truncated)
         save_weights(model, weights_path, {**settings.weights_metadata, **truncated})

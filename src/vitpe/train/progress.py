@@ -1,22 +1,31 @@
-"""Per-step training log (``log.jsonl``) and human progress output.
+"""Per-step training log (``log.jsonl``), its scalars in dvclive, and human progress output.
 
 Every optimizer step appends one JSON object (step, epoch, loss, lr, grad_norm, imgs_per_s) and
-flushes it, so DVC plots and figures can read a run while it trains. People get a tqdm bar when
-stderr is a terminal and a plain line every few steps otherwise (SLURM/Snakemake log files); every
-human line starts with the UTC time (``stamp``), the JSON records stay as they are.
+flushes it: the run's record, which the figures and the study's plot data read. The same scalars go
+to a dvclive folder (``dvclive/plots/metrics/{train,val}/<name>.tsv`` by optimizer step, and
+``dvclive/metrics.json``), so ``dvc plots show``/``dvc plots diff`` and DVC Studio read one run's
+training and per-epoch validation curves with no converter. People get a tqdm bar when stderr is a
+terminal and a plain line every few steps otherwise (SLURM/Snakemake log files); every human line
+starts with the UTC time (``stamp``), the JSON records stay as they are.
 """
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
 from vitpe.errors import DataError
 from vitpe.io import make_dirs, write_text
+
+if TYPE_CHECKING:
+    from dvclive import Live
+
+LIVE_DIR = "dvclive"  # dvclive's folder name, beside log.jsonl
 
 
 def stamp(text: str) -> str:
@@ -62,29 +71,73 @@ def truncate_log(path: Path, last_step: int) -> None:
     write_text(path, "".join(line + "\n" for line in kept))
 
 
+def truncate_live(path: Path, last_step: int) -> None:
+    """Drop the dvclive rows after ``last_step`` (as truncate_log): a resumed run logs them again."""
+    for tsv in sorted(Path(path).glob("plots/metrics/**/*.tsv")):
+        with tsv.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+        kept = rows[:1] + [row for row in rows[1:] if row and int(row[rows[0].index("step")]) <= last_step]
+        with tsv.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle, delimiter="\t", lineterminator="\n").writerows(kept)
+
+
+def open_live(path: Path, resume_step: int | None) -> Live:
+    """dvclive's logger on ``path``: empty for a new run; for a run resumed at ``resume_step`` the rows
+    up to that step are kept and the later ones (logged after the checkpoint by a killed run) dropped.
+
+    No dvc.yaml, report or DVC experiment of its own: the workflow's dvc.yaml and ``dvc exp run`` own
+    those; every row is written at the optimizer step the caller sets."""
+    from dvclive import Live
+
+    class FilesOnly(Live):
+        def _init_dvc(self) -> None:
+            """Skipped: it opens the git/DVC repository only to name and save a DVC experiment, which the
+            workflow does not let dvclive make, and it fails in a git repository with no commit."""
+
+    if resume_step is not None:
+        truncate_live(path, resume_step)
+    return FilesOnly(dir=str(path), resume=resume_step is not None, report=None, save_dvc_exp=False, dvcyaml=None)
+
+
 class StepLogger:
-    def __init__(self, path: Path, total_steps: int, start_step: int, enabled: bool = True,
-                 print_every: int | None = None) -> None:
+    """The training loop's one logger: ``log.jsonl`` records, dvclive scalars and progress lines.
+
+    ``resume_step`` is the checkpoint's step when a run resumes (None for a new run); ``live_dir`` the
+    dvclive folder (None: no dvclive)."""
+
+    def __init__(self, path: Path, total_steps: int, resume_step: int | None, enabled: bool = True,
+                 print_every: int | None = None, live_dir: Path | None = None) -> None:
         self.enabled = enabled
         self.total_steps = total_steps
         self.print_every = print_every or max(1, min(50, total_steps // 20))
         self._file = None
         self._bar = None
+        self._live = None
         if not enabled:
             return
         make_dirs(path.parent)
         self._file = path.open("a", encoding="utf-8")
+        if live_dir is not None:
+            self._live = open_live(live_dir, resume_step)
         if sys.stderr.isatty():
-            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+            self._bar = tqdm(total=total_steps, initial=resume_step or 0, unit="step", dynamic_ncols=True)
 
     def _write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
+    def _scalars(self, step: int, prefix: str, values: dict[str, Any]) -> None:
+        if self._live is None:
+            return
+        self._live.step = step
+        for name, value in values.items():
+            self._live.log_metric(f"{prefix}/{name}", value)
+
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self._write(record)
+        self._scalars(record["step"], "train", {k: v for k, v in record.items() if k not in ("step", "epoch")})
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
@@ -98,6 +151,7 @@ class StepLogger:
         if not self.enabled:
             return
         self._write(record)
+        self._scalars(record["step"], "val", record["validation"])
         scores = " ".join(f"{name} {value:.4g}" for name, value in record["validation"].items())
         self.message(f"epoch {record['epoch']} validation: {scores}")
 
@@ -114,3 +168,5 @@ class StepLogger:
             self._bar.close()
         if self._file is not None:
             self._file.close()
+        if self._live is not None:
+            self._live.make_summary()  # dvclive/metrics.json: each scalar's latest value and the step

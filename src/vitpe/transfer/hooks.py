@@ -4,7 +4,8 @@ mmengine 0.10.7's ``CheckpointHook`` saves the message hub (``HistoryBuffer`` ob
 arrays) and other objects torch >= 2.6 refuses to unpickle by default (mmengine#1655;
 docs/FIDELITY.md row 36). This hook writes the same layout ``Runner.resume`` reads (meta, state_dict,
 optimizer, param_schedulers, message_hub) with tensors and plain types only: the smoothed log windows
-(``log_scalars``) are left out, so logged averages restart after a resume. The file is written
+(``log_scalars``, HistoryBuffer objects) are saved as lists and rebuilt on load, so the logged averages
+of a resumed run are the uninterrupted run's. The file is written
 atomically. SIGTERM/SIGUSR1 (SLURM pre-emption) save at the next iteration and raise ``Preempted``
 (the CLI exits 124 for a requeue), as the project's own training loop does.
 
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from mmengine.dist import get_rank, get_world_size, is_main_process
 from mmengine.hooks import Hook
+from mmengine.logging import HistoryBuffer
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import CheckpointLoader
@@ -53,14 +55,22 @@ def resume_uri(path: str | Path) -> str:
 
 
 @CheckpointLoader.register_scheme(prefixes=RESUME_SCHEME)
-def load_training_state(uri: str, map_location: Any = None) -> dict[str, Any]:
+def load_training_state(uri: str, map_location: Any = None, mmap: bool = False) -> dict[str, Any]:
     """A training state written by this hook, loaded with weights_only=True whatever the environment."""
     path = uri[len(RESUME_SCHEME):] if uri.startswith(RESUME_SCHEME) else uri
-    state = load_weights_only(path, "transfer training state", map_location)
+    state = load_weights_only(path, "transfer training state", map_location, mmap=mmap)
     if not isinstance(state, dict) or not {"meta", "state_dict"} <= set(state):
         raise CheckpointError(f"{path}: not a transfer training state (expected a dict with meta and state_dict); "
                               "delete it to restart this run")
+    hub = state.get("message_hub", {})
+    hub["log_scalars"] = {key: HistoryBuffer(window["log"], window["count"], window["max_length"])
+                          for key, window in hub.get("log_scalars", {}).items()}
     return state
+
+
+def resumed_iteration(path: Path) -> int:
+    """The iteration a training state resumes from, read without loading its tensors (memory-mapped)."""
+    return int(load_training_state(str(path), "cpu", mmap=True)["meta"]["iter"])
 
 
 def plain(obj: Any) -> Any:
@@ -112,7 +122,10 @@ def training_state(runner, rng: list[dict[str, Any]]) -> dict[str, Any]:
         "state_dict": model.state_dict(),
         "optimizer": runner.optim_wrapper.state_dict(),
         "param_schedulers": sched_state,
-        "message_hub": {"log_scalars": {}, "runtime_info": hub["runtime_info"], "resumed_keys": {}},
+        "message_hub": {"log_scalars": {key: {"log": list(buffer.data[0]), "count": list(buffer.data[1]),
+                                              "max_length": buffer.max_length}
+                                        for key, buffer in hub["log_scalars"].items()},
+                        "runtime_info": hub["runtime_info"], "resumed_keys": {}},
     })
 
 

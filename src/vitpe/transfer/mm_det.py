@@ -4,7 +4,8 @@ from __future__ import annotations
 from mmdet.registry import MODELS
 from timm.layers import LayerNorm2d
 
-from vitpe.transfer import hooks, optim  # noqa: F401  (register VitpeCheckpointHook, VitpeLayerDecayConstructor)
+from vitpe.transfer import hooks, live, optim  # noqa: F401  (register VitpeCheckpointHook, VitpeLiveBackend,
+#                                                  VitpeLayerDecayConstructor)
 from vitpe.transfer.backbones import ViTDetBackbone
 from vitpe.transfer.mask_paste import OutsideSafeFCNMaskHead
 from vitpe.transfer.simple_fpn import SimpleFeaturePyramid

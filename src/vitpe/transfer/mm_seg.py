@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from mmseg.registry import MODELS
 
-from vitpe.transfer import hooks, optim  # noqa: F401  (register VitpeCheckpointHook, VitpeLayerDecayConstructor)
+from vitpe.transfer import hooks, live, optim  # noqa: F401  (register VitpeCheckpointHook, VitpeLiveBackend,
+#                                                  VitpeLayerDecayConstructor)
 from vitpe.transfer.backbones import ViTBackbone
 
 if "VitpeViT" not in MODELS.module_dict:

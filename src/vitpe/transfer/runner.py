@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from vitpe.errors import CheckpointError, ConfigError, DataError, EvaluationError
 from vitpe.io import read_json
 from vitpe.runs import DetectionRecipe, SegmentationRecipe, TransferRun, dependency_record
+from vitpe.train.progress import LIVE_DIR
 from vitpe.transfer.convert import Encoder, check_transferable, read_encoder
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -123,6 +125,8 @@ def _set_common(cfg, run: TransferRun, work_dir: Path, cuda: bool, world: int) -
     cfg.custom_hooks = [dict(type="VitpeCheckpointHook", interval=runtime.checkpoint_every)]
     cfg.default_hooks.logger.interval = runtime.log_every
     cfg.log_processor = dict(by_epoch=False)
+    # the scalars in dvclive (transfer/live.py), beside the weights, as the training engine logs them
+    cfg.visualizer.vis_backends = [dict(type="VitpeLiveBackend", save_dir=str(work_dir / LIVE_DIR))]
 
 
 def _ade20k(cfg, run: TransferRun, encoder: Encoder, world: int) -> None:
@@ -292,12 +296,16 @@ def _run_transfer(run: TransferRun, encoder_path: str | Path, work_dir: Path, ou
     from mmengine.runner import Runner
     from vitpe.io import write_json
     from vitpe.models.weights import save_tensors
-    from vitpe.transfer.hooks import STATE_NAME, resume_uri
+    from vitpe.transfer.hooks import STATE_NAME, resume_uri, resumed_iteration
 
     cfg = build_config(run, encoder_path, work_dir)
     state = work_dir / "state" / STATE_NAME
+    # mmengine keeps one Visualizer per name for the process (ManagerMixin) and a later Runner would reuse
+    # its backends, writing into the earlier run's folder: each run its own name
+    cfg.visualizer.name = f"{cfg.visualizer.name}:{work_dir}:{time.monotonic_ns()}"
     if state.is_file():
         cfg.load_from, cfg.resume = resume_uri(state), True  # weights_only=True whatever the environment
+        cfg.visualizer.vis_backends[0].resume_step = resumed_iteration(state)
     runner = Runner.from_cfg(cfg)
     runner.train()
     evaluated = runner.test()
