@@ -79,3 +79,29 @@ def test_rule_files_compute_their_targets_without_shared_lists():
     assert paths == ["common.smk"]
     common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
     assert all(f"def {name}(" in common for name in ("table_inputs", "figures", "run_configs"))
+
+
+def test_the_console_logger_cuts_file_lists_short_and_the_log_file_keeps_them(workflow_copy):
+    """`--logger vitpe` (make run, dvc repro, the slurm profile): the table job's input, every metrics
+    file of the study, is printed as its first 3 files and a count; Snakemake's log file has them all."""
+    from snakemake_logger_plugin_vitpe import shorten_reason
+
+    args = ["snakemake", "-n", "--cores", "1", "--forceall", "results/tables/main.tex"]
+    full = run(args, workflow_copy)
+    short = run([*args, "--logger=vitpe"], workflow_copy)
+    inputs = re.search(r"rule table_main:\n    input: (.*)", full.stdout + full.stderr).group(1).split(", ")
+    assert len(inputs) > 20
+    block = re.search(r"rule table_main:\n(.*?)(?:\n\n|\Z)", short.stdout + short.stderr, re.S).group(1)
+    assert f"    input: {', '.join(inputs[:3])}, ... ({len(inputs) - 3} more)\n" in block + "\n"
+    assert "    output: results/tables/main.tex, results/tables/main.html" in block  # short lists stay whole
+    assert "resources: " in block and "jobid: 0" in block
+    assert shorten_reason("Missing output files: a; Updated: 1, 2, 3, 4, 5") == (
+        "Missing output files: a; Updated: 1, 2, 3, ... (2 more)")
+
+
+def test_the_launcher_adds_the_console_logger_unless_one_is_chosen():
+    from vitpe.launch import _console_logger
+
+    assert _console_logger(["--cores", "all", "results/tables/main.tex"]) == ["--logger=vitpe"]
+    assert _console_logger(["--logger", "other", "--cores", "1"]) == []
+    assert _console_logger(["--logger=other"]) == []

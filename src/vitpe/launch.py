@@ -152,6 +152,13 @@ def _touch_if_dvc_current(snakemake: str, args: list[str]) -> int:
     return subprocess.run(touch).returncode
 
 
+def _console_logger(args: list[str]) -> list[str]:
+    """``--logger=vitpe`` (src/snakemake_logger_plugin_vitpe: file lists cut short on the console)
+    unless ARGS choose a logger; the ``=`` form, as ``--logger`` takes several values and would
+    swallow the targets after it."""
+    return [] if any(a.split("=")[0] == "--logger" for a in args) else ["--logger=vitpe"]
+
+
 def run_snakemake(args: list[str]) -> int:
     """``snakemake --rerun-incomplete ARGS`` under the workflow lock, after removing a stale Snakemake lock.
 
@@ -173,7 +180,7 @@ def run_snakemake(args: list[str]) -> int:
             if touched != 0:
                 return touched
             os.set_inheritable(fd, True)  # Snakemake holds the flock from here on, until it exits
-            os.execvp(snakemake, [snakemake, "--rerun-incomplete", *args])
+            os.execvp(snakemake, [snakemake, "--rerun-incomplete", *_console_logger(args), *args])
     except InUse as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
