@@ -181,6 +181,43 @@ def test_bad_coco_entries_name_the_id_and_field(embedded, tmp_path, capsys, dama
     assert msg.startswith(f"error: {ann_file}: ") and expected.format(**names) in msg
 
 
+@pytest.mark.parametrize("damage, expected", [
+    (lambda doc, image, ann: doc["categories"][0].pop("id"), "categories[0]: field 'id' is missing (expected an integer)"),
+    (lambda doc, image, ann: doc["categories"].__setitem__(0, 5), "categories[0] is not an object"),
+    (lambda doc, image, ann: doc["categories"].append(dict(doc["categories"][0])),
+     "category id {category} is listed twice (expected unique category ids)"),
+    (lambda doc, image, ann: doc["images"].append(dict(image, file_name=doc["images"][1]["file_name"])),
+     "image id {image} is listed twice (expected unique image ids)"),
+    (lambda doc, image, ann: doc["annotations"].append(dict(ann)), "annotation id {ann} is listed twice"),
+    (lambda doc, image, ann: ann.pop("area"), "annotation {ann}: field 'area' is missing (expected a number)"),
+    (lambda doc, image, ann: ann.update(iscrowd="yes"), "annotation {ann}: field 'iscrowd' is 'yes' (expected 0 or 1)"),
+    (lambda doc, image, ann: ann.pop("segmentation"), "annotation {ann}: field 'segmentation' is missing (expected polygons"),
+    (lambda doc, image, ann: ann.update(segmentation="abc"), "annotation {ann}: field 'segmentation' is 'abc'"),
+    (lambda doc, image, ann: ann.update(segmentation=[]), "field 'segmentation' is [] (expected at least one polygon"),
+    (lambda doc, image, ann: ann.update(segmentation=[[1, 2, 3, 4]]),
+     "field 'segmentation': polygon [1, 2, 3, 4] (expected [x1, y1, x2, y2, x3, y3, ...]: an even count >= 6"),
+    (lambda doc, image, ann: ann.update(segmentation=[[1, 2, 3, 4, 5, 6, 7]]), "polygon [1, 2, 3, 4, 5, 6, 7]"),
+    (lambda doc, image, ann: ann.update(segmentation={"counts": [1, 2], "size": [3, 3]}),
+     "field 'segmentation': RLE size is [3, 3], but the image is [{height}, {width}]"),
+    (lambda doc, image, ann: ann.update(segmentation={"size": [image["height"], image["width"]]}), "RLE counts is None"),
+])
+def test_coco_neighbours_that_break_mmdet_or_cocoeval(embedded, tmp_path, capsys, damage, expected):
+    """Categories, repeated ids and masks: each would crash mmdet's Mask R-CNN loading or COCOeval, or be
+    silently merged or dropped by them; each is one line naming the entry, and no report is written."""
+    _, root = embedded
+    shutil.copytree(root / "coco", tmp_path / "coco")
+    ann_file = tmp_path / "coco" / "annotations" / "instances_val2017.json"
+    doc = json.loads(ann_file.read_text())
+    image, ann = _first_image_and_box(doc)
+    names = {"image": image["id"], "ann": ann["id"], "width": image["width"], "height": image["height"],
+             "category": doc["categories"][0]["id"]}
+    damage(doc, image, ann)
+    ann_file.write_text(json.dumps(doc))
+    msg = fails(capsys, "--kind", "coco", "--path", tmp_path / "coco", "--out", tmp_path / "report.json")
+    assert msg.startswith(f"error: {ann_file}: ") and expected.format(**names) in msg
+    assert not (tmp_path / "report.json").exists()
+
+
 def test_coco_zero_size_boxes_are_counted_not_refused(embedded, tmp_path):
     """Official train2017 holds two (cocoapi#355); mmdet drops boxes under 1 px, as the upstream recipes do."""
     _, root = embedded
