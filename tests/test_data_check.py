@@ -90,6 +90,35 @@ def test_truncated_jpeg_found_by_a_full_check(embedded, tmp_path, capsys):
     assert str(bad) in msg
 
 
+def test_deep_check_accepts_the_modes_imagenet_holds_and_refuses_clipped_bit_depths(tmp_path, capsys):
+    """ImageNet holds CMYK and grayscale JPEGs: they, palette and RGBA images convert to RGB faithfully in the
+    training loader and pass. 16-bit and float pixels would be clipped to 0..255 by that conversion (a
+    16-bit photo turns white): one line naming the file and its mode."""
+    import numpy as np
+
+    from vitpe.data.transforms import eval_transform
+    from vitpe.train.data import image_folder
+
+    gradient = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
+    rgb = Image.fromarray(np.stack([gradient, gradient.T, 255 - gradient], axis=-1))
+    folder = tmp_path / "set" / "n01440764"
+    folder.mkdir(parents=True)
+    rgb.convert("CMYK").save(folder / "cmyk.JPEG")
+    rgb.convert("L").save(folder / "gray.JPEG")
+    rgb.convert("P").save(folder / "palette.png")
+    rgb.convert("RGBA").save(folder / "rgba.png")
+    rc, _, err = cli(capsys, "--kind", "imagefolder", "--path", tmp_path / "set", "--deep")
+    assert rc == 0, err
+    dataset = image_folder(tmp_path / "set", eval_transform(16, 1.0, output="uint8"))
+    assert all(dataset[i][0].shape == (3, 16, 16) for i in range(len(dataset)))
+    wide = folder / "wide.png"
+    Image.fromarray(gradient.astype(np.uint16) * 257).save(wide)
+    msg = fails(capsys, "--kind", "imagefolder", "--path", tmp_path / "set", "--deep", "--out", tmp_path / "r.json")
+    assert msg == (f"error: {wide}: I;16 pixels (16/32-bit), which the loader's RGB conversion clips to 8 bits; "
+                   "expected an 8-bit image (RGB, grayscale, CMYK or palette)")
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_params_deep_check_makes_the_rule_s_check_decode_everything(embedded, tmp_path, capsys, monkeypatch):
     """data.deep_check: true turns the check the workflow runs (`vitpe data check --params ...`) deep."""
     from vitpe.data import check

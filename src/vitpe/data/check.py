@@ -158,8 +158,18 @@ class _Decoding:
         return results
 
 
+#: pixel modes the ImageFolder loaders' ``Image.convert("RGB")`` clips to 0..255 instead of scaling (a
+#: 16-bit photo trains as a white image); CMYK, grayscale and palette images (ImageNet holds some CMYK
+#: and grayscale JPEGs) convert faithfully and are accepted
+CLIPPED_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
 def _decodable(path: Path) -> None:
-    _decode(path)
+    """An image of an ImageFolder: it decodes, and converting it to RGB keeps its pixels."""
+    mode = _decode(path).mode
+    if mode in CLIPPED_MODES:
+        raise DataError(f"{path}: {mode} pixels (16/32-bit), which the loader's RGB conversion clips to 8 bits; "
+                        "expected an 8-bit image (RGB, grayscale, CMYK or palette)")
 
 
 def _decode(path: Path) -> Image.Image:
