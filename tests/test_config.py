@@ -68,6 +68,41 @@ def test_cli_reports_one_line_and_exit_code(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("override, expected", [
+    # an experiment's recipe/model overrides are validated merged into the active scale's block
+    ("supervised.mjp.recipe={epochs: ten}", "supervised.mjp.recipe.epochs: 'ten' is not of type 'integer'"),
+    ("supervised.mjp.recipe={epochz: 5}", "unknown key 'epochz' under supervised.mjp.recipe"),
+    ("pretrain.mae.recipe={mask_ratio: 1.0}",
+     "pretrain.mae.recipe.mask_ratio: 1.0 is greater than or equal to the maximum of 1"),
+    ("pretrain.mae.finetune_recipe={base_lr: 0}",
+     "pretrain.mae.finetune_recipe.base_lr: 0 is less than or equal to the minimum of 0"),
+    ("pretrain.mae.linprobe_recipe={optimizer: sgd}", "pretrain.mae.linprobe_recipe.optimizer: 'sgd' is not one of"),
+    ("pretrain.mae.model={dept: 2}", "unknown key 'dept' under pretrain.mae.model"),
+    # the transfer blocks (allOf parts) name the bad value, not every key as unevaluated
+    ("scales.tiny.transfer.ade20k.iters=0", "scales.tiny.transfer.ade20k.iters: 0 is less than the minimum of 1"),
+    ("scales.tiny.transfer.coco.iterz=3", "unknown key 'iterz' under scales.tiny.transfer.coco"),
+    # a misspelt attacked or compared model was silently skipped
+    ("attacks.finetuned=[mea]", "attacks.finetuned names 'mea', defined neither under pretrain: nor as an imported encoder"),
+    ("attacks.compare=[[deit_s, mjpp]]", "attacks.compare names 'mjpp', which is no experiment"),
+])
+def test_override_neighbours_are_one_line_before_any_work(tmp_path, capsys, override, expected):
+    out = tmp_path / "table.tex"
+    code = main(["report", "table", "--params", str(ROOT / "params.yaml"), "--set", override, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {ROOT / 'params.yaml'} (with overrides): ")
+    assert expected in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_params_file_that_is_not_text_is_one_line(tmp_path, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"\xff\xfe\x00scale: tiny")
+    out = tmp_path / "table.tex"
+    assert main(["report", "table", "--params", str(path), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {path}: not a text file (invalid start byte at byte 0); expected YAML\n"
+    assert not out.exists()
+
+
 def test_snakemake_refuses_bad_params_before_any_job(workflow_copy):
     params = yaml.safe_load((workflow_copy / "params.yaml").read_text())
     params["supervised"]["deit_s"]["pos_embed"] = "rope"

@@ -90,6 +90,35 @@ def test_truncated_jpeg_found_by_a_full_check(embedded, tmp_path, capsys):
     assert str(bad) in msg
 
 
+def test_deep_check_accepts_the_modes_imagenet_holds_and_refuses_clipped_bit_depths(tmp_path, capsys):
+    """ImageNet holds CMYK and grayscale JPEGs: they, palette and RGBA images convert to RGB faithfully in the
+    training loader and pass. 16-bit and float pixels would be clipped to 0..255 by that conversion (a
+    16-bit photo turns white): one line naming the file and its mode."""
+    import numpy as np
+
+    from vitpe.data.transforms import eval_transform
+    from vitpe.train.data import image_folder
+
+    gradient = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
+    rgb = Image.fromarray(np.stack([gradient, gradient.T, 255 - gradient], axis=-1))
+    folder = tmp_path / "set" / "n01440764"
+    folder.mkdir(parents=True)
+    rgb.convert("CMYK").save(folder / "cmyk.JPEG")
+    rgb.convert("L").save(folder / "gray.JPEG")
+    rgb.convert("P").save(folder / "palette.png")
+    rgb.convert("RGBA").save(folder / "rgba.png")
+    rc, _, err = cli(capsys, "--kind", "imagefolder", "--path", tmp_path / "set", "--deep")
+    assert rc == 0, err
+    dataset = image_folder(tmp_path / "set", eval_transform(16, 1.0, output="uint8"))
+    assert all(dataset[i][0].shape == (3, 16, 16) for i in range(len(dataset)))
+    wide = folder / "wide.png"
+    Image.fromarray(gradient.astype(np.uint16) * 257).save(wide)
+    msg = fails(capsys, "--kind", "imagefolder", "--path", tmp_path / "set", "--deep", "--out", tmp_path / "r.json")
+    assert msg == (f"error: {wide}: I;16 pixels (16/32-bit), which the loader's RGB conversion clips to 8 bits; "
+                   "expected an 8-bit image (RGB, grayscale, CMYK or palette)")
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_params_deep_check_makes_the_rule_s_check_decode_everything(embedded, tmp_path, capsys, monkeypatch):
     """data.deep_check: true turns the check the workflow runs (`vitpe data check --params ...`) deep."""
     from vitpe.data import check
@@ -179,6 +208,43 @@ def test_bad_coco_entries_name_the_id_and_field(embedded, tmp_path, capsys, dama
     ann_file.write_text(json.dumps(doc))
     msg = fails(capsys, "--kind", "coco", "--path", tmp_path / "coco")
     assert msg.startswith(f"error: {ann_file}: ") and expected.format(**names) in msg
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda doc, image, ann: doc["categories"][0].pop("id"), "categories[0]: field 'id' is missing (expected an integer)"),
+    (lambda doc, image, ann: doc["categories"].__setitem__(0, 5), "categories[0] is not an object"),
+    (lambda doc, image, ann: doc["categories"].append(dict(doc["categories"][0])),
+     "category id {category} is listed twice (expected unique category ids)"),
+    (lambda doc, image, ann: doc["images"].append(dict(image, file_name=doc["images"][1]["file_name"])),
+     "image id {image} is listed twice (expected unique image ids)"),
+    (lambda doc, image, ann: doc["annotations"].append(dict(ann)), "annotation id {ann} is listed twice"),
+    (lambda doc, image, ann: ann.pop("area"), "annotation {ann}: field 'area' is missing (expected a number)"),
+    (lambda doc, image, ann: ann.update(iscrowd="yes"), "annotation {ann}: field 'iscrowd' is 'yes' (expected 0 or 1)"),
+    (lambda doc, image, ann: ann.pop("segmentation"), "annotation {ann}: field 'segmentation' is missing (expected polygons"),
+    (lambda doc, image, ann: ann.update(segmentation="abc"), "annotation {ann}: field 'segmentation' is 'abc'"),
+    (lambda doc, image, ann: ann.update(segmentation=[]), "field 'segmentation' is [] (expected at least one polygon"),
+    (lambda doc, image, ann: ann.update(segmentation=[[1, 2, 3, 4]]),
+     "field 'segmentation': polygon [1, 2, 3, 4] (expected [x1, y1, x2, y2, x3, y3, ...]: an even count >= 6"),
+    (lambda doc, image, ann: ann.update(segmentation=[[1, 2, 3, 4, 5, 6, 7]]), "polygon [1, 2, 3, 4, 5, 6, 7]"),
+    (lambda doc, image, ann: ann.update(segmentation={"counts": [1, 2], "size": [3, 3]}),
+     "field 'segmentation': RLE size is [3, 3], but the image is [{height}, {width}]"),
+    (lambda doc, image, ann: ann.update(segmentation={"size": [image["height"], image["width"]]}), "RLE counts is None"),
+])
+def test_coco_neighbours_that_break_mmdet_or_cocoeval(embedded, tmp_path, capsys, damage, expected):
+    """Categories, repeated ids and masks: each would crash mmdet's Mask R-CNN loading or COCOeval, or be
+    silently merged or dropped by them; each is one line naming the entry, and no report is written."""
+    _, root = embedded
+    shutil.copytree(root / "coco", tmp_path / "coco")
+    ann_file = tmp_path / "coco" / "annotations" / "instances_val2017.json"
+    doc = json.loads(ann_file.read_text())
+    image, ann = _first_image_and_box(doc)
+    names = {"image": image["id"], "ann": ann["id"], "width": image["width"], "height": image["height"],
+             "category": doc["categories"][0]["id"]}
+    damage(doc, image, ann)
+    ann_file.write_text(json.dumps(doc))
+    msg = fails(capsys, "--kind", "coco", "--path", tmp_path / "coco", "--out", tmp_path / "report.json")
+    assert msg.startswith(f"error: {ann_file}: ") and expected.format(**names) in msg
+    assert not (tmp_path / "report.json").exists()
 
 
 def test_coco_zero_size_boxes_are_counted_not_refused(embedded, tmp_path):

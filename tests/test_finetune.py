@@ -164,3 +164,28 @@ def test_layer_decay_scales_match_mae_lr_decay():
     assert scale_of[id(named["head.weight"])] == 1.0 and scale_of[id(named["fc_norm.weight"])] == 1.0
     decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
     assert decay[id(named["pe.table"])] == 0 and decay[id(named["blocks.0.attn.qkv.weight"])] == 0.05
+
+
+def test_a_classifier_or_a_folder_given_as_the_encoder_is_one_line(embedded, tmp_path, capsys):
+    """A fine-tuned classifier passed as --pretrained loaded with its head silently replaced; a folder is
+    named as such. Either: exit 2, one line, no output folder."""
+    import yaml
+
+    from vitpe.cli import main
+    from vitpe.models.weights import save_weights
+
+    params, _ = embedded
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    model = dict(params["scales"]["tiny"]["pretrain"]["model"])
+    classifier = tmp_path / "model.safetensors"
+    save_weights(build_vit(model, NUM_CLASSES, "learnable", 0.0, global_pool=True), classifier, {"model": model})
+    (tmp_path / "folder").mkdir()
+    for given, expected in ((classifier, f"{classifier}: a classifier (it has a head: head.weight), not a pretraining "
+                                         "encoder; expected the encoder.safetensors a pretraining run writes"),
+                            (tmp_path / "folder", f"{tmp_path / 'folder'}: a folder, expected a weights file "
+                                                  "(a .safetensors file)")):
+        out = tmp_path / "ft"
+        rc = main(["train", "finetune", "--params", str(tmp_path / "params.yaml"), "--experiment", "mae",
+                   "--pretrained", str(given), "--out", str(out), "--max-steps", "1"])
+        assert rc == 2 and capsys.readouterr().err == f"error: {expected}\n"
+        assert not out.exists()

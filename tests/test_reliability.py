@@ -364,6 +364,33 @@ def test_a_file_where_an_output_folder_should_be_gets_one_line(trained, tmp_path
     assert blocker.read_text() == "a file, not a folder\n"
 
 
+def test_outputs_written_together_are_all_written_or_none(trained, tmp_path, capsys):
+    """A figure's .png and .pdf, an attack's table, reconstructions and metrics: when one cannot be written,
+    none is left (a .png without its .pdf passed for a finished figure); an extension matplotlib cannot
+    write is one line before anything is drawn (it was a traceback)."""
+    import pandas as pd
+
+    from vitpe.attacks.outputs import write_outputs
+    from vitpe.errors import OutputError
+
+    log = trained[1].parent / "log.jsonl"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder\n")
+    png = tmp_path / "figures" / "curves.png"
+    assert main(["report", "curves", str(log), "--out", str(png), str(blocker / "curves.pdf")]) == 2
+    assert "cannot create the output folder" in _one_error_line(capsys.readouterr().err)
+    assert not png.exists()
+    assert main(["report", "curves", str(log), "--out", str(png), str(tmp_path / "curves.txt")]) == 2
+    assert _one_error_line(capsys.readouterr().err).startswith(
+        f"error: {tmp_path / 'curves.txt'}: cannot save a figure as .txt (expected one of: ")
+    assert not png.exists() and not (tmp_path / "curves.txt").exists()
+    table, recon = tmp_path / "attacks" / "images.csv", tmp_path / "attacks" / "recon.safetensors"
+    with pytest.raises(OutputError, match="is a file, expected a folder"):
+        write_outputs(pd.DataFrame({"psnr": [1.0]}), {"x": torch.zeros(1)}, {}, {"n": 1},
+                      blocker / "attacks.json", table, recon)
+    assert not table.exists() and not recon.exists()
+
+
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(trained, tmp_path, capsys, monkeypatch):
     """ENOSPC halfway through writing state.pt: one line, the previous state intact, no temporary left,
     no weights published; the rerun (space freed) resumes from the intact state."""

@@ -19,8 +19,19 @@ from vitpe.models.released import DEIT, MAE, imported_experiments
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "params.schema.yaml"
 
 
-def _key_path(err: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in err.absolute_path) or "<top level>"
+def _key_path(err: jsonschema.ValidationError, prefix: str = "") -> str:
+    return ".".join([prefix] * bool(prefix) + [str(p) for p in err.absolute_path]) or "<top level>"
+
+
+def _schema_message(err: jsonschema.ValidationError, prefix: str = "") -> str:
+    """One schema error as one line naming the key (``prefix``: where the validated block is written)."""
+    if err.validator in ("additionalProperties", "unevaluatedProperties"):
+        # jsonschema says "Additional properties are not allowed ('x' was unexpected)"
+        return f"unknown key {err.message.split(chr(39))[1]!r} under {_key_path(err, prefix)}"
+    if err.validator == "pattern" and "description" in err.schema:
+        # the regular expression alone does not say why; a bad key (propertyNames) is named under its parent
+        return f"{_key_path(err, prefix)}: {err.instance!r}: expected {err.schema['description']}"
+    return f"{_key_path(err, prefix)}: {err.message}"
 
 
 def validate_params(params: dict, source: str = "params.yaml") -> dict:
@@ -41,20 +52,14 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
         path = list(err.absolute_path)
         # a bad base value shows up in every scale inheriting it: name it where it is written
         copied = path[:1] == ["scales"] and (tuple(path[1:2]) in inherited or tuple(path[1:3]) in inherited)
-        return len(path), copied, err.message
+        # a block of allOf parts (transfer ade20k/coco) with one bad value also reports every key as
+        # unevaluated: the bad value is the error
+        return _unevaluated(err), len(path), copied, err.message
 
     errors = sorted(validator.iter_errors(params), key=order)
     if errors:
-        err = errors[0]
-        if err.validator == "additionalProperties":
-            # jsonschema says "Additional properties are not allowed ('x' was unexpected)"
-            msg = f"unknown key {err.message.split(chr(39))[1]!r} under {_key_path(err)}"
-        elif err.validator == "pattern" and "description" in err.schema:
-            # the regular expression alone does not say why; a bad key (propertyNames) is named under its parent
-            msg = f"{_key_path(err)}: {err.instance!r}: expected {err.schema['description']}"
-        else:
-            msg = f"{_key_path(err)}: {err.message}"
-        raise ConfigError(f"{source}: {msg}")
+        raise ConfigError(f"{source}: {_schema_message(errors[0])}")
+    _check_overrides(params, schema, source)
     _check_imported(params, source)
     imported_encoders = imported_experiments(params, "encoder")
     # experiments.<group> -> the section defining its names (transfer fine-tunes pretraining encoders,
@@ -69,6 +74,41 @@ def validate_params(params: dict, source: str = "params.yaml") -> dict:
                 )
     _check_attacks(params, source)
     return params
+
+
+def _unevaluated(err: jsonschema.ValidationError) -> bool:
+    return err.validator == "unevaluatedProperties"
+
+
+#: experiment keys that override a block of the active scale (vitpe.runs merges them key by key):
+#: section -> [(key, the scale's block it overrides, the schema definition of the merged block)]
+OVERRIDES = {
+    "supervised": [("recipe", ("supervised",), "recipe")],
+    "pretrain": [("recipe", ("pretrain", "recipe"), "pretrain_recipe"),
+                 ("finetune_recipe", ("finetune",), "encoder_recipe"),
+                 ("linprobe_recipe", ("linprobe",), "encoder_recipe"),
+                 ("model", ("pretrain", "model"), "model")],
+}
+
+
+def _check_overrides(params: dict, schema: dict, source: str) -> None:
+    """An experiment's ``recipe``/``model`` overrides merged into the active scale's block, validated as
+    that block: a misspelt key or a bad value fails here, not when (or silently while) its job runs."""
+    scale = params["scales"][params["scale"]]
+    for section, keys in OVERRIDES.items():
+        for name, exp in (params.get(section) or {}).items():
+            for key, block_path, definition in keys:
+                if not exp.get(key):
+                    continue
+                block = scale
+                for part in block_path:
+                    block = block[part]
+                validator = jsonschema.Draft202012Validator({"$defs": schema["$defs"],
+                                                             "$ref": f"#/$defs/{definition}"})
+                errors = sorted(validator.iter_errors({**block, **exp[key]}),
+                                key=lambda err: (_unevaluated(err), len(err.absolute_path), err.message))
+                if errors:
+                    raise ConfigError(f"{source}: {_schema_message(errors[0], f'{section}.{name}.{key}')}")
 
 
 def _check_imported(params: dict, source: str) -> None:
@@ -92,6 +132,17 @@ def _check_attacks(params: dict, source: str) -> None:
     attacks = params.get("attacks")
     if attacks is None:
         return
+    encoders = list(params.get("pretrain") or {}) + list(imported_experiments(params, "encoder"))
+    for name in attacks["finetuned"]:  # a defined encoder the DAG does not build is skipped, a typo is not
+        if name not in encoders:
+            raise ConfigError(f"{source}: attacks.finetuned names {name!r}, defined neither under pretrain: nor "
+                              f"as an imported encoder (known: {', '.join(encoders) or 'none'})")
+    defined = [*params["supervised"], *encoders, *imported_experiments(params, "classifier")]
+    for pair in attacks["compare"]:  # a pair of models not attacked is skipped, a typo is not
+        for name in pair:
+            if name not in defined:
+                raise ConfigError(f"{source}: attacks.compare names {name!r}, which is no experiment "
+                                  "(defined under supervised: or pretrain:, or imported)")
     built = params["experiments"]["supervised"] + list(imported_experiments(params, "classifier"))
     for name in attacks["models"]:  # trained by experiments.supervised, or published classifiers
         if name not in built:
@@ -162,6 +213,8 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
         raise ConfigError(f"{path}: params file not found")
     try:
         params = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start}); expected YAML") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {str(exc).splitlines()[0]})")
     if not isinstance(params, dict):

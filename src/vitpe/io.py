@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from vitpe.errors import DataError, OutputError
 
@@ -124,6 +124,20 @@ def publish_folder(source: str | os.PathLike, dest: str | os.PathLike) -> None:
         raise OutputError(f"{dest}: cannot publish {source} ({exc.strerror})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def all_or_none(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """Outputs written together: if the block fails, remove every one of ``paths`` (stale ones too), so
+    none passes for a finished output while another is missing; the error propagates."""
+    try:
+        yield
+    except BaseException:
+        for path in map(Path, paths):
+            with contextlib.suppress(OSError):  # a path that cannot exist (under a file) is no leftover
+                if not path.is_dir():
+                    path.unlink(missing_ok=True)
+        raise
 
 
 def read_json(path: str | os.PathLike, what: str, require_object: bool = False) -> Any:

@@ -16,7 +16,7 @@ import torch
 
 from vitpe.attacks import metrics as M
 from vitpe.errors import DataError
-from vitpe.io import atomic_path, read_json, write_json
+from vitpe.io import all_or_none, atomic_path, read_json, write_json
 
 ROW_METRICS = ("mse", "psnr", "ssim", "fft2d", "lpips", "psnr_fed", "ssim_fed", "psnr_kept", "psnr_shuffled",
                "pos_acc", "pos_disp", "perm_psnr", "label_ok", "objective", "seconds")
@@ -37,10 +37,11 @@ def write_outputs(table: pd.DataFrame, recon: dict[str, torch.Tensor], metadata:
     """Write the three files atomically, the metrics last (the file the workflow waits for first)."""
     from vitpe.models.weights import save_tensors
 
-    with atomic_path(out_table) as tmp:
-        table.to_csv(tmp, index=False)
-    save_tensors(recon, out_recon, metadata)
-    write_json(out_metrics, summary)
+    with all_or_none((out_table, out_recon, out_metrics)):  # a table without its metrics is no finished run
+        with atomic_path(out_table) as tmp:
+            table.to_csv(tmp, index=False)
+        save_tensors(recon, out_recon, metadata)
+        write_json(out_metrics, summary)
 
 
 def read_reconstructions(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

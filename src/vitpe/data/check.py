@@ -158,8 +158,18 @@ class _Decoding:
         return results
 
 
+#: pixel modes the ImageFolder loaders' ``Image.convert("RGB")`` clips to 0..255 instead of scaling (a
+#: 16-bit photo trains as a white image); CMYK, grayscale and palette images (ImageNet holds some CMYK
+#: and grayscale JPEGs) convert faithfully and are accepted
+CLIPPED_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
 def _decodable(path: Path) -> None:
-    _decode(path)
+    """An image of an ImageFolder: it decodes, and converting it to RGB keeps its pixels."""
+    mode = _decode(path).mode
+    if mode in CLIPPED_MODES:
+        raise DataError(f"{path}: {mode} pixels (16/32-bit), which the loader's RGB conversion clips to 8 bits; "
+                        "expected an 8-bit image (RGB, grayscale, CMYK or palette)")
 
 
 def _decode(path: Path) -> Image.Image:
@@ -295,19 +305,26 @@ def _coco(path: Path, decoding: _Decoding) -> dict:
         sizes = {}
         for index, info in enumerate(doc["images"]):
             _coco_fields(info, COCO_IMAGE_FIELDS, ann_file, "image", index)
+            _coco_unique(info["id"], sizes, ann_file, "image")
             file = image_dir / info["file_name"]
             if not file.is_file():
                 raise DataError(f"{file}: missing image (listed in {ann_file})")
             sizes[info["id"]] = (file, (info["width"], info["height"]))
-        categories = sorted(c["id"] for c in doc["categories"])
-        degenerate = 0
+        seen: dict[int, None] = {}
+        for index, category in enumerate(doc["categories"]):
+            _coco_fields(category, COCO_CATEGORY_FIELDS, ann_file, "category", index)
+            seen[_coco_unique(category["id"], seen, ann_file, "category")] = None
+        categories = sorted(seen)
+        degenerate, ann_ids = 0, {}
         for index, ann in enumerate(doc["annotations"]):
             _coco_fields(ann, COCO_ANNOTATION_FIELDS, ann_file, "annotation", index)
+            ann_ids[_coco_unique(ann["id"], ann_ids, ann_file, "annotation")] = None
             if ann["image_id"] not in sizes:
                 raise DataError(f"{ann_file}: annotation {ann['id']} refers to unknown image id {ann['image_id']}")
             if ann["category_id"] not in categories:
                 raise DataError(f"{ann_file}: annotation {ann['id']} has unknown category id {ann['category_id']}")
             degenerate += _coco_box(ann, sizes[ann["image_id"]][1], ann_file)
+            _coco_segmentation(ann, sizes[ann["image_id"]][1], ann_file)
         checked = _sample(sorted(sizes.values()), decoding.deep)
         decoding.run(_coco_image, [(file, size, ann_file) for file, size in checked], image_dir)
         splits[split] = {"images": len(sizes), "annotations": len(doc["annotations"]), "categories": categories,
@@ -325,22 +342,61 @@ def _coco_image(file: Path, size: tuple[int, int], ann_file: Path) -> None:
 # What the COCO loaders (pycocotools, mmdet's CocoDataset) read from each entry: its JSON type, and in words.
 COCO_IMAGE_FIELDS = {"id": (int, "an integer"), "file_name": (str, "a file name"),
                      "width": (int, "an integer >= 1"), "height": (int, "an integer >= 1")}
+# mmdet reads area (it drops boxes of area <= 0) and the masks (with_mask: Mask R-CNN); COCOeval reads
+# area and iscrowd of every ground-truth annotation
 COCO_ANNOTATION_FIELDS = {"id": (int, "an integer"), "image_id": (int, "an integer"),
-                          "category_id": (int, "an integer"), "bbox": (list, "[x, y, width, height]")}
+                          "category_id": (int, "an integer"), "bbox": (list, "[x, y, width, height]"),
+                          "area": ((int, float), "a number"), "iscrowd": (int, "0 or 1"),
+                          "segmentation": ((list, dict), "polygons [[x1, y1, x2, y2, ...], ...] or an RLE "
+                                                         "{counts, size}")}
+COCO_CATEGORY_FIELDS = {"id": (int, "an integer"), "name": (str, "a category name")}
+COCO_LISTS = {"image": "images", "annotation": "annotations", "category": "categories"}  # entry -> its list
 BOX_SLACK = 1.0  # px a box may pass the image border by (boxes from float polygon coordinates)
 
 
 def _coco_fields(entry: object, fields: dict[str, tuple[type, str]], ann_file: Path, label: str, index: int) -> None:
     """Every field present with its JSON type; the entry is named by its id when it has one."""
     if not isinstance(entry, dict):
-        raise DataError(f"{ann_file}: {label}s[{index}] is not an object")
-    name = f"{label} {entry['id']}" if isinstance(entry.get("id"), int) else f"{label}s[{index}]"
+        raise DataError(f"{ann_file}: {COCO_LISTS[label]}[{index}] is not an object")
+    name = f"{label} {entry['id']}" if isinstance(entry.get("id"), int) else f"{COCO_LISTS[label]}[{index}]"
     for field, (kind, expected) in fields.items():
         value = entry.get(field)
         if not isinstance(value, kind) or isinstance(value, bool) or value == "" or \
-                (field in ("width", "height") and value < 1):
+                (field in ("width", "height") and value < 1) or (field == "iscrowd" and value not in (0, 1)):
             found = "missing" if field not in entry else repr(value)
             raise DataError(f"{ann_file}: {name}: field {field!r} is {found} (expected {expected})")
+
+
+def _coco_unique(entry_id: int, seen: dict, ann_file: Path, label: str) -> int:
+    """``entry_id``, refused if an earlier entry had it: pycocotools' index keeps only the last entry of
+    an id (an image's annotations would join another image), and mmdet refuses repeated annotation ids."""
+    if entry_id in seen:
+        raise DataError(f"{ann_file}: {label} id {entry_id} is listed twice (expected unique {label} ids)")
+    return entry_id
+
+
+def _coco_segmentation(ann: dict, size: tuple[int, int], ann_file: Path) -> None:
+    """A mask pycocotools can rasterise at the image's size: polygons of at least 3 (x, y) points, or an
+    RLE of the image's [height, width]. Anything else fails mmdet's mask loading or COCOeval, or is
+    silently dropped by them."""
+    segm, (width, height) = ann["segmentation"], size
+    where = f"{ann_file}: annotation {ann['id']} (image {ann['image_id']}): field 'segmentation'"
+    if isinstance(segm, dict):
+        counts = segm.get("counts")
+        if not isinstance(counts, (list, str)) or not counts:
+            raise DataError(f"{where}: RLE counts is {counts!r} (expected a list of run lengths or a compressed string)")
+        if segm.get("size") != [height, width]:
+            raise DataError(f"{where}: RLE size is {segm.get('size')!r}, but the image is [{height}, {width}] "
+                            "(expected [height, width])")
+        return
+    if not segm:
+        raise DataError(f"{where} is [] (expected at least one polygon [x1, y1, x2, y2, x3, y3, ...])")
+    for polygon in segm:
+        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2 or \
+                not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in polygon):
+            shown = repr(polygon) if len(repr(polygon)) <= 60 else repr(polygon)[:57] + "..."
+            raise DataError(f"{where}: polygon {shown} (expected [x1, y1, x2, y2, x3, y3, ...]: an even count "
+                            ">= 6 of finite numbers)")
 
 
 def _coco_box(ann: dict, size: tuple[int, int], ann_file: Path) -> int:

@@ -22,7 +22,7 @@ from vitpe.evaluate.pe_probe import pe_probe_metrics
 from vitpe.evaluate.pretext import pretext_metrics
 from vitpe.evaluate.robustness import plan_robustness, robustness_metrics
 from vitpe.evaluate.shuffled import check_shuffle_settings, shuffle_metrics
-from vitpe.io import write_json
+from vitpe.io import all_or_none, write_json
 from vitpe.runs import SupervisedRun, dataset_paths, pretrain_run, stage_run
 
 #: the kinds of a suite, in the order they run; each writes <out_dir>/<kind>.json
@@ -57,14 +57,10 @@ def _write_all_or_none(outputs: dict[str, Path], compute: Callable[[], dict[str,
                        ) -> dict[str, dict[str, Any]]:
     """Run ``compute`` and write its metrics by kind to ``outputs`` once all succeeded; on any failure
     remove every one of the files, stale ones included, and let the error propagate."""
-    try:
+    with all_or_none(outputs.values()):
         results = compute()
         for kind, metrics in results.items():
             write_json(outputs[kind], metrics)
-    except BaseException:
-        for path in outputs.values():
-            path.unlink(missing_ok=True)
-        raise
     return results
 
 

@@ -111,6 +111,8 @@ def _not_safetensors(path: Path, exc: Exception) -> CheckpointError:
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a folder, expected a weights file (a .safetensors file)")
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found")
     try:

@@ -14,18 +14,27 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
-from vitpe.errors import DataError  # noqa: E402
-from vitpe.io import atomic_path, read_json, write_text  # noqa: E402
+from vitpe.errors import DataError, OutputError  # noqa: E402
+from vitpe.io import all_or_none, atomic_path, read_json, write_text  # noqa: E402
 from vitpe.report.names import experiment_name  # noqa: E402
 from vitpe.train.progress import read_log  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, outputs: Sequence[Path]) -> None:
-    """Save ``fig`` to every path (format from the extension) via a temporary file, then close it."""
-    for out in outputs:
-        with atomic_path(out, keep_extension=True) as tmp:  # savefig picks the format from the extension
-            fig.savefig(tmp, dpi=150)
-    plt.close(fig)
+    """Save ``fig`` to every path (format from the extension) via a temporary file, then close it; all
+    paths or none (an OutputError for an extension matplotlib cannot write, before any is written)."""
+    try:
+        supported = fig.canvas.get_supported_filetypes()
+        for out in map(Path, outputs):
+            if out.suffix[1:].lower() not in supported:
+                raise OutputError(f"{out}: cannot save a figure as {out.suffix or 'a file without an extension'} "
+                                  f"(expected one of: {', '.join('.' + ext for ext in sorted(supported))})")
+        with all_or_none(outputs):
+            for out in outputs:
+                with atomic_path(out, keep_extension=True) as tmp:  # savefig picks the format from the extension
+                    fig.savefig(tmp, dpi=150)
+    finally:
+        plt.close(fig)
 
 
 LINESTYLES = ("-", "--", ":", "-.")

@@ -53,6 +53,9 @@ def load_encoder(model: VisionTransformer, path: Path, pe_resize: str = "bicubic
         raise CheckpointError(f"unknown pe_resize {pe_resize!r} (known: {', '.join(PE_RESIZE)})")
     state = read_weights(path)
     meta = read_metadata(path)
+    if "head.weight" in state:  # its head would be silently replaced by the new one: not the protocol's start
+        raise CheckpointError(f"{path}: a classifier (it has a head: head.weight), not a pretraining encoder; "
+                              "expected the encoder.safetensors a pretraining run writes")
     want_rpe = RPE_KINDS[model.rpe.lookup] if model.rpe is not None else None
     if "rpe" in meta and meta["rpe"] != want_rpe:
         raise CheckpointError(f"{path}: pretrained with rpe {meta['rpe']!r}, but this model uses {want_rpe!r} "
