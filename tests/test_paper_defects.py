@@ -168,7 +168,10 @@ def _transfer_with_evaluator_output(monkeypatch, evaluated: dict):
         def test(self):
             return dict(evaluated)
 
-    monkeypatch.setattr(runner, "build_config", lambda *a, **k: type("Cfg", (), {})())
+    from mmengine.config import Config
+
+    config = dict(visualizer=dict(name="visualizer", vis_backends=[dict(type="VitpeLiveBackend")]))
+    monkeypatch.setattr(runner, "build_config", lambda *a, **k: Config(config))
     monkeypatch.setattr(Runner, "from_cfg", staticmethod(lambda cfg: StubRunner()))
 
 
