@@ -389,6 +389,11 @@ def test_outputs_written_together_are_all_written_or_none(trained, tmp_path, cap
         write_outputs(pd.DataFrame({"psnr": [1.0]}), {"x": torch.zeros(1)}, {}, {"n": 1},
                       blocker / "attacks.json", table, recon)
     assert not table.exists() and not recon.exists()
+    # `vitpe attack run` names a blocked output folder before it loads the model (the attacks take hours)
+    assert main(["attack", "run", "--experiment", "deit_s", "--kind", "supervised", "--weights",
+                 str(tmp_path / "not_trained.safetensors"), "--out", str(blocker / "attacks.json"),
+                 "--table", str(table), "--recon", str(recon)]) == 2
+    assert "is a file, expected a folder" in _one_error_line(capsys.readouterr().err)
 
 
 def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(trained, tmp_path, capsys, monkeypatch):

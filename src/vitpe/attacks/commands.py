@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from vitpe.commands import add_command, add_device_argument, reports_writes, wrote
+from vitpe.io import make_dirs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +66,8 @@ def _run(args: argparse.Namespace) -> int:
 
     params = params_from_args(args)
     settings = attack_settings(params, args.images, args.iterations, args.jobs)
+    for path in (args.out, args.table, args.recon):  # a blocked output folder fails now, not after the attacks
+        make_dirs(path.parent)
     if args.threads:
         import torch
 
