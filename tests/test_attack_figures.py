@@ -131,7 +131,16 @@ def test_privacy_points_are_seed_means_with_std_bars(tmp_path):
             assert xseg[:, 0] == pytest.approx([top1.mean() - top1.std(ddof=1), top1.mean() + top1.std(ddof=1)])
             assert yseg[:, 1] == pytest.approx([leak.mean() - leak.std(ddof=1), leak.mean() + leak.std(ddof=1)])
         assert "1-3 seeds" in ax.get_title() and ax.get_xlabel() == "clean top-1 (%)"
-        assert {"DeiT-S", "MJP", "MAE"} <= set(_texts(ax))
+        assert not ax.texts  # the names are in the legend below, never over a point
+        markers = {name: bars[name].lines[0].get_marker() for name in bars}
+        assert len(set(markers.values())) == 3 and all(b.lines[0].get_markerfacecolor() == "none"
+                                                       for b in bars.values())
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["DeiT-S", "MJP", "MAE"]
+    # a model keeps its colour and marker in every panel
+    styles = [{c.get_label(): (c.lines[0].get_color(), c.lines[0].get_marker()) for c in ax.containers}
+              for ax in fig.axes]
+    assert styles[0] == styles[1]
     assert fig.axes[1].get_ylabel() == "PE-grad adaptive, shuffled client:\nPSNR of kept patches (dB)"
     assert metric_label("clean_top1") == "clean_top1"
 

@@ -204,6 +204,9 @@ def privacy_points(attack_files: Sequence[Path], accuracy_files: Sequence[Path],
     return points
 
 
+MARKERS = "osD^vPX*"  # one open marker per model: coincident models stay visible
+
+
 def metric_label(metric: str) -> str:
     """``pe_gradient_adaptive_shuffled_psnr_kept_mean`` → ``PE-grad adaptive, shuffled client: PSNR of kept
     patches (dB)``; a key not of the ``<attack>_<mode>_<metric>_mean`` form is shown as it is."""
@@ -224,27 +227,31 @@ def _seed_text(points: Sequence[PrivacyPoint]) -> str:
 def privacy_figure(attack_files: Sequence[Path], accuracy_files: Sequence[Path],
                    metrics: Sequence[str]) -> tuple[plt.Figure, dict[str, list[str]]]:
     """The privacy-accuracy trade-off, one panel per metric: each model at (mean clean top-1, mean
-    attack metric) with ± std bars over seeds on both axes (none with one seed). Returns the figure and,
-    per metric, the models left out for lacking it."""
+    attack metric) with ± std bars over seeds on both axes (none with one seed). Each model keeps its
+    colour and an open marker of its own in every panel, named in one legend below the panels, so models
+    at the same point stay visible and no label lies over another. Returns the figure and, per metric,
+    the models left out for lacking it."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.4 * len(metrics), 3.8), squeeze=False,
                              constrained_layout=True)
-    left_out = {}
+    order = list(dict.fromkeys(Path(f).parent.name for f in attack_files))
+    left_out, legend = {}, {}
     for ax, metric in zip(axes[0], metrics):
         points = privacy_points(attack_files, accuracy_files, metric)
         if not points:
             raise DataError(f"--metric {metric}: in none of the attack metrics files; expected a key such as "
                             "pe_gradient_adaptive_shuffled_psnr_kept_mean")
-        left_out[metric] = [exp for exp in dict.fromkeys(Path(f).parent.name for f in attack_files)
-                            if exp not in {p.experiment for p in points}]
-        for k, p in enumerate(points):
-            ax.errorbar(p.x, p.y, xerr=p.x_std, yerr=p.y_std, fmt="o", color=f"C{k % 10}", capsize=3, ms=5,
-                        label=experiment_name(p.experiment))
-            ax.annotate(experiment_name(p.experiment), (p.x, p.y), xytext=(4, 4), textcoords="offset points",
-                        fontsize=7)
+        left_out[metric] = [exp for exp in order if exp not in {p.experiment for p in points}]
+        for p in points:
+            k = order.index(p.experiment) if p.experiment in order else len(order)
+            legend[p.experiment] = ax.errorbar(
+                p.x, p.y, xerr=p.x_std, yerr=p.y_std, fmt=MARKERS[k % len(MARKERS)], color=f"C{k % 10}",
+                mfc="none", capsize=3, ms=7, mew=1.4, label=experiment_name(p.experiment))
         ax.set_xlabel("clean top-1 (%)")
         ax.set_ylabel(metric_label(metric), fontsize=8)
         ax.set_title(f"lower = more private; {_seed_text(points)}", fontsize=8)
         ax.margins(0.15)
+    fig.legend(list(legend.values()), [experiment_name(exp) for exp in legend], loc="outside lower center",
+               ncol=min(len(legend), 4), fontsize=8, frameon=False)
     return fig, left_out
 
 
