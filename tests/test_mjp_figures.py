@@ -75,3 +75,20 @@ def test_mjp_illustration_from_a_real_image(tmp_path, capsys):
     assert "of 16 patches shuffled" in capsys.readouterr().out
     argv[argv.index("--image") + 1] = str(tmp_path / "missing.png")
     assert main(argv) == 2 and "illustration image not found" in capsys.readouterr().err
+
+
+def test_a_legend_below_lies_under_the_axes_and_within_the_figure():
+    import matplotlib.pyplot as plt
+
+    from vitpe.report.figures import legend_below
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.2), constrained_layout=True)
+    for k in range(5):
+        ax.plot([0, 1], [0, k], label=f"MJP, trunc-normal PE init (n={k})")
+    legend_below(fig, ax)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend, axes = fig.legends[0].get_window_extent(renderer), ax.get_tightbbox(renderer)
+    assert legend.y1 <= axes.y0 + 1  # under the axes and their tick labels, never over the data
+    assert 0 <= legend.x0 and legend.x1 <= fig.bbox.x1  # every column fits across the figure
+    plt.close(fig)

@@ -64,9 +64,10 @@ def accuracy_bars(finetune: Sequence[Path], linprobe: Sequence[Path], outputs: S
         runs = [np.asarray(values[name]) for name in names]
         means = [run.mean() for run in runs]
         stds = [run.std(ddof=1) if len(run) > 1 else 0.0 for run in runs]
-        bars = ax.bar(x + offset, means, width=0.4, yerr=stds, capsize=2, label=label, color=f"C{index}",
+        ax.bar(x + offset, means, width=0.4, yerr=stds, capsize=2, label=label, color=f"C{index}",
                       alpha=0.75, error_kw={"lw": 0.8})
-        ax.bar_label(bars, labels=[f"{m:.1f}" for m in means], fontsize=7, padding=2, label_type="center")
+        for position, mean in zip(x + offset, means):  # at the foot of the bar, clear of the seeds' dots
+            ax.text(position, 1.5, f"{mean:.1f}", ha="center", va="bottom", fontsize=7)
         for position, run in zip(x + offset, runs):
             ax.plot(np.full(len(run), position), run, "o", ms=2.5, color="k", alpha=0.6)
     ax.set_xticks(x, [experiment_name(name) for name in names], rotation=30, ha="right", fontsize=8)

@@ -49,7 +49,11 @@ def legend_below(fig: plt.Figure, ax: plt.Axes) -> None:
     """The runs' legend under the panels (a constrained-layout figure), never over the data."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+        # as many columns as the widest label lets fit across the figure (8-pt text, ~4.8 pt a glyph, plus the
+        # line sample), at most 4
+        entry_pt = 4.8 * max(len(label) for label in labels) + 36
+        ncol = max(1, min(4, len(labels), int(fig.get_figwidth() * 72 // entry_pt)))
+        fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
 
 
 def run_seed(path: Path) -> str:

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 from vitpe.errors import DataError  # noqa: E402
 from vitpe.io import read_json  # noqa: E402
-from vitpe.report.figures import save_figure  # noqa: E402
+from vitpe.report.figures import legend_below, save_figure  # noqa: E402
 from vitpe.report.names import experiment_name  # noqa: E402
 
 _SWEEP_KEY = re.compile(r"^shuffled_top1_r(\d+\.\d+)$")
@@ -46,7 +46,7 @@ def sweep_points(metrics: dict) -> tuple[list[float], list[float]]:
 def shuffle_curves(jsons: Sequence[Path], outputs: Sequence[Path], labels: Sequence[str] | None = None) -> None:
     """Top-1 under MJP-shuffled input against the shuffle ratio: one line per model, the mean over its
     seeds (files with one label are one model's seeds), with a band of ± one std over seeds."""
-    fig, ax = plt.subplots(figsize=(4.6, 3.4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(5.6, 4.2), constrained_layout=True)
     scale = None
     runs: dict[str, list[tuple[list[float], list[float]]]] = {}
     for path, label in zip(jsons, _labels(jsons, labels)):
@@ -67,12 +67,13 @@ def shuffle_curves(jsons: Sequence[Path], outputs: Sequence[Path], labels: Seque
             std = curves.std(axis=0, ddof=1)
             ax.fill_between(ratios, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
     seeds_note = "mean ± std over seeds" if any(len(s) > 1 for s in runs.values()) else "one seed"
-    ax.set(xlabel="shuffle ratio $\\gamma$ (MJP block mask)", ylabel=f"top-1 accuracy (%), {seeds_note}",
-           title="Accuracy under MJP-shuffled input" + (f" ({scale} scale)" if scale else ""))
+    ax.set(xlabel="shuffle ratio $\\gamma$ (MJP block mask)", ylabel="top-1 accuracy (%)",
+           title="Accuracy under MJP-shuffled input" + (f" ({scale} scale)" if scale else "") + f"\n{seeds_note}")
+    ax.title.set_fontsize(10)
     ax.set_xlim(-0.02, 1.0)
     ax.set_ylim(bottom=0)  # accuracies on an honest axis
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend_below(fig, ax)
     save_figure(fig, outputs)
 
 
@@ -102,8 +103,7 @@ def pe_spectra(jsons: Sequence[Path], outputs: Sequence[Path], labels: Sequence[
     if skipped:
         ax.text(0.98, 0.98, "no PE table: " + ", ".join(skipped), transform=ax.transAxes, ha="right",
                 va="top", fontsize=7)
-    if len(skipped) < len(jsons):
-        ax.legend(fontsize=8, loc="lower left")
+    legend_below(fig, ax)
     save_figure(fig, outputs)
 
 
