@@ -315,7 +315,7 @@ def _coco(path: Path, decoding: _Decoding) -> dict:
             _coco_fields(category, COCO_CATEGORY_FIELDS, ann_file, "category", index)
             seen[_coco_unique(category["id"], seen, ann_file, "category")] = None
         categories = sorted(seen)
-        degenerate, ann_ids = 0, {}
+        degenerate, no_mask, ann_ids = 0, 0, {}
         for index, ann in enumerate(doc["annotations"]):
             _coco_fields(ann, COCO_ANNOTATION_FIELDS, ann_file, "annotation", index)
             ann_ids[_coco_unique(ann["id"], ann_ids, ann_file, "annotation")] = None
@@ -324,12 +324,12 @@ def _coco(path: Path, decoding: _Decoding) -> dict:
             if ann["category_id"] not in categories:
                 raise DataError(f"{ann_file}: annotation {ann['id']} has unknown category id {ann['category_id']}")
             degenerate += _coco_box(ann, sizes[ann["image_id"]][1], ann_file)
-            _coco_segmentation(ann, sizes[ann["image_id"]][1], ann_file)
+            no_mask += _coco_segmentation(ann, sizes[ann["image_id"]][1], ann_file)
         checked = _sample(sorted(sizes.values()), decoding.deep)
         decoding.run(_coco_image, [(file, size, ann_file) for file, size in checked], image_dir)
         splits[split] = {"images": len(sizes), "annotations": len(doc["annotations"]), "categories": categories,
                          "crowd": sum(bool(a.get("iscrowd")) for a in doc["annotations"]),
-                         "degenerate_boxes": degenerate, "checked": len(checked)}
+                         "degenerate_boxes": degenerate, "degenerate_masks": no_mask, "checked": len(checked)}
     return _totals(splits, path)
 
 
@@ -375,10 +375,11 @@ def _coco_unique(entry_id: int, seen: dict, ann_file: Path, label: str) -> int:
     return entry_id
 
 
-def _coco_segmentation(ann: dict, size: tuple[int, int], ann_file: Path) -> None:
-    """A mask pycocotools can rasterise at the image's size: polygons of at least 3 (x, y) points, or an
-    RLE of the image's [height, width]. Anything else fails mmdet's mask loading or COCOeval, or is
-    silently dropped by them."""
+def _coco_segmentation(ann: dict, size: tuple[int, int], ann_file: Path) -> int:
+    """Refuse a mask pycocotools cannot read (polygons of other than an even count of finite numbers, an
+    RLE not of the image's [height, width]); return 1 for a mask with no polygon of 3 or more points,
+    which mmdet's LoadAnnotations ignores (the instance is flagged and skipped, as upstream) and which
+    real annotation files may hold, 0 otherwise."""
     segm, (width, height) = ann["segmentation"], size
     where = f"{ann_file}: annotation {ann['id']} (image {ann['image_id']}): field 'segmentation'"
     if isinstance(segm, dict):
@@ -388,15 +389,14 @@ def _coco_segmentation(ann: dict, size: tuple[int, int], ann_file: Path) -> None
         if segm.get("size") != [height, width]:
             raise DataError(f"{where}: RLE size is {segm.get('size')!r}, but the image is [{height}, {width}] "
                             "(expected [height, width])")
-        return
-    if not segm:
-        raise DataError(f"{where} is [] (expected at least one polygon [x1, y1, x2, y2, x3, y3, ...])")
+        return 0
     for polygon in segm:
-        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2 or \
+        if not isinstance(polygon, list) or len(polygon) % 2 or \
                 not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in polygon):
             shown = repr(polygon) if len(repr(polygon)) <= 60 else repr(polygon)[:57] + "..."
-            raise DataError(f"{where}: polygon {shown} (expected [x1, y1, x2, y2, x3, y3, ...]: an even count "
-                            ">= 6 of finite numbers)")
+            raise DataError(f"{where}: polygon {shown} (expected [x1, y1, x2, y2, ...]: an even count of finite "
+                            "numbers)")
+    return int(not any(len(polygon) >= 6 for polygon in segm))
 
 
 def _coco_box(ann: dict, size: tuple[int, int], ann_file: Path) -> int:
