@@ -42,6 +42,14 @@ def _blocking_file(folder: Path) -> Path | None:
     return None
 
 
+def check_creatable(folder: str | os.PathLike, what: str = "output folder") -> None:
+    """OutputError of one line if a file stands where ``folder`` or one of its parents should be: a
+    check before long work, which creates nothing."""
+    blocker = _blocking_file(Path(folder))
+    if blocker is not None:
+        raise OutputError(f"{folder}: cannot create the {what} ({blocker} is a file, expected a folder)")
+
+
 def make_dirs(folder: str | os.PathLike, what: str = "output folder") -> Path:
     """``mkdir -p folder``, or an OutputError of one line naming the folder and why it cannot exist."""
     folder = Path(folder)

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from vitpe.commands import add_command, add_device_argument, reports_writes, wrote
-from vitpe.io import make_dirs
+from vitpe.io import check_creatable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     params = params_from_args(args)
     settings = attack_settings(params, args.images, args.iterations, args.jobs)
     for path in (args.out, args.table, args.recon):  # a blocked output folder fails now, not after the attacks
-        make_dirs(path.parent)
+        check_creatable(path.parent)
     if args.threads:
         import torch
 
