@@ -56,10 +56,8 @@ def make_dirs(folder: str | os.PathLike, what: str = "output folder") -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        blocker = _blocking_file(folder)
-        reason = (f"{blocker} is a file, expected a folder" if blocker is not None
-                  else exc.strerror or type(exc).__name__)
-        raise OutputError(f"{folder}: cannot create the {what} ({reason})") from None
+        check_creatable(folder, what)  # a file in the way is named as such
+        raise OutputError(f"{folder}: cannot create the {what} ({exc.strerror or type(exc).__name__})") from None
     return folder
 
 
