@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 export PATH := $(abspath $(VENV)/bin):$(PATH)
 
-.PHONY: setup run test test-fast test-slow bench bench-gpu report dvc-lock clean
+.PHONY: setup run test test-fast test-slow bench bench-gpu report dvc-yaml dvc-lock clean
 
 setup:  ## create .venv and install everything (idempotent; mmcv wheel cached in ~/.cache/vitpe)
 	bash scripts/setup.sh
@@ -33,8 +33,11 @@ bench-gpu: setup  ## the paper-size steps on a CUDA GPU against official-style r
 report: setup  ## HTML report with the figures
 	snakemake --report results/report.html results/tables/main.tex
 
-dvc-lock: setup  ## re-record dvc.lock's command, sources and params, keeping the recorded outputs (`dvc commit` for a change that leaves the results as they are)
-	python -c "from dvc.repo import Repo; Repo().commit('workflow', force=True, allow_missing=True)"
+dvc-yaml: setup  ## regenerate dvc.yaml's stages from the Snakemake DAG (after changing experiments, seeds or the scale)
+	python -m vitpe.dvc_stages
+
+dvc-lock: setup  ## re-record dvc.lock for the stages whose files are here (`dvc commit` for a change that leaves the results as they are)
+	python -m vitpe.dvc_stages --lock
 
 clean:  ## remove everything the DAG wrote (keeps the committed metrics baseline)
 	rm -rf data/embedded data/mini results/checkpoints results/figures results/logs results/checks .snakemake

@@ -23,7 +23,7 @@ LAYERS = {
     "config": 3, "runs": 3,  # params.yaml and the typed runs built from it
     "train": 4, "evaluate": 4, "transfer": 4, "attacks": 4,  # stages
     "report": 5,
-    "cli": 6, "commands": 6, "launch": 6, "__main__": 6, "__init__": 6,
+    "cli": 6, "commands": 6, "launch": 6, "dvc_stages": 6, "__main__": 6, "__init__": 6,
 }
 CLI = 6
 FOUNDATION = 0

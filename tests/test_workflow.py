@@ -173,16 +173,23 @@ def test_micro_dag_end_to_end_then_nothing_to_do(micro_dag, tmp_path):
     assert "<td>DeiT-S</td>" in (cwd / "results/tables/main.html").read_text()
 
 
+def _dvc_status(cwd) -> dict:
+    return json.loads(run(["dvc", "status", "--json"], cwd).stdout or "{}")
+
+
 @pytest.mark.slow
 def test_dvc_repro_and_metrics_diff(micro_dag, tmp_path):
-    # a copy of the session's micro run (this test changes it): the first repro records Snakemake's
-    # up-to-date outputs, the seed change below reruns the whole DAG
+    # a copy of the session's micro run (this test changes it), with the micro params' stages
     cwd = copy_micro_dag(micro_dag, tmp_path / "workflow")
     run(["git", "init", "-q"], cwd)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "init"], cwd)
     run(["dvc", "init", "-q"], cwd)
-    first = run(["dvc", "repro"], cwd, timeout=900)
-    assert "Nothing to be done" in first.stdout + first.stderr  # DVC records the up-to-date run: no retraining
+    run([sys.executable, "-m", "vitpe.dvc_stages"], cwd)
+    run(["dvc", "commit", "-f", "-q"], cwd)  # records the finished Snakemake run: nothing retrains
+    assert _dvc_status(cwd) == {}
+    dag = run(["dvc", "dag", "--dot"], cwd).stdout  # the study, job by job
+    assert '"train_supervised-mjp-seed0" -> "eval_supervised-mjp-seed0"' in dag
+    assert '"train_pretrain-mae-seed1" -> "train_encoder_protocol-mae-finetune-seed1"' in dag
     run(["git", "add", "-A"], cwd)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline"], cwd)
     # a fresh checkout: the cached outputs restored with new file times, no Snakemake records. With the
@@ -201,39 +208,74 @@ def test_dvc_repro_and_metrics_diff(micro_dag, tmp_path):
     assert "Nothing to be done" in launched.stdout + launched.stderr
     assert {p: p.read_bytes() for p in (cwd / "results/metrics").rglob("*.json")} == metrics
     assert "Nothing to be done" in run(["snakemake", "-n", *args], cwd).stdout
-    # change a parameter: DVC reruns the workflow and the metrics differ from the committed baseline
-    params = yaml.safe_load((cwd / "params.yaml").read_text())
-    seeds = params["scales"]["tiny"]["seeds"]
-    params["scales"]["tiny"]["seeds"] = [seed + 1 for seed in seeds]  # one seed new, the others cached
-    (cwd / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    # a real change (MJP's PE table starts as DeiT's: the micro run ends before MJP's jigsaw starts):
+    # dvc status names MJP's stages only, dvc repro reruns them and what reads them, and dvc metrics
+    # diff shows only MJP's rows
+    mjp = cwd / "results/checkpoints/tiny/seed0/supervised/mjp/model.safetensors"
+    deit = cwd / "results/checkpoints/tiny/seed0/supervised/deit_s/model.safetensors"
+    before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in (mjp, deit)}
+    _edit_params(cwd, lambda params: params["supervised"]["mjp"].update(unk={"init": "trunc_normal"}))
+    stale = set(_dvc_status(cwd))
+    assert {"train_supervised-mjp-seed0", "train_supervised-mjp-seed1", "eval_supervised-mjp-seed0"} <= stale
+    assert all("-mjp-" in name for name in stale), stale
     run(["dvc", "repro"], cwd, timeout=1800)
-    diff = json.loads(run(["dvc", "metrics", "diff", "--all", "--json"], cwd).stdout)
+    assert (deit.read_bytes(), deit.stat().st_mtime_ns) == before[deit]  # not retrained
+    assert mjp.read_bytes() != before[mjp][0]
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], cwd).stdout)
     # DVC compares only the curated per-model numbers (vitpe.report.headline): no timings, no noise
     assert list(diff) == ["results/metrics/tiny/headline.json"]
-    headline = diff["results/metrics/tiny/headline.json"]
-    assert {"supervised.deit_s.top1", "supervised.deit_s.top5", "pretrain.mae.finetune_top1"} <= set(headline)
-    means = [key for key in headline if not key.endswith("_std")]  # each mean has its std over the 2 seeds
-    assert len(means) <= 150 and len(headline) <= 2 * len(means) and not [key for key in headline if "seconds" in key]
-    assert "supervised.deit_s.top1_std" in headline
-    # a new seed's models enter the means: the learned PE tables (probe errors) differ from the baseline
-    assert headline["supervised.deit_s.abs_2d_mae"]["diff"] != 0
+    changed = diff["results/metrics/tiny/headline.json"]
+    assert changed and all(".mjp." in key for key in changed), sorted(changed)
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], cwd).stdout)
+    (headline,) = [data["data"]["results/metrics/tiny/headline.json"]["data"] for data in shown.values()]
+    means = [key for key in _flat(headline) if not key.endswith("_std")]  # each mean has its std over seeds
+    assert len(means) <= 150 and "supervised.deit_s.top1_std" in _flat(headline)
+    assert not [key for key in _flat(headline) if "seconds" in key]
+    # switched back: the run cache restores MJP's outputs, nothing trains
+    _edit_params(cwd, lambda params: params["supervised"]["mjp"].pop("unk"))
+    back = run(["dvc", "repro"], cwd, timeout=900)
+    assert "Stage 'train_supervised-mjp-seed0' is cached - skipping run" in back.stdout, back.stdout[-3000:]
+    assert "Running stage" not in back.stdout, back.stdout[-3000:]
+    assert mjp.read_bytes() == before[mjp][0] and _dvc_status(cwd) == {}
+    assert not json.loads(run(["dvc", "metrics", "diff", "--json"], cwd).stdout or "{}")
     # the curve data is in git: both revisions render, one colour per run (the CSV's model column)
     shutil.copytree(ROOT / ".dvc/plots", cwd / ".dvc/plots", dirs_exist_ok=True)
+    _edit_params(cwd, lambda params: params["supervised"]["mjp"].update(unk={"init": "trunc_normal"}))
+    run(["dvc", "repro"], cwd, timeout=900)  # from the run cache
     plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json", "--split"], cwd).stdout)
     assert not plots.get("errors"), plots.get("errors")
     loss = plots["data"]["Supervised training loss"][0]
     assert set(loss["revisions"]) == {"HEAD", "workspace"}
 
 
+def _flat(tree: dict, prefix: str = "") -> list[str]:
+    """The dotted keys of a nested metrics dict (DVC's own naming)."""
+    keys = []
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else key
+        keys += _flat(value, name) if isinstance(value, dict) else [name]
+    return keys
+
+
 def test_dvc_lock_records_this_tree():
-    """dvc.lock's command, sources (Snakefile, workflow/, src/vitpe) and params are this tree's, and the
-    committed results are the recorded ones: only git-ignored or cached outputs may be absent. A change
-    that leaves the results as they are is recorded with `make dvc-lock`; one that changes them, by a rerun."""
+    """dvc.lock records every stage whose files this checkout holds, and every recorded stage has this
+    tree's command, sources (Snakefile, workflow/, src/vitpe) and params and the committed results as
+    they are: only cached files (checkpoints, attack outputs) and the git-ignored figures may be absent.
+    A change that leaves the results as they are is recorded with `make dvc-lock`; one that changes
+    them, by a rerun."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
+    files = {name: [*stage["deps"], *(next(iter(out)) if isinstance(out, dict) else out for out in stage["outs"])]
+             for name, stage in stages.items()}
+    present = {name for name, paths in files.items() if all((ROOT / path).exists() for path in paths)}
+    assert present <= locked, f"stages not recorded in dvc.lock: {sorted(present - locked)}: run `make dvc-lock`"
+    assert {"headline_metrics", "train_supervised-mjp-seed0"} <= locked
+    absent = {"deleted", "not in cache"}
     status = json.loads(run([str(BIN / "dvc"), "status", "--json"], ROOT).stdout or "{}")
-    absent = {"deleted", "not in cache"}  # checkpoints and attacks (DVC cache), figures (rebuilt, ignored)
-    stale = [entry for stage in status.values() for entry in stage
-             if not (isinstance(entry, dict) and set(entry) == {"changed outs"}
-                     and set(entry["changed outs"].values()) <= absent)]
+    stale = {name: entries for name, entries in status.items() if name in locked and not all(
+        isinstance(entry, dict) and set(entry) <= {"changed outs", "changed deps"}
+        and all(isinstance(state, str) and state in absent for change in entry.values() for state in change.values())
+        for entry in entries)}
     assert not stale, f"dvc.lock is not this tree's ({stale}): run `make dvc-lock`"
 
 
@@ -290,12 +332,15 @@ def test_slurm_submission_flags_with_stub_sbatch(workflow_copy, tmp_path, monkey
 
 
 def test_dvc_stage_runs_the_params_scale_under_the_slurm_profile(workflow_copy, monkeypatch):
-    """`SNAKEMAKE_PROFILE=slurm dvc repro` runs DVC's command through the cluster profile; the scale is
-    params.yaml's (what DVC records), not the profile's `config: scale=paper`."""
+    """`SNAKEMAKE_PROFILE=slurm dvc repro` runs each DVC stage's command through the cluster profile; the
+    scale is params.yaml's (what DVC records), not the profile's `config: scale=paper`."""
     _edit_params(workflow_copy, lambda params: params.update(scale="smoke"))
-    stage = yaml.safe_load((workflow_copy / "dvc.yaml").read_text())["stages"]["workflow"]
+    run([sys.executable, "-m", "vitpe.dvc_stages"], workflow_copy)  # the smoke scale's stages
+    stage = yaml.safe_load((workflow_copy / "dvc.yaml").read_text())["stages"]["train_supervised-deit_s-seed0"]
     argv = stage["cmd"].replace("${scale}", "smoke").split()
     assert argv[:4] == ["python", "-m", "vitpe.launch", "snakemake"]
+    assert argv[-2:] == ["results/checkpoints/smoke/seed0/supervised/deit_s/model.safetensors",
+                         "results/checkpoints/smoke/seed0/supervised/deit_s/log.jsonl"]
     for key, value in SLURM_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("SNAKEMAKE_PROFILE", "slurm")
@@ -303,3 +348,4 @@ def test_dvc_stage_runs_the_params_scale_under_the_slurm_profile(workflow_copy, 
     block = _job_block(dry, "train_supervised", "results/checkpoints/smoke/seed0/supervised/deit_s/model.safetensors")
     assert _resources(block)["slurm_partition"] == "gpu" and _resources(block)["gpu"] == "2"  # the profile's
     assert "results/checkpoints/paper/" not in dry
+    assert "rule eval_supervised" not in dry  # the stage runs its own job only

@@ -26,7 +26,8 @@ checkpoint (file checksums spare only files under ``--max-checksum-file-size``, 
 Snakemake recorded them). When ``dvc status`` says the workspace is what ``dvc.lock`` records, the
 outputs are by DVC's definition those of the current code and parameters, so the launcher first runs
 ``snakemake --touch`` with the same arguments: the file times are put in order and nothing reruns.
-Inside DVC's own stage (``dvc repro``, which runs only when something changed) this is skipped.
+Inside DVC's own stages (``dvc repro``, which runs only what changed) this is skipped; there the
+launcher first checks that dvc.yaml's stages are those of params.yaml (``vitpe.dvc_stages``).
 """
 from __future__ import annotations
 
@@ -176,6 +177,13 @@ def run_snakemake(args: list[str]) -> int:
                 unlocked = subprocess.run([snakemake, *args, "--unlock"])
                 if unlocked.returncode != 0:
                     return unlocked.returncode
+            if os.environ.get("DVC_STAGE"):  # a stage of dvc.yaml: refuse one left over from another params.yaml
+                from vitpe.dvc_stages import stale_message
+
+                stale = stale_message()
+                if stale:
+                    print(f"error: {stale}", file=sys.stderr)
+                    return 1
             touched = _touch_if_dvc_current(snakemake, args)
             if touched != 0:
                 return touched
