@@ -109,7 +109,7 @@ def stage_params(job: Job, params: dict) -> list[str]:
         raise KeyError(f"rule {job.rule!r} has no entry in vitpe.dvc_stages.RULE_PARAMS: add the params.yaml "
                        "sections it reads")
     sections, top, own = RULE_PARAMS[job.rule]
-    sections = tuple(s.format(**job.wildcards) for s in sections)
+    sections = tuple(s.format(**job.wildcards) for s in sections) + (("data",) if own else ())
     scale, block, inherit = _scale_block(params)
     keys = ["scale", *top]
     if inherit:  # smoke: dotted overrides of another scale's blocks
@@ -117,15 +117,14 @@ def stage_params(job: Job, params: dict) -> list[str]:
         keys += [f"scales.{scale}"] + [f"scales.{inherit}.{s}" for s in sections if s in parent]
     else:
         keys += [f"scales.{scale}.{s}" for s in sections if s in block]
-    if own:
+    if own:  # the experiment's definition and the data set the scale reads
         exp = job.wildcards["exp"]
         imported = params["experiments"].get("imported") or {}
         owner = next((key for key, names in (("experiments.imported", imported), ("supervised", params["supervised"]),
                                               ("pretrain", params["pretrain"])) if exp in names), None)
-        keys += [f"{owner}.{exp}"] if owner else []
         data = block.get("data") or params["scales"][inherit]["data"]
-        keys += [f"scales.{scale}.data", f"data.{data}"] if "data" in block else [f"data.{data}"]
-    return list(dict.fromkeys(keys))
+        keys += [f"{owner}.{exp}"] * bool(owner) + [f"data.{data}"]
+    return keys
 
 
 def _produced_outside(path: str) -> bool:

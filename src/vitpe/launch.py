@@ -13,7 +13,7 @@ This wrapper runs the launcher command given to it and:
 - exits 124 when a worker wrote the marker file named in ``PREEMPTED_MARKER_ENV`` (the CLI writes it
   after Preempted, so only once the state is saved), and with the launcher's exit code otherwise.
 
-``python -m vitpe.launch snakemake ARGS...`` (``make run``, DVC's stage) runs the workflow so that a
+``python -m vitpe.launch snakemake ARGS...`` (``make run``, each DVC stage) runs the workflow so that a
 hard kill needs no manual step: it takes an exclusive flock on ``.snakemake/vitpe-run.lock`` (refused
 with one line, exit 1, while another such run lives); holding it, no run of ours is alive, so a
 Snakemake lock left by a killed run is stale and is removed (``snakemake --unlock``), unless a Snakemake

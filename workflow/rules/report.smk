@@ -9,7 +9,7 @@ rule table_main:
         paper="workflow/resources/paper_numbers.yaml",
         # main.tex is the main target (`make run`, DVC, SLURM): asking for it builds every figure too
         figures=figures(),
-        # and the metrics and plot data DVC tracks (dvc.yaml), so the DVC stage's target makes them too
+        # and the metrics and plot data DVC tracks (dvc.yaml), so asking for main.tex makes them too
         headline=HEADLINE,
         plots=plots(),
     output:
