@@ -81,3 +81,28 @@ def test_a_resumed_dvclive_drops_the_rows_logged_after_the_checkpoint(tmp_path):
     assert (tmp_path / "dvclive/plots/metrics/val/top1.tsv").read_text() == "step\ttop1\n5\t5.0\n"
     run([1, 2], None)  # a new run starts an empty folder
     assert (tmp_path / "dvclive/plots/metrics/train/loss.tsv").read_text().count("\n") == 3
+
+
+def test_a_resumed_logger_repairs_the_dvclive_files_a_kill_cut_short(tmp_path):
+    """A kill can leave dvclive's metrics.json empty and a TSV's last row half written; the resumed run
+    keeps the rows up to its checkpoint, rebuilds the summary from them and logs on."""
+    def record(step: int) -> dict:
+        return {"step": step, "epoch": 0, "loss": 1.0 / step, "lr": 1e-3, "grad_norm": 0.5, "imgs_per_s": 10.0}
+
+    live = tmp_path / "dvclive"
+    logger = StepLogger(tmp_path / "log.jsonl", total_steps=4, resume_step=None, live_dir=live)
+    for step in (1, 2, 3):
+        logger.log(record(step))
+    logger.validation({"step": 2, "epoch": 0, "validation": {"top1": 40.0}})
+    (live / "metrics.json").write_text("")  # the kill: the summary cut to nothing ...
+    loss = live / "plots" / "metrics" / "train" / "loss.tsv"
+    loss.write_text(loss.read_text() + "4\t0.2")  # ... and a row past the checkpoint cut mid-line
+
+    resumed = StepLogger(tmp_path / "log.jsonl", total_steps=4, resume_step=2, live_dir=live)
+    assert json.loads((live / "metrics.json").read_text()) == {
+        "train": {"loss": 0.5, "lr": 1e-3, "grad_norm": 0.5, "imgs_per_s": 10.0}, "val": {"top1": 40.0}, "step": 2}
+    for step in (3, 4):
+        resumed.log(record(step))
+    resumed.close()
+    assert loss.read_text() == "step\tloss\n1\t1.0\n2\t0.5\n3\t0.3333333333333333\n4\t0.25\n"
+    assert json.loads((live / "metrics.json").read_text())["train"]["loss"] == 0.25

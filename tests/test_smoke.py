@@ -3,7 +3,7 @@
 Every rule runs on the mini real-layout set at the paper's model and input sizes (ViT-S/16 and ViT-B/16
 at 224 px, MAE+ 4 x 112 crops, UperNet 512, ViTDet 1024). Supervised training runs under
 ``torchrun --nproc-per-node 2`` (gloo) and is pre-empted with SIGTERM once it has checkpointed; the
-rerun resumes it. ``dvc repro`` then runs the same DAG at this scale.
+rerun resumes it. DVC then records the run with this scale's stages and reruns one.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -125,9 +126,18 @@ def test_smoke_dag_runs_the_paper_recipes_end_to_end(smoke_workflow):
     again = run(["snakemake", "-n", "--cores", "2", "results/tables/main.tex"], cwd)
     assert "Nothing to be done" in again.stdout + again.stderr
 
-    # 3. DVC at this scale: the pipeline's outputs exist at every scale (no tiny-only dataset among them)
+    # 3. DVC at this scale: this scale's stages (`make dvc-yaml`) record the Snakemake run as after
+    # `make run` (`dvc commit`; `dvc repro` with no lock would rerun every job): every stage's deps and
+    # outs exist at this scale, and a stage's command reruns its job
     run(["git", "init", "-q"], cwd)
     run(["dvc", "init", "-q"], cwd)
-    repro = run(["dvc", "repro", "--no-commit"], cwd, timeout=900)
-    assert "Nothing to be done" in repro.stdout + repro.stderr or "Updating lock file" in repro.stdout + repro.stderr
-    assert (cwd / "dvc.lock").is_file()
+    run([sys.executable, "-m", "vitpe.dvc_stages"], cwd)
+    stages = yaml.safe_load((cwd / "dvc.yaml").read_text())["stages"]
+    assert {"train_supervised-mjp-seed0", "transfer_coco-adpe_abs_coordinate-seed0", "table_main"} <= set(stages)
+    assert "/tiny/" not in json.dumps(stages)
+    run(["dvc", "commit", "-f", "-q"], cwd, timeout=600)
+    assert not json.loads(run(["dvc", "status", "--json"], cwd).stdout or "{}")
+    repro = run(["dvc", "repro", "--force", "--single-item", "table_main"], cwd)
+    assert "Running stage 'table_main'" in repro.stdout and "1 of 1 steps (100%) done" in repro.stdout + repro.stderr
+    assert "DeiT-S & smoke" in (cwd / "results/tables/main.tex").read_text()
+    assert not json.loads(run(["dvc", "status", "--json"], cwd).stdout or "{}")

@@ -165,6 +165,28 @@ def test_validation_between_epochs_leaves_the_run_unchanged(data_root, reference
     assert scores[-1] == {"top1": final["top1"], "top5": final["top5"]}  # the last one scores the final weights
 
 
+def test_cached_images_train_the_same_bytes_and_are_decoded_once(data_root, reference, tmp_path, monkeypatch):
+    """Runtime.cache_images (the tiny scale's setting, which ``reference`` ran with) keeps each decoded
+    image, and each validation sample, for the process: a run that decodes every epoch computes the
+    same bytes, and a cached run decodes each training and validation file once over its epochs and
+    validations."""
+    import vitpe.train.data as data
+
+    assert micro_run(data_root).runtime.cache_images
+    train_supervised(micro_run(data_root, cache_images=False), tmp_path / "uncached", device="cpu")
+    assert (tmp_path / "uncached" / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    assert log_records(tmp_path / "uncached") == log_records(reference)
+
+    decoded: list[str] = []
+    loader = data.default_loader
+    monkeypatch.setattr(data, "_DECODED", {})
+    monkeypatch.setattr(data, "_SAMPLES", {})
+    monkeypatch.setattr(data, "default_loader", lambda path: decoded.append(path) or loader(path))
+    train_supervised(micro_run(data_root), tmp_path / "cached", device="cpu")
+    files = sorted(str(f) for f in data_root.rglob("*") if f.is_file())
+    assert sorted(decoded) == files  # 3 epochs and 3 validations, one decode per file
+
+
 def test_completion_publishes_weights_and_log_and_drops_the_state(data_root, reference, tmp_path):
     assert sorted(p.name for p in reference.iterdir() if p.suffix != ".json") == ["dvclive", "log.jsonl",
                                                                                     "model.safetensors"]

@@ -53,6 +53,9 @@ class Runtime:
     # torch.compile the module the training step runs: the same computation, fused kernels (results
     # agree with eager within float rounding, not bitwise)
     compile: bool = False
+    # keep every decoded image in memory for the life of the process: a small set (the tiny scale's
+    # 32-px PNGs) is decoded once instead of every epoch; the same pixels, so the same results
+    cache_images: bool = False
 
 
 RUNTIME_KEYS = tuple(f.name for f in fields(Runtime))

@@ -17,7 +17,8 @@ from vitpe.train.data import build_eval_loader
 def classification_metrics(model: nn.Module, device: torch.device, run: SupervisedRun) -> dict[str, Any]:
     """{"top1", "top5" (percent), "num_images", "scale"} of a loaded model on ``run.val_dir``."""
     loader = build_eval_loader(run.val_dir, run.recipe, run.model.img_size, run.num_classes,
-                               run.runtime.eval_batch_size, run.runtime.num_workers, pin_memory=device.type == "cuda")
+                               run.runtime.eval_batch_size, run.runtime.num_workers, pin_memory=device.type == "cuda",
+                               cache_images=run.runtime.cache_images)
     counts = TopKCounter(k=5)
     for images, targets in loader:
         counts.update(model(images.to(device, non_blocking=True)), targets)

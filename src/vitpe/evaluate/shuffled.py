@@ -173,7 +173,8 @@ def shuffle_metrics(model: nn.Module, device: torch.device, run: SupervisedRun, 
     ratios = check_shuffle_settings(ratios, masks, consistency_ratio)
     img, grid = run.model.img_size, run.model.grid_size
     loader = build_eval_loader(run.val_dir, run.recipe, img, run.num_classes, run.runtime.eval_batch_size,
-                               run.runtime.num_workers, pin_memory=device.type == "cuda")
+                               run.runtime.num_workers, pin_memory=device.type == "cuda",
+                               cache_images=run.runtime.cache_images)
     draws = {(ratio, m): mjp_draws(grid, ratio, mask_seed(run.seed, _SWEEP, ratio, m))
              for ratio in ratios for m in range(masks_at(ratio, masks))}
     sweep = shuffled_accuracies(ShuffledForward(model), loader, draws, device)

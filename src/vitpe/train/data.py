@@ -11,7 +11,7 @@ import random
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import default_loader
 
 from vitpe.data.transforms import eval_transform
 from vitpe.errors import DataError
@@ -99,9 +100,14 @@ class CheckedImageFolder(ImageFolder):
     """torchvision's ImageFolder whose samples fail with a SampleError naming the file and the step.
 
     The transform's steps run one by one exactly as ``Compose`` runs them (same random draws).
+    ``memo`` (see ``image_folder``) keeps each transformed sample of a transform that draws nothing.
     """
 
+    memo: dict[int, tuple[Any, Any]] | None = None
+
     def __getitem__(self, index: int) -> tuple[Any, Any]:
+        if self.memo is not None and index in self.memo:
+            return self.memo[index]
         path, target = self.samples[index]
         try:
             sample = self.loader(path)
@@ -115,20 +121,44 @@ class CheckedImageFolder(ImageFolder):
                     raise SampleError(f"{path}: {type(step).__name__} failed: {_one_line(exc)}") from None
         if self.target_transform is not None:
             target = self.target_transform(target)
+        if self.memo is not None:
+            self.memo[index] = (sample, target)
         return sample, target
 
 
-def image_folder(root: Path, transform: Callable | None, num_classes: int | None = None) -> ImageFolder:
-    """An ImageFolder (with exactly ``num_classes`` classes, if given), or a DataError saying what is wrong."""
+# Runtime.cache_images: what a process has decoded (by file) and, for the evaluation transforms, which
+# draw nothing at random, the finished samples (by folder and transform). Transforms return new images
+# and collation new batches, so nothing cached is ever changed.
+_DECODED: dict[str, Image.Image] = {}
+_SAMPLES: dict[tuple[str, str], dict[int, tuple[Any, Any]]] = {}
+
+
+def decode_once(path: str) -> Image.Image:
+    """torchvision's loader, remembered for the life of the process."""
+    if path not in _DECODED:
+        _DECODED[path] = default_loader(path)
+    return _DECODED[path]
+
+
+def image_folder(root: Path, transform: Callable | None, num_classes: int | None = None,
+                 cache: Literal["decoded", "samples"] | None = None) -> ImageFolder:
+    """An ImageFolder (with exactly ``num_classes`` classes, if given), or a DataError saying what is wrong.
+
+    ``cache`` (``Runtime.cache_images``, for small sets): "decoded" keeps each decoded image for the
+    life of the process; "samples", for a transform that draws nothing at random, each transformed
+    sample, shared by every folder of the same root and transform (``repr``) the process builds."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: image folder not found (generate or link the dataset first)")
     try:
-        dataset = CheckedImageFolder(str(root), transform=transform)
+        dataset = CheckedImageFolder(str(root), transform=transform,
+                                     loader=decode_once if cache == "decoded" else default_loader)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{root}: not a usable ImageFolder ({exc})") from None
     if num_classes is not None and len(dataset.classes) != num_classes:
         raise DataError(f"{root}: {len(dataset.classes)} class folders, but the model has {num_classes} classes")
+    if cache == "samples":
+        dataset.memo = _SAMPLES.setdefault((str(root.resolve()), repr(transform)), {})
     return dataset
 
 
@@ -274,15 +304,16 @@ class TrainData:
 
 def build_train_data(root: Path, recipe: ClassifierRecipe, img_size: int, num_classes: int, batch_size: int,
                      seed: int, rank: int, world_size: int, num_workers: int = 0,
-                     pin_memory: bool = False) -> TrainData:
-    dataset = image_folder(root, train_transform(recipe, img_size), num_classes)
+                     pin_memory: bool = False, cache_images: bool = False) -> TrainData:
+    dataset = image_folder(root, train_transform(recipe, img_size), num_classes, "decoded" if cache_images else None)
     sampler = build_train_sampler(dataset, recipe, seed, rank, world_size)
     return TrainData(dataset, sampler, batch_size, num_workers, seed, pin_memory)
 
 
 def build_eval_loader(root: Path, recipe: ClassifierRecipe, img_size: int, num_classes: int, batch_size: int,
-                      num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
-    dataset = image_folder(root, eval_transform(img_size, recipe.test_crop_ratio), num_classes)
+                      num_workers: int = 0, pin_memory: bool = False, cache_images: bool = False) -> DataLoader:
+    dataset = image_folder(root, eval_transform(img_size, recipe.test_crop_ratio), num_classes,
+                           "samples" if cache_images else None)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=False)
 

@@ -106,11 +106,12 @@ def batch_plan(run: PretrainRun, world_size: int) -> BatchPlan:
 
 @torch.no_grad()
 def held_out_loss(model: MaskedAutoencoder, val_dir: Path, img_size: int, device: torch.device,
-                  batch_size: int = 200) -> tuple[float, int]:
+                  batch_size: int = 200, cache_images: bool = False) -> tuple[float, int]:
     """(mean masked-patch loss, images) of ``model`` as trained (AdPE's δ included) on ``val_dir``, each
     image resized and centre-cropped to ``img_size``, one mask per image from MASK_SEED."""
     transform = eval_transform(img_size, crop_pct=1.0)  # the short side resized to the crop
-    loader = DataLoader(image_folder(val_dir, transform), batch_size=batch_size, shuffle=False)
+    dataset = image_folder(val_dir, transform, cache="samples" if cache_images else None)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     generator = torch.Generator().manual_seed(MASK_SEED)
     total = count = 0.0
     for images, _ in loader:
@@ -124,7 +125,8 @@ def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
     plan = start_rank(run, env, batch_plan, f"pretrain {run.name}")
     recipe = run.recipe
     view = view_transform(run.crops.crop_size, run.crops.crop_scale, recipe.hflip)
-    dataset = image_folder(run.train_dir, MultiCrop(view, run.crops.num_crops))
+    dataset = image_folder(run.train_dir, MultiCrop(view, run.crops.num_crops),
+                           cache="decoded" if run.runtime.cache_images else None)
     sampler = ResumableSampler(DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
                                                   shuffle=True, seed=0), run.seed)
     data = TrainData(dataset, sampler, plan.micro_batch, run.runtime.num_workers, run.seed,
@@ -151,7 +153,8 @@ def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
                      {**settings.weights_metadata, **extra_metadata})
 
     def validate(trained: nn.Module) -> dict[str, float]:
-        return {"loss": held_out_loss(trained, run.val_dir, run.model.img_size, env.device)[0]}
+        return {"loss": held_out_loss(trained, run.val_dir, run.model.img_size, env.device,
+                                      cache_images=run.runtime.cache_images)[0]}
 
     return TrainingSetup(model, optimizer, scheduler, data, loss_fn, settings,
                          extra_log=lambda: delta_norms(model), publish=publish, validate=validate)

@@ -10,7 +10,6 @@ starts with the UTC time (``stamp``), the JSON records stay as they are.
 """
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from datetime import datetime, timezone
@@ -72,13 +71,27 @@ def truncate_log(path: Path, last_step: int) -> None:
 
 
 def truncate_live(path: Path, last_step: int) -> None:
-    """Drop the dvclive rows after ``last_step`` (as truncate_log): a resumed run logs them again."""
-    for tsv in sorted(Path(path).glob("plots/metrics/**/*.tsv")):
-        with tsv.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle, delimiter="\t"))
-        kept = rows[:1] + [row for row in rows[1:] if row and int(row[rows[0].index("step")]) <= last_step]
-        with tsv.open("w", newline="", encoding="utf-8") as handle:
-            csv.writer(handle, delimiter="\t", lineterminator="\n").writerows(kept)
+    """Drop the dvclive rows after ``last_step`` (as truncate_log; a last line cut short by a kill goes too) and
+    rewrite ``metrics.json`` from the rows kept: a killed run may have left it empty or holding later
+    steps, and dvclive reads it back on resume."""
+    path = Path(path)
+    summary: dict[str, Any] = {}
+    for tsv in sorted(path.glob("plots/metrics/**/*.tsv")):
+        lines = [line.split("\t") for line in tsv.read_text(encoding="utf-8").split("\n")[:-1]]
+        if not lines:  # killed before its header was whole: dvclive writes a new one
+            tsv.unlink()
+            continue
+        header, *rows = lines
+        kept = [row for row in rows if len(row) == len(header) and int(row[header.index("step")]) <= last_step]
+        write_text(tsv, "".join("\t".join(row) + "\n" for row in [header, *kept]))
+        if kept:  # dvclive's summary: the latest value of each scalar, nested by its path ("train/loss")
+            *groups, name = tsv.relative_to(path / "plots" / "metrics").with_suffix("").parts
+            node = summary
+            for group in groups:
+                node = node.setdefault(group, {})
+            node[name] = float(kept[-1][header.index(name)])
+    if path.is_dir():
+        write_text(path / "metrics.json", json.dumps({**summary, "step": last_step}, indent=4))
 
 
 def open_live(path: Path, resume_step: int | None) -> Live:

@@ -60,7 +60,8 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> TrainingSetup:
     recipe, batch = run.recipe, plan.micro_batch
     data = build_train_data(run.train_dir, recipe, run.model.img_size, run.num_classes, batch,
                             seed=run.seed, rank=env.rank, world_size=env.world_size,
-                            num_workers=run.runtime.num_workers, pin_memory=env.device.type == "cuda")
+                            num_workers=run.runtime.num_workers, pin_memory=env.device.type == "cuda",
+                            cache_images=run.runtime.cache_images)
     steps_per_epoch = epoch_steps(data, run, plan.accum_steps)
     mixup = build_mixup(recipe, run.num_classes)
     if mixup is not None and batch % 2:
