@@ -53,8 +53,9 @@ class Runtime:
     # torch.compile the module the training step runs: the same computation, fused kernels (results
     # agree with eager within float rounding, not bitwise)
     compile: bool = False
-    # keep every decoded image in memory for the life of the process: a small set (the tiny scale's
-    # 32-px PNGs) is decoded once instead of every epoch; the same pixels, so the same results
+    # keep every decoded image, and each finished validation sample, in memory for the life of the
+    # process: a small set (the tiny scale's 32-px PNGs) is decoded once, not every epoch; the same
+    # pixels, so the same results (vitpe.train.data.image_folder)
     cache_images: bool = False
 
 
