@@ -187,6 +187,44 @@ def test_cached_images_train_the_same_bytes_and_are_decoded_once(data_root, refe
     assert sorted(decoded) == files  # 3 epochs and 3 validations, one decode per file
 
 
+@pytest.mark.parametrize("recipe", ["micro", "paper", "paper_pretrain", "paper_pretrain_mae_plus"])
+def test_normalizing_the_batch_gives_the_per_image_bytes(data_root, recipe):
+    """split_normalize moves a closing ToTensor + Normalize onto the collated batch: the same random
+    draws and the same float32 batch, bit for bit, for the micro classifier recipe (RandAugment, no
+    RandomErasing), the paper's (whose RandomErasing keeps the per-image pipeline) and MAE's and MAE+'s
+    pretraining views."""
+    from torch.utils.data import default_collate
+
+    from vitpe.train.data import MultiCrop, NormalizeBatch, image_folder, split_normalize, train_transform
+    from vitpe.train.pretrain import view_transform
+
+    if recipe.startswith("paper_pretrain"):
+        view = view_transform(16, (0.2, 1.0), 0.5)
+        transform = MultiCrop(view, 4) if recipe.endswith("mae_plus") else view
+    else:
+        run = micro_run(data_root, **({} if recipe == "micro" else {
+            "crop_scale": [0.08, 1.0], "hflip": 0.5, "randaugment": "rand-m9-mstd0.5-inc1", "reprob": 0.25}))
+        transform = train_transform(run.recipe, 16)
+    per_image, collate = split_normalize(transform)
+    if recipe == "paper":  # RandomErasing follows Normalize: nothing moves
+        assert per_image is transform and collate is None
+        return
+    assert isinstance(collate, NormalizeBatch)
+
+    def batch(pipeline, collate_fn):
+        random.seed(3)
+        np.random.seed(3)  # RandAugment's op choice
+        torch.manual_seed(3)
+        folder = image_folder(data_root / "train", pipeline)
+        return collate_fn([folder[i] for i in range(6)]), (random.random(), np.random.rand(), torch.rand(1).item())
+
+    (expected, targets), after = batch(transform, default_collate)
+    (images, same_targets), same_after = batch(per_image, collate)
+    assert images.dtype == torch.float32 and images.shape == expected.shape
+    assert torch.equal(images, expected) and torch.equal(targets, same_targets)
+    assert after == same_after  # the same draws, so everything downstream draws the same
+
+
 def test_completion_publishes_weights_and_log_and_drops_the_state(data_root, reference, tmp_path):
     assert sorted(p.name for p in reference.iterdir() if p.suffix != ".json") == ["dvclive", "log.jsonl",
                                                                                     "model.safetensors"]

@@ -21,7 +21,8 @@ from timm.data.auto_augment import posterize as timm_posterize
 from timm.data.distributed_sampler import RepeatAugSampler
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate
+from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import default_loader
 
@@ -162,6 +163,52 @@ def image_folder(root: Path, transform: Callable | None, num_classes: int | None
     return dataset
 
 
+class NormalizeBatch:
+    """Collate uint8 images and apply a transform's closing ToTensor + Normalize to the whole batch.
+
+    The same float32 operations on the same values as per image (``x / 255``, then ``(x - mean) / std``
+    over the channel axis), so the batch is bit for bit the one the per-image steps give, at a
+    fraction of their Python overhead; see :func:`split_normalize`.
+    """
+
+    def __init__(self, mean: Any, std: Any) -> None:
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, samples: list[tuple[Any, ...]]) -> list[Any]:
+        images, *rest = default_collate(samples)
+        return [images.to(torch.float32).div(255).sub_(self.mean).div_(self.std), *rest]
+
+
+def split_normalize(transform: Callable) -> tuple[Callable, NormalizeBatch | None]:
+    """``(per-image transform, collate)`` with a closing ToTensor + Normalize moved onto the batch.
+
+    The per-image part then ends in PILToTensor (uint8, no rescaling). A pipeline with a step after
+    them (RandomErasing, which works on normalised values per image), or without them, is returned
+    unchanged with ``None`` (the default collate). Inside a :class:`MultiCrop` the view is split.
+    """
+    if isinstance(transform, MultiCrop):
+        view, collate = split_normalize(transform.view)
+        return MultiCrop(view, transform.num_crops), collate
+    steps = list(getattr(transform, "transforms", []))
+    if len(steps) < 2 or not isinstance(steps[-2], T.ToTensor) or not isinstance(steps[-1], T.Normalize):
+        return transform, None
+    return T.Compose([*steps[:-2], T.PILToTensor()]), NormalizeBatch(steps[-1].mean, steps[-1].std)
+
+
+class MultiCrop:
+    """``num_crops`` independent draws of one view pipeline, stacked: [K, 3, size, size]."""
+
+    def __init__(self, view: Callable, num_crops: int) -> None:
+        self.view, self.num_crops = view, num_crops
+
+    def __call__(self, image: object) -> torch.Tensor:
+        return torch.stack([self.view(image) for _ in range(self.num_crops)])
+
+    def __repr__(self) -> str:
+        return f"MultiCrop({self.view!r}, num_crops={self.num_crops})"
+
+
 def mix_seed(*values: int) -> int:
     """One 32-bit seed from several integers (e.g. run seed and epoch) without collisions like a+b."""
     return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
@@ -262,8 +309,9 @@ class TrainData:
     """
 
     def __init__(self, dataset: ImageFolder, sampler: ResumableSampler, batch_size: int, num_workers: int,
-                 seed: int, pin_memory: bool) -> None:
+                 seed: int, pin_memory: bool, collate: Callable | None = None) -> None:
         self.dataset = dataset
+        self.collate = collate  # None: torch's default_collate
         self.sampler = sampler
         self.batch_size = batch_size  # per process, per micro-batch
         self.num_workers = num_workers
@@ -286,6 +334,7 @@ class TrainData:
                 SeededSamples(self.dataset) if self.num_workers else self.dataset,
                 batch_size=self.batch_size,
                 sampler=self.sampler,
+                collate_fn=self.collate,
                 num_workers=self.num_workers,
                 pin_memory=self.pin_memory,
                 drop_last=True,
@@ -305,9 +354,10 @@ class TrainData:
 def build_train_data(root: Path, recipe: ClassifierRecipe, img_size: int, num_classes: int, batch_size: int,
                      seed: int, rank: int, world_size: int, num_workers: int = 0,
                      pin_memory: bool = False, cache_images: bool = False) -> TrainData:
-    dataset = image_folder(root, train_transform(recipe, img_size), num_classes, "decoded" if cache_images else None)
+    transform, collate = split_normalize(train_transform(recipe, img_size))
+    dataset = image_folder(root, transform, num_classes, "decoded" if cache_images else None)
     sampler = build_train_sampler(dataset, recipe, seed, rank, world_size)
-    return TrainData(dataset, sampler, batch_size, num_workers, seed, pin_memory)
+    return TrainData(dataset, sampler, batch_size, num_workers, seed, pin_memory, collate)
 
 
 def build_eval_loader(root: Path, recipe: ClassifierRecipe, img_size: int, num_classes: int, batch_size: int,
