@@ -123,7 +123,8 @@ def embedded(embedded_root: Path) -> tuple[dict, Path]:
 NUM_CLASSES = 10  # the schema's minimum for the embedded dataset
 MICRO_MODEL = {"img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}
 MICRO_RECIPE = {"epochs": 3, "warmup_epochs": 1, "batch_size": 4, "lr_batch_divisor": 4,
-                "checkpoint_every": 4, "eval_batch_size": 8, "randaugment": "rand-m5-mstd0.5-inc1"}
+                "checkpoint_every": 4, "eval_batch_size": 8, "randaugment": "rand-m5-mstd0.5-inc1",
+                "validate_every": 1}  # 3 epochs: a validation between each
 
 
 def make_image_folder(root: Path, train_per_class: int = 2, val_per_class: int = 1, size: int = 16,
