@@ -195,17 +195,18 @@ def test_normalizing_the_batch_gives_the_per_image_bytes(data_root, recipe):
     pretraining views."""
     from torch.utils.data import default_collate
 
-    from vitpe.train.data import MultiCrop, NormalizeBatch, image_folder, split_normalize, train_transform
-    from vitpe.train.pretrain import view_transform
+    from vitpe.train.data import NormalizeBatch, image_folder, split_normalize, train_transform
+    from vitpe.train.pretrain import MultiCrop, view_transform
 
     if recipe.startswith("paper_pretrain"):
-        view = view_transform(16, (0.2, 1.0), 0.5)
-        transform = MultiCrop(view, 4) if recipe.endswith("mae_plus") else view
+        transform = view_transform(16, (0.2, 1.0), 0.5)
     else:
         run = micro_run(data_root, **({} if recipe == "micro" else {
             "crop_scale": [0.08, 1.0], "hflip": 0.5, "randaugment": "rand-m9-mstd0.5-inc1", "reprob": 0.25}))
         transform = train_transform(run.recipe, 16)
     per_image, collate = split_normalize(transform)
+    if recipe.endswith("mae_plus"):  # MAE+ stacks 4 draws of the split view, as build_pretrain does
+        transform, per_image = MultiCrop(transform, 4), MultiCrop(per_image, 4)
     if recipe == "paper":  # RandomErasing follows Normalize: nothing moves
         assert per_image is transform and collate is None
         return

@@ -185,28 +185,12 @@ def split_normalize(transform: Callable) -> tuple[Callable, NormalizeBatch | Non
 
     The per-image part then ends in PILToTensor (uint8, no rescaling). A pipeline with a step after
     them (RandomErasing, which works on normalised values per image), or without them, is returned
-    unchanged with ``None`` (the default collate). Inside a :class:`MultiCrop` the view is split.
+    unchanged with ``None`` (the default collate).
     """
-    if isinstance(transform, MultiCrop):
-        view, collate = split_normalize(transform.view)
-        return MultiCrop(view, transform.num_crops), collate
     steps = list(getattr(transform, "transforms", []))
     if len(steps) < 2 or not isinstance(steps[-2], T.ToTensor) or not isinstance(steps[-1], T.Normalize):
         return transform, None
     return T.Compose([*steps[:-2], T.PILToTensor()]), NormalizeBatch(steps[-1].mean, steps[-1].std)
-
-
-class MultiCrop:
-    """``num_crops`` independent draws of one view pipeline, stacked: [K, 3, size, size]."""
-
-    def __init__(self, view: Callable, num_crops: int) -> None:
-        self.view, self.num_crops = view, num_crops
-
-    def __call__(self, image: object) -> torch.Tensor:
-        return torch.stack([self.view(image) for _ in range(self.num_crops)])
-
-    def __repr__(self) -> str:
-        return f"MultiCrop({self.view!r}, num_crops={self.num_crops})"
 
 
 def mix_seed(*values: int) -> int:

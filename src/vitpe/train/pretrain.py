@@ -27,7 +27,7 @@ from vitpe.mae.model import MaskedAutoencoder
 from vitpe.models.vit import unwrap
 from vitpe.runs import PretrainRun
 from vitpe.models.weights import save_tensors
-from vitpe.train.data import MultiCrop, ResumableSampler, TrainData, image_folder, split_normalize
+from vitpe.train.data import ResumableSampler, TrainData, image_folder, split_normalize
 from vitpe.train.distributed import DistEnv
 from vitpe.train.engine import TrainingSetup
 from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, autoencoder_other_bytes, parameter_counts,
@@ -37,6 +37,16 @@ from vitpe.train.prelude import cpu_threads, epoch_steps, loop_settings, start_r
 
 ENCODER_NAME = "encoder.safetensors"
 MASK_SEED = 20230314  # fixed: every model (and every epoch) is scored on the same held-out masks
+
+
+class MultiCrop:
+    """``num_crops`` independent draws of one view pipeline, stacked: [K, 3, size, size]."""
+
+    def __init__(self, view: Callable, num_crops: int) -> None:
+        self.view, self.num_crops = view, num_crops
+
+    def __call__(self, image: object) -> torch.Tensor:
+        return torch.stack([self.view(image) for _ in range(self.num_crops)])
 
 
 def view_transform(crop_size: int, crop_scale: tuple[float, float], hflip: float) -> T.Compose:
@@ -114,9 +124,9 @@ def held_out_loss(model: MaskedAutoencoder, val_dir: Path, img_size: int, device
 def build_pretrain(run: PretrainRun, env: DistEnv) -> TrainingSetup:
     plan = start_rank(run, env, batch_plan, f"pretrain {run.name}")
     recipe = run.recipe
-    view = view_transform(run.crops.crop_size, run.crops.crop_scale, recipe.hflip)
-    transform, collate = split_normalize(MultiCrop(view, run.crops.num_crops))
-    dataset = image_folder(run.train_dir, transform, cache="decoded" if run.runtime.cache_images else None)
+    view, collate = split_normalize(view_transform(run.crops.crop_size, run.crops.crop_scale, recipe.hflip))
+    dataset = image_folder(run.train_dir, MultiCrop(view, run.crops.num_crops),
+                           cache="decoded" if run.runtime.cache_images else None)
     sampler = ResumableSampler(DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
                                                   shuffle=True, seed=0), run.seed)
     data = TrainData(dataset, sampler, plan.micro_batch, run.runtime.num_workers, run.seed,
