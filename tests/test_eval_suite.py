@@ -131,3 +131,38 @@ def test_encoder_evaluations_write_pretext_and_each_protocol_or_nothing(tmp_path
     with pytest.raises(DataError, match="broken on purpose"):
         suite.evaluate_encoder(params, "mae", tmp_path / "pre.safetensors", tmp_path / "log.jsonl", classifiers, out)
     assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("eval_amp", ["none", "bf16"])
+def test_eval_amp_autocasts_every_forward_of_the_suite(data_root, tmp_path, monkeypatch, eval_amp):
+    """The recipe's ``eval_amp`` reaches every evaluation forward (clean, shuffled, consistency, C/A/O).
+    Autocast is CUDA-only in the workflow; here the CPU's bf16 autocast stands in for it."""
+    import contextlib
+
+    from torch import nn
+
+    from vitpe.evaluate import classification, robustness, shuffled
+
+    def cpu_autocast(device, amp):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if amp == "bf16" else contextlib.nullcontext()
+
+    for module in (classification, shuffled, robustness):
+        monkeypatch.setattr(module, "autocast", cpu_autocast)
+    torch.manual_seed(4)
+    weights = tmp_path / "model.safetensors"
+    save_weights(build_vit(MICRO_MODEL, NUM_CLASSES, "learnable", 0.0), weights,
+                 {"model": MICRO_MODEL, "pos_embed": "learnable", "num_classes": NUM_CLASSES})
+    params = micro_params_file(tmp_path, data_root, eval_amp=eval_amp)
+    dtypes = []
+    hook = nn.modules.module.register_module_forward_hook(
+        lambda module, args, out: dtypes.append(out.dtype) if isinstance(module, nn.Linear) else None)
+    try:
+        assert main(["eval", "suite", "--params", str(params), "--experiment", "deit_s", "--weights", str(weights),
+                     "--kinds", "classify", "shuffle", "robustness", "--device", "cpu",
+                     "--out-dir", str(tmp_path / "suite")]) == 0
+    finally:
+        hook.remove()
+    expected = torch.bfloat16 if eval_amp == "bf16" else torch.float32
+    assert len(dtypes) > 100 and set(dtypes) == {expected}
+    top1 = json.loads((tmp_path / "suite" / "classify.json").read_text())["top1"]
+    assert 0.0 <= top1 <= 100.0

@@ -289,3 +289,19 @@ def test_loader_workers_persist_and_each_sample_draws_the_same_wherever_an_epoch
     finally:
         two.close()
         one.close()
+
+
+def test_autocast_applies_on_cuda_only():
+    """``amp`` / ``eval_amp``: autocast to the named dtype on CUDA; the CPU always runs fp32."""
+    import contextlib
+    import warnings
+
+    from vitpe.train.distributed import autocast
+
+    assert all(isinstance(autocast(device, amp), contextlib.nullcontext)
+               for device in ("cpu", torch.device("cpu")) for amp in ("none", "bf16", "fp16"))
+    assert isinstance(autocast("cuda", "none"), contextlib.nullcontext)
+    with warnings.catch_warnings():  # "CUDA is not available ... Disabling autocast" on a CPU-only machine
+        warnings.simplefilter("ignore")
+        assert autocast("cuda", "bf16").fast_dtype == torch.bfloat16
+        assert autocast(torch.device("cuda", 0), "fp16").fast_dtype == torch.float16

@@ -57,6 +57,9 @@ class Runtime:
     # process: a small set (the tiny scale's 32-px PNGs) is decoded once, not every epoch; the same
     # pixels, so the same results (vitpe.train.data.image_folder)
     cache_images: bool = False
+    # autocast of a classifier's evaluation forwards on CUDA (none | bf16 | fp16; the CPU evaluates in
+    # fp32): logits round differently, the metrics stay within their seed spread (docs/FIDELITY.md)
+    eval_amp: str = "none"
 
 
 RUNTIME_KEYS = tuple(f.name for f in fields(Runtime))

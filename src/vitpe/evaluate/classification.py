@@ -11,6 +11,7 @@ from vitpe.runs import SupervisedRun
 from vitpe.io import write_json
 from vitpe.evaluate.common import TopKCounter, load_trained
 from vitpe.train.data import build_eval_loader
+from vitpe.train.distributed import autocast
 
 
 @torch.no_grad()
@@ -20,8 +21,9 @@ def classification_metrics(model: nn.Module, device: torch.device, run: Supervis
                                run.runtime.eval_batch_size, run.runtime.num_workers, pin_memory=device.type == "cuda",
                                cache_images=run.runtime.cache_images)
     counts = TopKCounter(k=5)
-    for images, targets in loader:
-        counts.update(model(images.to(device, non_blocking=True)), targets)
+    with autocast(device, run.runtime.eval_amp):
+        for images, targets in loader:
+            counts.update(model(images.to(device, non_blocking=True)), targets)
     return {**counts.percent(), "num_images": counts.seen, "scale": run.scale}
 
 

@@ -39,6 +39,7 @@ from vitpe.data.hendrycks_lists import OFFICIAL_INDICES
 from vitpe.evaluate.robustness_metrics import aurra, corruption_summary, ood_measures, rms_calibration_error
 from vitpe.io import write_json
 from vitpe.train.data import image_folder
+from vitpe.train.distributed import autocast
 
 PARTS = ("c", "a", "o")
 _ROOT_KEYS = {"c": "imagenet_c", "a": "imagenet_a", "o": "imagenet_o"}
@@ -209,16 +210,17 @@ def robustness_metrics(model: nn.Module, device: torch.device, run: SupervisedRu
                        plan: RobustnessPlan) -> dict[str, Any]:
     """The flat metrics ``evaluate_robustness`` writes, for a loaded model."""
     metrics: dict[str, Any] = {}
-    if "c" in plan.parts:
-        errors, count = imagenet_c_errors(model, device, run, plan.roots["imagenet_c"], plan.classes,
-                                          plan.corruptions)
-        metrics.update(corruption_summary(errors))
-        metrics["c_num_images"] = count
-        metrics["c_missing_extra_corruptions"] = ", ".join(plan.missing_extras)  # flat JSON: one string, "" if none
-    if "a" in plan.parts:
-        metrics.update(imagenet_a_metrics(model, device, run, plan.roots["imagenet_a"], plan.classes))
-    if "o" in plan.parts:
-        metrics.update(imagenet_o_metrics(model, device, run, plan.roots["imagenet_o"], plan.classes))
+    with autocast(device, run.runtime.eval_amp):
+        if "c" in plan.parts:
+            errors, count = imagenet_c_errors(model, device, run, plan.roots["imagenet_c"], plan.classes,
+                                              plan.corruptions)
+            metrics.update(corruption_summary(errors))
+            metrics["c_num_images"] = count
+            metrics["c_missing_extra_corruptions"] = ", ".join(plan.missing_extras)  # flat JSON: one string, "" if none
+        if "a" in plan.parts:
+            metrics.update(imagenet_a_metrics(model, device, run, plan.roots["imagenet_a"], plan.classes))
+        if "o" in plan.parts:
+            metrics.update(imagenet_o_metrics(model, device, run, plan.roots["imagenet_o"], plan.classes))
     metrics["scale"] = run.scale
     return metrics
 

@@ -39,6 +39,7 @@ from vitpe.io import write_json
 from vitpe.mjp.forward import ShuffledForward, shuffled_features
 from vitpe.mjp.jigsaw import Jigsaw, draw_jigsaw
 from vitpe.train.data import build_eval_loader, mix_seed
+from vitpe.train.distributed import autocast
 
 DEFAULT_RATIOS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 CONSISTENCY_RATIO = 0.5  # official consistency.py
@@ -177,7 +178,8 @@ def shuffle_metrics(model: nn.Module, device: torch.device, run: SupervisedRun, 
                                cache_images=run.runtime.cache_images)
     draws = {(ratio, m): mjp_draws(grid, ratio, mask_seed(run.seed, _SWEEP, ratio, m))
              for ratio in ratios for m in range(masks_at(ratio, masks))}
-    sweep = shuffled_accuracies(ShuffledForward(model), loader, draws, device)
+    with autocast(device, run.runtime.eval_amp):
+        sweep = shuffled_accuracies(ShuffledForward(model), loader, draws, device)
     metrics: dict[str, Any] = {}
     for ratio in ratios:
         per_mask = [sweep[ratio, m] for m in range(masks_at(ratio, masks))]
@@ -187,9 +189,10 @@ def shuffle_metrics(model: nn.Module, device: torch.device, run: SupervisedRun, 
         metrics[f"shuffled_top5_{key}"] = mean_std([acc["top5"] for acc in per_mask])[0]
         metrics[f"shuffled_fraction_{key}"] = mean_std([acc["shuffled_fraction"] for acc in per_mask])[0]
     squashed = eval_loader(image_folder(run.val_dir, squash_transform(img)), run, device)
-    cons = prediction_consistencies(
-        model, squashed, [mjp_draws(grid, consistency_ratio, mask_seed(run.seed, _CONSISTENCY, consistency_ratio, m))
-                          for m in range(masks_at(consistency_ratio, masks))], device)
+    consistency_draws = [mjp_draws(grid, consistency_ratio, mask_seed(run.seed, _CONSISTENCY, consistency_ratio, m))
+                         for m in range(masks_at(consistency_ratio, masks))]
+    with autocast(device, run.runtime.eval_amp):
+        cons = prediction_consistencies(model, squashed, consistency_draws, device)
     metrics["consistency_l2"], metrics["consistency_l2_std"] = mean_std([c["l2"] for c in cons])
     metrics["consistency_agreement"], metrics["consistency_agreement_std"] = mean_std(
         [c["agreement"] for c in cons])

@@ -1,6 +1,7 @@
 """Process-group set-up: torchrun (env://) when WORLD_SIZE > 1, a plain single process otherwise."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,19 @@ def resolve_device(device: str | None) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was requested but no CUDA device is available")
     return device
+
+
+#: the ``amp`` / ``eval_amp`` recipe values that autocast, and their dtypes
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device | str, amp: str) -> contextlib.AbstractContextManager:
+    """Autocast to ``amp`` ("bf16" | "fp16") on CUDA; fp32 with "none" or on the CPU, whose bf16
+    kernels are no faster than its fp32 ones."""
+    dtype = AMP_DTYPES.get(amp)
+    if dtype is None or torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
 
 
 def init_distributed(device: str | None = None) -> DistEnv:

@@ -37,7 +37,8 @@ from vitpe.train.checkpoint import (
     save_state,
 )
 from vitpe.train.data import TrainData, close_batches
-from vitpe.train.distributed import DistEnv, all_reduce_mean, any_rank, barrier, gather_objects, wrap_ddp
+from vitpe.train.distributed import (DistEnv, all_reduce_mean, any_rank, autocast, barrier, gather_objects,
+                                     wrap_ddp)
 from vitpe.train.lock import LOCK_NAME, exclusive_lock
 from vitpe.train.progress import LIVE_DIR, StepLogger, truncate_log
 from vitpe.train.signals import PreemptionGuard
@@ -83,16 +84,10 @@ class StepRunner:
         self.accum_steps = accum_steps
         self.clip_grad = clip_grad
         self.env = env
-        on_cuda = env.device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if on_cuda else None
+        self.amp = amp
         # bf16 has fp32's range and needs no loss scaling; fp16 does.
-        self.scaler = torch.amp.GradScaler("cuda", enabled=on_cuda and amp == "fp16")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=env.device.type == "cuda" and amp == "fp16")
         self.params = [p for p in model.parameters() if p.requires_grad]
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def __call__(self, micro_batches: list[list[torch.Tensor]], epoch: int = 0) -> tuple[float, float]:
         """Run forward/backward on each micro-batch and step; return (mean loss, grad norm).
@@ -108,7 +103,7 @@ class StepRunner:
             # DDP all-reduces gradients on every backward unless told not to; only the last counts.
             sync = self.model.no_sync() if self.env.distributed and not last else contextlib.nullcontext()
             with sync:
-                with self.autocast():
+                with autocast(self.env.device, self.amp):
                     loss = self.loss_fn(self.model, batch, epoch)
                 self.scaler.scale(loss / self.accum_steps).backward()
             total += loss.detach().float()
