@@ -305,3 +305,40 @@ def test_autocast_applies_on_cuda_only():
         warnings.simplefilter("ignore")
         assert autocast("cuda", "bf16").fast_dtype == torch.bfloat16
         assert autocast(torch.device("cuda", 0), "fp16").fast_dtype == torch.float16
+
+
+def test_fused_optimizer_trains_what_the_loop_trains_within_rounding(data_root, reference, tmp_path, monkeypatch):
+    """``fused_optimizer`` (the paper recipes): torch's fused AdamW kernel gives the per-parameter loop's
+    weights within float rounding (not bitwise), also for AdPE's ascending δ (pre/post-step hooks)."""
+    from safetensors.torch import load_file
+    from test_finetune import micro_pretrain
+
+    from vitpe.config import load_params
+    from vitpe.runs import with_recipe
+    from vitpe.train import optim, pretrain
+
+    made = []
+    for module in (optim, pretrain):  # both builders reach torch's AdamW through timm's factory
+        factory = module.create_optimizer_v2
+        monkeypatch.setattr(module, "create_optimizer_v2",
+                            lambda *a, _f=factory, **k: made.append(_f(*a, **k)) or made[-1])
+    train_supervised(micro_run(data_root, fused_optimizer=True), tmp_path / "fused", device="cpu")
+    fused, loop = (load_file(str(out / "model.safetensors")) for out in (tmp_path / "fused", reference))
+    assert made[-1].defaults["fused"] is True
+    assert any(not torch.equal(fused[k], loop[k]) for k in loop)  # a different kernel, really used
+    # the key bias has gradients of float noise only (the softmax ignores it), which Adam's normalisation
+    # turns into lr-sized steps of either sign: hence an absolute tolerance of the lr's order
+    for key in loop:
+        torch.testing.assert_close(fused[key], loop[key], rtol=1e-3, atol=1e-4, msg=key)
+    losses = [[r["loss"] for r in log_records(out) if "loss" in r] for out in (tmp_path / "fused", reference)]
+    assert len(losses[0]) == 15 and np.allclose(losses[0], losses[1], rtol=1e-5)
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    deltas = {}
+    for fused_kernel in (False, True):
+        run = with_recipe(micro_pretrain(params, "adpe_abs_coordinate", data_root), fused_optimizer=fused_kernel)
+        out = tmp_path / f"adpe_{fused_kernel}"
+        pretrain.train_pretrain(run, out, device="cpu")
+        assert made[-1].defaults["fused"] is (True if fused_kernel else None)
+        deltas[fused_kernel] = load_file(str(out / "model.safetensors"))
+    for key in deltas[False]:
+        torch.testing.assert_close(deltas[True][key], deltas[False][key], rtol=1e-3, atol=1e-4, msg=key)

@@ -60,6 +60,9 @@ class Runtime:
     # autocast of a classifier's evaluation forwards on CUDA (none | bf16 | fp16; the CPU evaluates in
     # fp32): logits round differently, the metrics stay within their seed spread (docs/FIDELITY.md)
     eval_amp: str = "none"
+    # AdamW through torch's fused kernel (one kernel for all parameters instead of a loop over them): the
+    # same update within float rounding, not bitwise (docs/FIDELITY.md row 76)
+    fused_optimizer: bool = False
 
 
 RUNTIME_KEYS = tuple(f.name for f in fields(Runtime))

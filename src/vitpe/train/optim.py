@@ -25,15 +25,22 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     layer_decay: float | None = None,
+    fused: bool = False,
 ) -> torch.optim.Optimizer:
     """AdamW; no weight decay on 1-D params, biases and ``model.no_weight_decay()`` (cls_token, PE).
 
     timm's factory builds the groups from ``no_weight_decay()``, as the official optimizer.py does;
     with ``layer_decay`` it also scales each layer's lr by decay^(top − layer id) following the
     model's ``group_matcher`` (MAE's lr_decay.py; the scheduler applies each group's ``lr_scale``).
+    ``fused``: torch's fused AdamW kernel (CPU and CUDA), else its per-parameter loop.
     """
     return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
-                               layer_decay=layer_decay)
+                               layer_decay=layer_decay, **fused_option(fused))
+
+
+def fused_option(fused: bool) -> dict[str, bool]:
+    """AdamW's keyword for its fused kernel; none (torch's default implementation) when off."""
+    return {"fused": True} if fused else {}
 
 
 def build_lars(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:

@@ -77,7 +77,8 @@ def build_supervised(run: SupervisedRun, env: DistEnv) -> TrainingSetup:
     if recipe.optimizer == "lars":
         optimizer = build_lars(model, lr, recipe.weight_decay)
     else:
-        optimizer = build_optimizer(model, lr, recipe.weight_decay, layer_decay=recipe.layer_decay)
+        optimizer = build_optimizer(model, lr, recipe.weight_decay, layer_decay=recipe.layer_decay,
+                                    fused=run.runtime.fused_optimizer)
     scheduler = build_scheduler(optimizer, recipe.epochs * steps_per_epoch,
                                 recipe.warmup_epochs * steps_per_epoch, warmup_lr, min_lr,
                                 warmup_prefix=recipe.warmup_prefix)
