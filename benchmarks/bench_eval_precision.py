@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 import tempfile
 import time
@@ -78,7 +79,8 @@ def main() -> int:
     if args.experiments:
         jobs = [(stage, e) for stage, e in jobs if e in args.experiments]
     measure = attack if args.attacks else evaluate
-    print(f"{'model':32} {'metric':50} {'fp32 mean':>10} {'seed std':>9} {'bf16-fp32 per seed':>26} {'max |d|/std':>11}")
+    print(f"{'model':32} {'metric':50} {'fp32 mean':>10} {'seed std':>9} {'bf16-fp32 per seed':>26} "
+          f"{'max |d|/std':>11}")
     worst, seconds = 0.0, {False: 0.0, True: 0.0}
     for stage, experiment in jobs:
         per_seed: dict[str, list[tuple[float, float]]] = {}
@@ -100,7 +102,7 @@ def main() -> int:
             deltas = [b - a for a, b in pairs]
             std = statistics.stdev(fp32) if len(fp32) > 1 else float("nan")
             ratio = max(abs(d) for d in deltas) / std if std > 0 else (0.0 if not any(deltas) else float("inf"))
-            worst = max(worst, ratio) if ratio == ratio else worst
+            worst = worst if math.isnan(ratio) else max(worst, ratio)
             shown = " ".join(f"{d:+.3f}" for d in deltas)
             print(f"{stage + '/' + experiment:32} {key:50} {statistics.mean(fp32):10.3f} {std:9.3f} {shown:>26} "
                   f"{ratio:11.2f}")

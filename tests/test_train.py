@@ -318,10 +318,8 @@ def test_fused_optimizer_trains_what_the_loop_trains_within_rounding(data_root, 
     from vitpe.train import optim, pretrain
 
     made = []
-    for module in (optim, pretrain):  # both builders reach torch's AdamW through timm's factory
-        factory = module.create_optimizer_v2
-        monkeypatch.setattr(module, "create_optimizer_v2",
-                            lambda *a, _f=factory, **k: made.append(_f(*a, **k)) or made[-1])
+    factory = optim.create_optimizer_v2  # both trainers' AdamW: optim.build_optimizer, through timm's factory
+    monkeypatch.setattr(optim, "create_optimizer_v2", lambda *a, **k: made.append(factory(*a, **k)) or made[-1])
     train_supervised(micro_run(data_root, fused_optimizer=True), tmp_path / "fused", device="cpu")
     fused, loop = (load_file(str(out / "model.safetensors")) for out in (tmp_path / "fused", reference))
     assert made[-1].defaults["fused"] is True

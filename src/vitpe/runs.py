@@ -58,7 +58,7 @@ class Runtime:
     # pixels, so the same results (vitpe.train.data.image_folder)
     cache_images: bool = False
     # autocast of a classifier's evaluation forwards on CUDA (none | bf16 | fp16; the CPU evaluates in
-    # fp32): logits round differently, the metrics stay within their seed spread (docs/FIDELITY.md)
+    # fp32): logits round differently, the metrics stay within their seed spread (docs/FIDELITY.md row 75)
     eval_amp: str = "none"
     # AdamW through torch's fused kernel (one kernel for all parameters instead of a loop over them): the
     # same update within float rounding, not bitwise (docs/FIDELITY.md row 76)

@@ -19,7 +19,7 @@ def scaled_lrs(recipe: ClassifierRecipe | PretrainRecipe) -> tuple[float, float,
 
 
 def build_optimizer(
-    model: nn.Module,
+    model: nn.Module | list[dict],
     lr: float,
     weight_decay: float,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -27,7 +27,8 @@ def build_optimizer(
     layer_decay: float | None = None,
     fused: bool = False,
 ) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on 1-D params, biases and ``model.no_weight_decay()`` (cls_token, PE).
+    """AdamW; no weight decay on 1-D params, biases and ``model.no_weight_decay()`` (cls_token, PE), or
+    on the parameter groups given instead of a model (``weight_decay`` where a group sets none).
 
     timm's factory builds the groups from ``no_weight_decay()``, as the official optimizer.py does;
     with ``layer_decay`` it also scales each layer's lr by decay^(top − layer id) following the
@@ -35,12 +36,7 @@ def build_optimizer(
     ``fused``: torch's fused AdamW kernel (CPU and CUDA), else its per-parameter loop.
     """
     return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=weight_decay, betas=betas, eps=eps,
-                               layer_decay=layer_decay, **fused_option(fused))
-
-
-def fused_option(fused: bool) -> dict[str, bool]:
-    """AdamW's keyword for its fused kernel; none (torch's default implementation) when off."""
-    return {"fused": True} if fused else {}
+                               layer_decay=layer_decay, **({"fused": True} if fused else {}))
 
 
 def build_lars(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:

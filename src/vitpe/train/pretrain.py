@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from timm.optim import param_groups_weight_decay
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision import transforms as T
@@ -32,7 +32,7 @@ from vitpe.train.distributed import DistEnv
 from vitpe.train.engine import TrainingSetup
 from vitpe.train.memory import (ACT_BYTES, BatchPlan, Workload, autoencoder_other_bytes, parameter_counts,
                                 plan_recipe, vit_tower)
-from vitpe.train.optim import build_scheduler, fused_option, scaled_lrs
+from vitpe.train.optim import build_optimizer, build_scheduler, scaled_lrs
 from vitpe.train.prelude import cpu_threads, epoch_steps, loop_settings, start_rank, train_run
 
 ENCODER_NAME = "encoder.safetensors"
@@ -77,8 +77,8 @@ def build_pretrain_optimizer(model: nn.Module, run: PretrainRun, lr: float) -> t
     if deltas:
         adv_lr = recipe.adv_lr * recipe.batch_size / recipe.lr_batch_divisor
         groups.append(adversarial_group((p for _, p in adversarial_parameters(model)), adv_lr / lr))
-    optimizer = create_optimizer_v2(groups, "adamw", lr=lr, weight_decay=recipe.weight_decay,
-                                    betas=tuple(recipe.betas), **fused_option(run.runtime.fused_optimizer))
+    optimizer = build_optimizer(groups, lr, recipe.weight_decay, betas=tuple(recipe.betas),
+                                fused=run.runtime.fused_optimizer)
     if deltas:
         attach_ascent(optimizer, run.adversary.norm, run.adversary.eps)
     return optimizer
