@@ -25,10 +25,11 @@ bench: setup  ## performance figures (not tests)
 	python benchmarks/bench_train.py
 	python benchmarks/bench_adpe.py
 	python benchmarks/bench_attacks.py
-	python benchmarks/bench_gpu.py --small
+	python benchmarks/bench_gpu.py --small --compile --steps 20
 
-bench-gpu: setup  ## the paper-size steps on a CUDA GPU against official-style references: img/s, memory, MFU
-	python benchmarks/bench_gpu.py --device cuda
+bench-gpu: setup  ## on a CUDA GPU: the CUDA-only tests, then the paper-size steps against official-style references (img/s, memory, MFU)
+	pytest -m cuda
+	python benchmarks/bench_gpu.py --device cuda --compile
 
 report: setup  ## HTML report with the figures
 	snakemake --report results/report.html results/tables/main.tex

@@ -77,15 +77,21 @@ def forward_timer(encoder: torch.nn.Module, images: torch.Tensor, visible: bool,
     return forward
 
 
-def interleaved_medians(timers: dict, steps: int, rounds: int = 3, warmup: int = 2) -> dict[str, float]:
-    times = {name: [] for name in timers}
-    for _ in range(rounds):  # drift in machine load hits every variant alike
+def interleaved_rounds(timers: dict, steps: int, rounds: int = 3, warmup: int = 2) -> dict[str, list[list[float]]]:
+    """Per timer, the ``steps`` timed calls of each round (after ``warmup`` untimed ones). The timers
+    alternate round by round, so drift in machine load hits every variant alike."""
+    times: dict[str, list[list[float]]] = {name: [] for name in timers}
+    for _ in range(rounds):
         for name, timer in timers.items():
-            for i in range(warmup + steps):
-                t = timer()
-                if i >= warmup:
-                    times[name].append(t)
-    return {name: statistics.median(values) for name, values in times.items()}
+            calls = [timer() for _ in range(warmup + steps)]
+            times[name].append(calls[warmup:])
+    return times
+
+
+def interleaved_medians(timers: dict, steps: int, rounds: int = 3, warmup: int = 2) -> dict[str, float]:
+    """Per timer, the median of all its timed calls over the interleaved rounds."""
+    times = interleaved_rounds(timers, steps, rounds, warmup)
+    return {name: statistics.median(t for round_ in per_round for t in round_) for name, per_round in times.items()}
 
 
 def main() -> int:

@@ -19,8 +19,10 @@ run by the engine's StepRunner (autocast, backward, clipping or gradient norm, A
 the engine's torch.compile options when ``--compile`` is given (the paper recipes set compile: true;
 the reference stays eager, as the official code is). Batches are device-resident on both sides, so
 data loading and the host-to-device copy are not measured. Times are medians over interleaved rounds
-(bench_adpe.interleaved_medians: both sides alternate, so drift in machine load hits both alike).
+(bench_adpe.interleaved_rounds: both sides alternate, so drift in machine load hits both alike).
 
+- t p/r: the median over rounds of each round's project/reference ratio of median step times; rounds:
+  the lowest and highest round's ratio, the machine's noise (on a shared CPU, several hundredths);
 - img/s: images per step / median step time (MAE+/AdPE: source images, each giving 4 crops);
 - FLOP/step: torch.utils.flop_counter.FlopCounterMode over one eager step (forward + backward), with
   attention through the math SDPA kernel so its matmuls are counted on every device;
@@ -40,6 +42,7 @@ import argparse
 import dataclasses
 import gc
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -51,7 +54,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_adpe import _sync, interleaved_medians  # the sibling benchmarks (the script's folder is on sys.path)
+from bench_adpe import _sync, interleaved_rounds  # the sibling benchmarks (the script's folder is on sys.path)
 from bench_train import stand_in_image_folder
 from reference_steps import (DecoderArch, MixupArgs, Step, ViTArch, build_deit_step, build_mae_finetune_step,
                              build_mae_plus_step, build_mae_step)
@@ -117,6 +120,11 @@ class Row:
     batch: int
     project: Side
     reference: Side
+    round_ratios: tuple[float, ...]  # project / reference median step time of each interleaved round
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.round_ratios)
 
 
 # --- the runs --------------------------------------------------------------------------------------
@@ -260,11 +268,14 @@ def measure(config: Config, params: dict, batch: int, opts: Options, train_dir: 
     reference_flops = count_flops(reference)
     reference_resident = allocated(opts.device) - base
 
-    medians = interleaved_medians({"project": timed(project, opts.device), "reference": timed(reference, opts.device)},
-                                  opts.steps, opts.rounds, opts.warmup)
+    rounds = interleaved_rounds({"project": timed(project, opts.device), "reference": timed(reference, opts.device)},
+                                opts.steps, opts.rounds, opts.warmup)
+    medians = {side: statistics.median(t for round_ in times for t in round_) for side, times in rounds.items()}
+    ratios = tuple(statistics.median(p) / statistics.median(r) for p, r in zip(rounds["project"], rounds["reference"]))
     row = Row(config, batch,
               Side(medians["project"], project_flops, peak_bytes(project, project_resident, opts.device)),
-              Side(medians["reference"], reference_flops, peak_bytes(reference, reference_resident, opts.device)))
+              Side(medians["reference"], reference_flops, peak_bytes(reference, reference_resident, opts.device)),
+              ratios)
     del runner, project, reference
     release(opts.device, opts.compile)
     return row
@@ -281,7 +292,7 @@ def peak_tflops(device: torch.device, dtype: str, given: float | None) -> float 
     return next((table[dtype] for fragment, table in PEAK_TFLOPS if fragment in name), None)
 
 
-HEADER = (f"{'config':<9} {'batch':>5} {'proj ms':>9} {'ref ms':>9} {'t p/r':>6} {'proj img/s':>10} "
+HEADER = (f"{'config':<9} {'batch':>5} {'proj ms':>9} {'ref ms':>9} {'t p/r':>6} {'rounds':>11} {'proj img/s':>10} "
           f"{'ref img/s':>10} {'img/s p/r':>9} {'proj GFLOP':>10} {'ref GFLOP':>10} {'proj MFU':>8} "
           f"{'ref MFU':>8} {'proj GiB':>8} {'ref GiB':>8}  reference")
 
@@ -297,7 +308,8 @@ def _gib(side: Side) -> str:
 def format_row(row: Row, peak: float | None) -> str:
     p, r = row.project, row.reference
     return (f"{row.config.name:<9} {row.batch:>5} {p.median_s * 1e3:>9.1f} {r.median_s * 1e3:>9.1f} "
-            f"{p.median_s / r.median_s:>6.3f} {row.batch / p.median_s:>10.1f} {row.batch / r.median_s:>10.1f} "
+            f"{row.ratio:>6.3f} {min(row.round_ratios):>5.3f}-{max(row.round_ratios):<5.3f} "
+            f"{row.batch / p.median_s:>10.1f} {row.batch / r.median_s:>10.1f} "
             f"{r.median_s / p.median_s:>9.3f} {p.flops / 1e9:>10.1f} {r.flops / 1e9:>10.1f} {_mfu(p, peak):>8} "
             f"{_mfu(r, peak):>8} {_gib(p):>8} {_gib(r):>8}  {row.config.reference}")
 
@@ -341,7 +353,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16", help="bf16: autocast on CUDA")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per side and round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side and round")
     parser.add_argument("--batch", action="append", metavar="N|NAME=N", help="images per step (repeatable)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the project's module (engine options)")

@@ -5,11 +5,13 @@ import math
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vitpe.models import build_vit
 from vitpe.models.irpe import (
     CLS_BUCKET,
     ContextualProductRPE,
+    RPEAttention,
     RPEConfig,
     RPEContext,
     bucket_ids,
@@ -119,3 +121,75 @@ def test_rpe_encoder_keys_match_timm_names_plus_the_tables():
     names = set(model.state_dict())
     assert "blocks.0.attn.rpe_k.lookup_table_weight" in names and "blocks.0.attn.qkv.weight" in names
     assert model.blocks[0].attn.rpe_k.lookup_table_weight.shape == (1, 16, 50)
+
+
+# --- which SDPA kernel the iRPE attention runs on ----------------------------------------------------
+
+MATH_KERNEL = "aten::_scaled_dot_product_attention_math"
+
+
+def _rpe_attention(lookup: str, adversary: str | None, device: str) -> tuple[RPEAttention, torch.Tensor, RPEContext]:
+    """A ViT-B-headed (head_dim 64) iRPE attention at the paper's 14 x 14 grid + CLS (197 tokens: a bias
+    whose last dimension is not a multiple of 8), with non-zero tables, δ and masked query rows."""
+    torch.manual_seed(0)
+    attn = RPEAttention(128, 2, RPEConfig(lookup=lookup, adversary=adversary)).to(device)
+    with torch.no_grad():
+        attn.rpe_k.lookup_table_weight.normal_()
+        if adversary == "coordinate":
+            attn.rpe_k.adv_delta.copy_(torch.tensor([0.4, -0.7]))
+    mask = torch.rand(2, 197, device=device) < 0.75
+    mask[:, 0] = False  # CLS
+    return attn, torch.randn(2, 197, 128, device=device), RPEContext((14, 14), query_mask=mask)
+
+
+def _sdpa_kernels(run) -> set[str]:
+    """The ATen SDPA kernels ``run()`` dispatches to (the profiler's op names)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run()
+    return {e.key for e in prof.key_averages() if e.key.startswith("aten::_scaled_dot_product_")
+            and e.key != "aten::_scaled_dot_product_attention"}
+
+
+@pytest.mark.parametrize("lookup, adversary", [("discrete", None), ("interp", "coordinate")])
+def test_rpe_attention_infers_on_the_fused_cpu_kernel_with_the_math_kernels_result(lookup, adversary):
+    """Without gradients the bias is a constant mask, which the CPU's flash kernel takes. (Training
+    needs the bias's gradient, which no CPU kernel but the math one returns.)"""
+    attn, x, ctx = _rpe_attention(lookup, adversary, "cpu")
+    attn.eval()
+    with torch.no_grad():
+        kernels = _sdpa_kernels(lambda: attn(x, ctx))
+        fused = attn(x, ctx)
+        with sdpa_kernel(SDPBackend.MATH):
+            math_out = attn(x, ctx)
+    assert kernels == {"aten::_scaled_dot_product_flash_attention_for_cpu"}
+    torch.testing.assert_close(fused, math_out, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("lookup, adversary", [("discrete", None), ("interp", "coordinate")])
+def test_rpe_attention_trains_on_a_fused_cuda_kernel_with_the_math_kernels_gradients(lookup, adversary, dtype, tol):
+    """CUDA's fused kernels return the bias's gradient: SDPA's default dispatch leaves the math kernel,
+    and the output and every parameter gradient (tables, δ, qkv) agree with the math kernel's."""
+    attn, x, ctx = _rpe_attention(lookup, adversary, "cuda")
+
+    def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        attn.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+            out = attn(x, ctx)
+        out.float().square().mean().backward()
+        return out.detach().float(), {n: p.grad.clone() for n, p in attn.named_parameters()}
+
+    kernels = _sdpa_kernels(step)
+    fused_out, fused_grads = step()
+    with sdpa_kernel(SDPBackend.MATH):
+        math_out, math_grads = step()
+    assert kernels and MATH_KERNEL not in kernels, kernels
+
+    def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+    assert rel(fused_out, math_out) < tol
+    for name, grad in math_grads.items():
+        assert grad.abs().sum() > 0 and rel(fused_grads[name], grad) < tol, name
