@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -22,6 +23,10 @@ from vitpe.runs import SupervisedRun, supervised_run, with_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's snakemake/dvc/vitpe live next to its python
+# a test's CUDA variant: marked `cuda` (`make bench-gpu` runs them) and skipped where there is no GPU
+CUDA = pytest.param("cuda", marks=[pytest.mark.cuda,
+                                   pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])
+DEVICES = ["cpu", CUDA]
 
 # Small enough for seconds on 2 cores; same code paths as the tiny scale.
 MICRO = {

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from conftest import CUDA
 from vitpe.models import build_vit
 from vitpe.models.irpe import (
     CLS_BUCKET,
@@ -165,18 +166,18 @@ def test_rpe_attention_infers_on_the_fused_cpu_kernel_with_the_math_kernels_resu
     torch.testing.assert_close(fused, math_out, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("lookup, adversary", [("discrete", None), ("interp", "coordinate")])
-def test_rpe_attention_trains_on_a_fused_cuda_kernel_with_the_math_kernels_gradients(lookup, adversary, dtype, tol):
+@pytest.mark.parametrize("device", [CUDA])
+def test_rpe_attention_trains_on_a_fused_cuda_kernel_with_the_math_kernels_gradients(device, lookup, adversary,
+                                                                                       dtype, tol):
     """CUDA's fused kernels return the bias's gradient: SDPA's default dispatch leaves the math kernel,
     and the output and every parameter gradient (tables, δ, qkv) agree with the math kernel's."""
-    attn, x, ctx = _rpe_attention(lookup, adversary, "cuda")
+    attn, x, ctx = _rpe_attention(lookup, adversary, device)
 
     def step() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         attn.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+        with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
             out = attn(x, ctx)
         out.float().square().mean().backward()
         return out.detach().float(), {n: p.grad.clone() for n, p in attn.named_parameters()}
