@@ -88,10 +88,14 @@ def interleaved_rounds(timers: dict, steps: int, rounds: int = 3, warmup: int = 
     return times
 
 
+def pooled_median(per_round: list[list[float]]) -> float:
+    """The median of all the timed calls of every round."""
+    return statistics.median(t for round_ in per_round for t in round_)
+
+
 def interleaved_medians(timers: dict, steps: int, rounds: int = 3, warmup: int = 2) -> dict[str, float]:
     """Per timer, the median of all its timed calls over the interleaved rounds."""
-    times = interleaved_rounds(timers, steps, rounds, warmup)
-    return {name: statistics.median(t for round_ in per_round for t in round_) for name, per_round in times.items()}
+    return {name: pooled_median(times) for name, times in interleaved_rounds(timers, steps, rounds, warmup).items()}
 
 
 def main() -> int:

@@ -54,7 +54,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_adpe import _sync, interleaved_rounds  # the sibling benchmarks (the script's folder is on sys.path)
+from bench_adpe import _sync, interleaved_rounds, pooled_median  # the sibling benchmarks (the script's folder is on sys.path)
 from bench_train import stand_in_image_folder
 from reference_steps import (DecoderArch, MixupArgs, Step, ViTArch, build_deit_step, build_mae_finetune_step,
                              build_mae_plus_step, build_mae_step)
@@ -270,7 +270,7 @@ def measure(config: Config, params: dict, batch: int, opts: Options, train_dir: 
 
     rounds = interleaved_rounds({"project": timed(project, opts.device), "reference": timed(reference, opts.device)},
                                 opts.steps, opts.rounds, opts.warmup)
-    medians = {side: statistics.median(t for round_ in times for t in round_) for side, times in rounds.items()}
+    medians = {side: pooled_median(times) for side, times in rounds.items()}
     ratios = tuple(statistics.median(p) / statistics.median(r) for p, r in zip(rounds["project"], rounds["reference"]))
     row = Row(config, batch,
               Side(medians["project"], project_flops, peak_bytes(project, project_resident, opts.device)),
