@@ -1,0 +1,128 @@
+"""Seed spread of one supervised recipe on a tuning draw of the embedded data, without touching results/.
+
+    python scripts/seed_spread.py deit_s --seeds 0 1 2 3 4 --set scales.tiny.supervised.epochs=90
+
+Generates the draw ``--data-seed`` of the embedded data under ``--work`` (default 1: tune on it, report
+on draw 0, docs/TINY_SCALE.md; one folder per data.embedded setting), trains and evaluates the
+experiment once per seed with the commands the DAG runs (`vitpe train supervised`, `vitpe eval suite`,
+one thread each, ``--jobs`` at a time), then prints each headline metric of the MJP tables (the table
+columns, `vitpe.report.headline.in_headline`) as mean ± std over seeds with the per-seed values,
+marking stds above ``--target``. Runs are keyed by their overrides, so a rerun reuses finished seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from vitpe.config import load_params
+from vitpe.errors import VitpeError
+from vitpe.report.headline import in_headline
+from vitpe.report.statistics import summarize
+from vitpe.report.tables import mjp_studies, seed_values
+
+
+def digest(value: object) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def data_folder(embedded: dict) -> str:
+    """The draw's folder, named by its generator settings: overrides of data.embedded get their own."""
+    return f"data-seed{embedded['seed']}-{digest({k: v for k, v in embedded.items() if k != 'root'})}"
+
+
+def run_key(experiment: str, sets: list[str], max_steps: int | None) -> str:
+    """A folder name per experiment and overrides: reruns with the same ones reuse finished seeds."""
+    return f"{experiment}-{digest([sets, max_steps])}"
+
+
+def run_vitpe(args: list[str], log: Path) -> None:
+    """Run one vitpe command on one thread, its output in ``log``; exit naming the log on failure."""
+    with log.open("w") as out:
+        done = subprocess.run([sys.executable, "-m", "vitpe", *args], stdout=out, stderr=subprocess.STDOUT,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode:
+        sys.exit(f"seed_spread: `vitpe {args[0]} {args[1]}` failed (exit {done.returncode}); see {log}")
+
+
+def set_args(params_file: str, sets: list[str]) -> list[str]:
+    return ["--params", params_file, *[arg for kv in sets for arg in ("--set", kv)]]
+
+
+def train_and_evaluate(experiment: str, seed: int, common: list[str], run_dir: Path, max_steps: int | None) -> None:
+    """One seed: weights under run_dir/seed<N>/<exp>/, metrics where the report reads them
+    (run_dir/metrics/seed<N>/<exp>/); ``common``: the --params/--set arguments of every command."""
+    work = run_dir / f"seed{seed}" / experiment
+    metrics = run_dir / "metrics" / f"seed{seed}" / experiment
+    if (metrics / "robustness.json").exists():
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    common = [*common, "--set", f"seed={seed}"]
+    steps = [] if max_steps is None else ["--max-steps", str(max_steps)]
+    weights = work / "ckpt" / "model.safetensors"
+    run_vitpe(["train", "supervised", *common, "--experiment", experiment, "--out", str(weights.parent), *steps],
+              work / "train.log")
+    run_vitpe(["eval", "suite", *common, "--experiment", experiment, "--weights", str(weights),
+               "--out-dir", str(metrics)], work / "eval.log")
+
+
+def report(params: dict, metrics_dir: Path, experiment: str, seeds: list[int], target: float) -> list[str]:
+    """One line per headline column: mean ± std [per-seed values], ``*`` where the std exceeds ``target``."""
+    lines = []
+    for column in (c for study in mjp_studies(params) for c in study.columns if in_headline(c)):
+        summary = summarize(seed_values(metrics_dir, seeds, experiment, column.source, column.key or column.metric,
+                                        column.scale))
+        if summary is None:
+            continue
+        values = " ".join(f"{v:.{column.digits}f}" for v in summary.values)
+        flag = " *" if summary.std is not None and summary.std > target else ""
+        lines.append(f"{column.label:<16} {summary.mean:8.{column.digits}f} ± {summary.std or 0:.{column.digits}f}"
+                     f"  [{values}]{flag}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", help="a name under `supervised:` in params.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--data-seed", type=int, default=1, help="the draw of the embedded data (default 1)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params override, as `vitpe --set` (repeatable)")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--work", type=Path, default=Path("results/tuning"),
+                        help="scratch folder for the draw and the runs (default: results/tuning)")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once, one thread each")
+    parser.add_argument("--max-steps", type=int, help="cut each training to N steps (a quick check of the tool)")
+    parser.add_argument("--target", type=float, default=2.0, help="mark stds above this (default 2 points)")
+    args = parser.parse_args(argv)
+
+    sets = [f"data.embedded.seed={args.data_seed}", *args.sets]
+    try:
+        params = load_params(args.params, sets)
+    except VitpeError as exc:
+        sys.exit(f"seed_spread: {exc}")
+    if params["scale"] != "tiny":
+        sys.exit(f"seed_spread: {args.params}: scale is {params['scale']!r}; the tuning draw is the tiny scale's")
+    data_root = args.work / data_folder(params["data"]["embedded"])
+    sets = [*sets, f"data.embedded.root={data_root}"]
+    if not (data_root / "manifest.json").exists():
+        args.work.mkdir(parents=True, exist_ok=True)
+        run_vitpe(["data", "synth", *set_args(args.params, sets), "--layout", "embedded"],
+                  args.work / f"{data_root.name}.log")
+    run_dir = args.work / run_key(args.experiment, sets, args.max_steps)
+    common = set_args(args.params, sets)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda seed: train_and_evaluate(args.experiment, seed, common, run_dir, args.max_steps),
+                      args.seeds))
+    print(f"{args.experiment}, data draw {args.data_seed}, seeds {args.seeds}, overrides {args.sets or 'none'}"
+          f" ({run_dir}):")
+    print("\n".join(report(params, run_dir / "metrics", args.experiment, args.seeds, args.target)))
+
+
+if __name__ == "__main__":
+    main()
