@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"seed_spread: {exc}")
     if params["scale"] != "tiny":
         sys.exit(f"seed_spread: {args.params}: scale is {params['scale']!r}; the tuning draw is the tiny scale's")
+    if args.experiment not in params["supervised"]:
+        sys.exit(f"seed_spread: {args.params}: no experiment {args.experiment!r} under `supervised:`"
+                 f" (defined: {', '.join(params['supervised'])})")
     data_root = args.work / data_folder(params["data"]["embedded"])
     sets = [*sets, f"data.embedded.root={data_root}"]
     if not (data_root / "manifest.json").exists():

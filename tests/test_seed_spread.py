@@ -49,8 +49,11 @@ def test_spread_over_seeds_on_the_tuning_draw(tmp_path, params_file, capsys):
     assert capsys.readouterr().out == printed
 
 
-def test_refuses_a_scale_other_than_tiny(tmp_path, params_file):
-    with pytest.raises(SystemExit, match="scale is 'smoke'"):
-        seed_spread.main(["deit_s", "--params", str(params_file), "--work", str(tmp_path / "work"),
-                          "--set", "scale=smoke"])
+@pytest.mark.parametrize("argv, message", [
+    (["deit_s", "--set", "scale=smoke"], "scale is 'smoke'"),
+    (["deit", "--seeds", "0"], "no experiment 'deit' under `supervised:`"),
+])
+def test_refuses_bad_input_before_any_work(tmp_path, params_file, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        seed_spread.main([*argv, "--params", str(params_file), "--work", str(tmp_path / "work")])
     assert not (tmp_path / "work").exists()
