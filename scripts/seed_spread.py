@@ -1,13 +1,16 @@
-"""Seed spread of one supervised recipe on a tuning draw of the embedded data, without touching results/.
+"""Seed spread of one tiny recipe on a tuning draw of the embedded data, without touching results/.
 
     python scripts/seed_spread.py deit_s --seeds 0 1 2 3 4 --set scales.tiny.supervised.epochs=90
+    python scripts/seed_spread.py mae --set scales.tiny.linprobe.epochs=30
 
 Generates the draw ``--data-seed`` of the embedded data under ``--work`` (default 1: tune on it, report
 on draw 0, docs/TINY_SCALE.md; one folder per data.embedded setting), trains and evaluates the
-experiment once per seed with the commands the DAG runs (`vitpe train supervised`, `vitpe eval suite`,
-one thread each, ``--jobs`` at a time), then prints each headline metric of the MJP tables (the table
-columns, `vitpe.report.headline.in_headline`) as mean ± std over seeds with the per-seed values,
-marking stds above ``--target``. Runs are keyed by their overrides, so a rerun reuses finished seeds.
+experiment once per seed with the commands the DAG runs (one thread each, ``--jobs`` at a time): a
+`supervised:` model with `vitpe train supervised` and `vitpe eval suite`, a `pretrain:` one with
+`vitpe train pretrain`, `finetune`, `linprobe` and `vitpe eval encoder`. Then it prints each headline
+column of the model's tables (MJP or AdPE; `vitpe.report.headline.in_headline`) as mean ± std over
+seeds with the per-seed values, marking stds above ``--target``. Runs are keyed by their overrides, so
+a rerun reuses finished seeds.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from vitpe.config import load_params
 from vitpe.errors import VitpeError
 from vitpe.report.headline import in_headline
 from vitpe.report.statistics import summarize
-from vitpe.report.tables import mjp_studies, seed_values
+from vitpe.report.tables import Study, adpe_studies, mjp_studies, seed_values
 
 
 def digest(value: object) -> str:
@@ -54,41 +57,58 @@ def set_args(params_file: str, sets: list[str]) -> list[str]:
     return ["--params", params_file, *[arg for kv in sets for arg in ("--set", kv)]]
 
 
-def train_and_evaluate(experiment: str, seed: int, common: list[str], run_dir: Path, max_steps: int | None) -> None:
+def train_and_evaluate(experiment: str, seed: int, common: list[str], run_dir: Path, max_steps: int | None,
+                       pretraining: bool) -> None:
     """One seed: weights under run_dir/seed<N>/<exp>/, metrics where the report reads them
-    (run_dir/metrics/seed<N>/<exp>/); ``common``: the --params/--set arguments of every command."""
+    (run_dir/metrics/seed<N>/<exp>/); ``common``: the --params/--set arguments of every command.
+    A supervised model is trained and evaluated as rule eval_supervised does; an encoder is pretrained,
+    fine-tuned and linear-probed, then evaluated as rule eval_encoder does."""
     work = run_dir / f"seed{seed}" / experiment
     metrics = run_dir / "metrics" / f"seed{seed}" / experiment
-    if (metrics / "robustness.json").exists():
-        return
+    if (metrics / ("linprobe.json" if pretraining else "robustness.json")).exists():
+        return  # both evaluations write every file or none
     work.mkdir(parents=True, exist_ok=True)
-    common = [*common, "--set", f"seed={seed}"]
+    common = [*common, "--set", f"seed={seed}", "--experiment", experiment]
     steps = [] if max_steps is None else ["--max-steps", str(max_steps)]
-    weights = work / "ckpt" / "model.safetensors"
-    run_vitpe(["train", "supervised", *common, "--experiment", experiment, "--out", str(weights.parent), *steps],
-              work / "train.log")
-    run_vitpe(["eval", "suite", *common, "--experiment", experiment, "--weights", str(weights),
-               "--out-dir", str(metrics)], work / "eval.log")
+
+    def train(stage: str, *extra: str) -> Path:
+        run_vitpe(["train", stage, *common, "--out", str(work / stage), *steps, *extra], work / f"{stage}.log")
+        return work / stage / "model.safetensors"
+
+    if not pretraining:
+        run_vitpe(["eval", "suite", *common, "--weights", str(train("supervised")), "--out-dir", str(metrics)],
+                  work / "eval.log")
+        return
+    pretrained = train("pretrain")
+    encoder = ["--pretrained", str(pretrained.with_name("encoder.safetensors"))]
+    finetune, linprobe = train("finetune", *encoder), train("linprobe", *encoder)
+    run_vitpe(["eval", "encoder", *common, "--pretrained", str(pretrained), "--log", str(pretrained.with_name(
+        "log.jsonl")), "--finetune", str(finetune), "--linprobe", str(linprobe), "--out-dir", str(metrics)],
+        work / "eval.log")
 
 
-def report(params: dict, metrics_dir: Path, experiment: str, seeds: list[int], target: float) -> list[str]:
-    """One line per headline column: mean ± std [per-seed values], ``*`` where the std exceeds ``target``."""
+def report(params: dict, metrics_dir: Path, experiment: str, seeds: list[int], target: float,
+           studies: tuple[Study, ...]) -> list[str]:
+    """One line per headline column of ``studies``: mean ± std [per-seed values], ``*`` where the std
+    exceeds ``target``."""
     lines = []
-    for column in (c for study in mjp_studies(params) for c in study.columns if in_headline(c)):
+    columns = [c for study in studies for c in study.columns if in_headline(c)]
+    width = max(len(c.label) for c in columns)
+    for column in columns:
         summary = summarize(seed_values(metrics_dir, seeds, experiment, column.source, column.key or column.metric,
                                         column.scale))
         if summary is None:
             continue
         values = " ".join(f"{v:.{column.digits}f}" for v in summary.values)
         flag = " *" if summary.std is not None and summary.std > target else ""
-        lines.append(f"{column.label:<16} {summary.mean:8.{column.digits}f} ± {summary.std or 0:.{column.digits}f}"
+        lines.append(f"{column.label:<{width}} {summary.mean:8.{column.digits}f} ± {summary.std or 0:.{column.digits}f}"
                      f"  [{values}]{flag}")
     return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="a name under `supervised:` in params.yaml")
+    parser.add_argument("experiment", help="a name under `supervised:` or `pretrain:` in params.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--data-seed", type=int, default=1, help="the draw of the embedded data (default 1)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -108,9 +128,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"seed_spread: {exc}")
     if params["scale"] != "tiny":
         sys.exit(f"seed_spread: {args.params}: scale is {params['scale']!r}; the tuning draw is the tiny scale's")
-    if args.experiment not in params["supervised"]:
-        sys.exit(f"seed_spread: {args.params}: no experiment {args.experiment!r} under `supervised:`"
-                 f" (defined: {', '.join(params['supervised'])})")
+    pretraining = args.experiment in params["pretrain"]
+    if not pretraining and args.experiment not in params["supervised"]:
+        sys.exit(f"seed_spread: {args.params}: no experiment {args.experiment!r} under `supervised:` or `pretrain:`"
+                 f" (defined: {', '.join([*params['supervised'], *params['pretrain']])})")
     data_root = args.work / data_folder(params["data"]["embedded"])
     sets = [*sets, f"data.embedded.root={data_root}"]
     if not (data_root / "manifest.json").exists():
@@ -120,11 +141,12 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = args.work / run_key(args.experiment, sets, args.max_steps)
     common = set_args(args.params, sets)
     with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda seed: train_and_evaluate(args.experiment, seed, common, run_dir, args.max_steps),
-                      args.seeds))
+        list(pool.map(lambda seed: train_and_evaluate(args.experiment, seed, common, run_dir, args.max_steps,
+                                                      pretraining), args.seeds))
     print(f"{args.experiment}, data draw {args.data_seed}, seeds {args.seeds}, overrides {args.sets or 'none'}"
           f" ({run_dir}):")
-    print("\n".join(report(params, run_dir / "metrics", args.experiment, args.seeds, args.target)))
+    studies = adpe_studies(params) if pretraining else mjp_studies(params)
+    print("\n".join(report(params, run_dir / "metrics", args.experiment, args.seeds, args.target, studies)))
 
 
 if __name__ == "__main__":
