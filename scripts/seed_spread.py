@@ -46,6 +46,7 @@ def run_key(experiment: str, sets: list[str], max_steps: int | None) -> str:
 
 def run_vitpe(args: list[str], log: Path) -> None:
     """Run one vitpe command on one thread, its output in ``log``; exit naming the log on failure."""
+    print(f"seed_spread: vitpe {args[0]} {args[1]} (log: {log})", file=sys.stderr, flush=True)
     with log.open("w") as out:
         done = subprocess.run([sys.executable, "-m", "vitpe", *args], stdout=out, stderr=subprocess.STDOUT,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
