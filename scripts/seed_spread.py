@@ -2,6 +2,7 @@
 
     python scripts/seed_spread.py deit_s --seeds 0 1 2 3 4 --set scales.tiny.supervised.epochs=90
     python scripts/seed_spread.py mae --set scales.tiny.linprobe.epochs=30
+    python scripts/seed_spread.py deit_s --set scales.tiny.supervised.compile=true --compare
 
 Generates the draw ``--data-seed`` of the embedded data under ``--work`` (default 1: tune on it, report
 on draw 0, docs/TINY_SCALE.md; one folder per data.embedded setting), trains and evaluates the
@@ -9,8 +10,10 @@ experiment once per seed with the commands the DAG runs (one thread each, ``--jo
 `supervised:` model with `vitpe train supervised` and `vitpe eval suite`, a `pretrain:` one with
 `vitpe train pretrain`, `finetune`, `linprobe` and `vitpe eval encoder`. Then it prints each headline
 column of the model's tables (MJP or AdPE; `vitpe.report.headline.in_headline`) as mean ± std over
-seeds with the per-seed values, marking stds above ``--target``. Runs are keyed by their overrides, so
-a rerun reuses finished seeds.
+seeds with the per-seed values, marking stds above ``--target``. With ``--compare`` it also runs the
+recipe without the ``--set`` overrides and prints, per column, the seed-paired difference (changed minus
+unchanged, same seed) with its 95 % bootstrap CI, as the claims table does, and the mean |difference|.
+Runs are keyed by their overrides, so a rerun reuses finished seeds.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from pathlib import Path
 from vitpe.config import load_params
 from vitpe.errors import VitpeError
 from vitpe.report.headline import in_headline
-from vitpe.report.statistics import summarize
+from vitpe.report.statistics import pair_by_seed, paired_difference, summarize
 from vitpe.report.tables import Study, adpe_studies, mjp_studies, seed_values
 
 
@@ -88,41 +91,38 @@ def train_and_evaluate(experiment: str, seed: int, common: list[str], run_dir: P
         work / "eval.log")
 
 
-def report(params: dict, metrics_dir: Path, experiment: str, seeds: list[int], target: float,
-           studies: tuple[Study, ...]) -> list[str]:
+def report(metrics_dir: Path, experiment: str, seeds: list[int], target: float, studies: tuple[Study, ...],
+           unchanged_dir: Path | None = None, resamples: int = 2000) -> list[str]:
     """One line per headline column of ``studies``: mean ± std [per-seed values], ``*`` where the std
-    exceeds ``target``."""
+    exceeds ``target``; with ``unchanged_dir`` (the same experiment without the overrides) also
+    Δ mean [95 % CI] of the seed-paired differences and their mean |Δ|."""
     lines = []
     columns = [c for study in studies for c in study.columns if in_headline(c)]
     width = max(len(c.label) for c in columns)
     for column in columns:
-        summary = summarize(seed_values(metrics_dir, seeds, experiment, column.source, column.key or column.metric,
-                                        column.scale))
+        def values(root: Path) -> dict[int, float]:
+            return seed_values(root, seeds, experiment, column.source, column.key or column.metric, column.scale)
+
+        changed = values(metrics_dir)
+        summary = summarize(changed)
         if summary is None:
             continue
-        values = " ".join(f"{v:.{column.digits}f}" for v in summary.values)
-        flag = " *" if summary.std is not None and summary.std > target else ""
-        lines.append(f"{column.label:<{width}} {summary.mean:8.{column.digits}f} ± {summary.std or 0:.{column.digits}f}"
-                     f"  [{values}]{flag}")
+        fmt = f".{column.digits}f"
+        line = (f"{column.label:<{width}} {summary.mean:8{fmt}} ± {summary.std or 0:{fmt}}"
+                f"  [{' '.join(f'{v:{fmt}}' for v in summary.values)}]{' *' if (summary.std or 0) > target else ''}")
+        if unchanged_dir is not None:
+            _, a, b = pair_by_seed(changed, values(unchanged_dir))
+            if a:
+                diff = paired_difference(a, b, resamples, seed=0)
+                ci = "" if diff.ci_low is None else f" [{diff.ci_low:+{fmt}}, {diff.ci_high:+{fmt}}]"
+                line += f"  Δ {diff.mean:+{fmt}}{ci}  mean |Δ| {sum(abs(x - y) for x, y in zip(a, b)) / len(a):{fmt}}"
+        lines.append(line)
     return lines
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="a name under `supervised:` or `pretrain:` in params.yaml")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--data-seed", type=int, default=1, help="the draw of the embedded data (default 1)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="a params override, as `vitpe --set` (repeatable)")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--work", type=Path, default=Path("results/tuning"),
-                        help="scratch folder for the draw and the runs (default: results/tuning)")
-    parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once, one thread each")
-    parser.add_argument("--max-steps", type=int, help="cut each training to N steps (a quick check of the tool)")
-    parser.add_argument("--target", type=float, default=2.0, help="mark stds above this (default 2 points)")
-    args = parser.parse_args(argv)
-
-    sets = [f"data.embedded.seed={args.data_seed}", *args.sets]
+def measure(args: argparse.Namespace, overrides: list[str]) -> tuple[dict, Path]:
+    """Generate the draw and run every seed of ``args.experiment`` with ``overrides``: (params, run folder)."""
+    sets = [f"data.embedded.seed={args.data_seed}", *overrides]
     try:
         params = load_params(args.params, sets)
     except VitpeError as exc:
@@ -144,10 +144,38 @@ def main(argv: list[str] | None = None) -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda seed: train_and_evaluate(args.experiment, seed, common, run_dir, args.max_steps,
                                                       pretraining), args.seeds))
+    return params, run_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", help="a name under `supervised:` or `pretrain:` in params.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--data-seed", type=int, default=1, help="the draw of the embedded data (default 1)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params override, as `vitpe --set` (repeatable)")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run the recipe without the overrides; print the seed-paired differences")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--work", type=Path, default=Path("results/tuning"),
+                        help="scratch folder for the draw and the runs (default: results/tuning)")
+    parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once, one thread each")
+    parser.add_argument("--max-steps", type=int, help="cut each training to N steps (a quick check of the tool)")
+    parser.add_argument("--target", type=float, default=2.0, help="mark stds above this (default 2 points)")
+    args = parser.parse_args(argv)
+    if args.compare and not args.sets:
+        sys.exit("seed_spread: --compare needs at least one --set KEY=VALUE: it compares the changed recipe "
+                 "with the unchanged one")
+
+    params, run_dir = measure(args, args.sets)
+    unchanged_dir = measure(args, [])[1] / "metrics" if args.compare else None
     print(f"{args.experiment}, data draw {args.data_seed}, seeds {args.seeds}, overrides {args.sets or 'none'}"
           f" ({run_dir}):")
-    studies = adpe_studies(params) if pretraining else mjp_studies(params)
-    print("\n".join(report(params, run_dir / "metrics", args.experiment, args.seeds, args.target, studies)))
+    if unchanged_dir is not None:
+        print(f"Δ: minus the unchanged recipe, seed-paired ({unchanged_dir.parent})")
+    studies = adpe_studies(params) if args.experiment in params["pretrain"] else mjp_studies(params)
+    print("\n".join(report(run_dir / "metrics", args.experiment, args.seeds, args.target, studies, unchanged_dir,
+                           params["attacks"]["metrics"]["bootstrap"])))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """scripts/seed_spread.py: the tuning tool trains and evaluates each seed on the tuning draw with the DAG's
-commands, prints the table columns' mean ± std over seeds, and reuses finished seeds."""
+commands, prints the table columns' mean ± std over seeds, reuses finished seeds, and with --compare pairs
+them with the unchanged recipe's seeds."""
 from __future__ import annotations
 
 import importlib.util
@@ -35,7 +36,7 @@ def assert_summary(printed: str, label: str, values: list[float]) -> None:
     assert line[len(label):].split()[:5] == [f"{mean:.1f}", "±", f"{std:.1f}", f"[{values[0]:.1f}", f"{values[1]:.1f}]"]
 
 
-@pytest.mark.slow  # generates a draw, trains and evaluates two seeds through the CLI: about 30 s
+@pytest.mark.slow  # a draw; two seeds trained and evaluated twice (changed, unchanged) through the CLI: ~45 s
 def test_spread_over_seeds_on_the_tuning_draw(tmp_path, params_file, capsys):
     work = tmp_path / "work"
     argv = ["deit_s", "--params", str(params_file), "--seeds", "0", "1", "--max-steps", "2", "--work", str(work),
@@ -55,6 +56,19 @@ def test_spread_over_seeds_on_the_tuning_draw(tmp_path, params_file, capsys):
     assert [log.stat().st_mtime_ns for log in logs] == stamps
     assert capsys.readouterr().out == printed
 
+    seed_spread.main([*argv, "--compare"])  # trains the unchanged recipe too, then pairs the seeds
+    compared = capsys.readouterr().out
+    assert [log.stat().st_mtime_ns for log in logs] == stamps
+    unchanged = next(d for d in work.glob("deit_s-*") if d != run_dir)
+    changed, base = (seed_metric(d, "deit_s", "shuffle", "consistency_l2") for d in (run_dir, unchanged))
+    diffs = [a - b for a, b in zip(changed, base)]
+    assert any(diffs)  # label smoothing changed the weights
+    line = next(line for line in compared.splitlines() if line.startswith("CLS L2"))
+    delta = line.split("Δ ")[1].split()
+    assert delta[0] == f"{statistics.mean(diffs):+.3f}"
+    assert float(delta[1].strip("[,")) <= round(statistics.mean(diffs), 3) <= float(delta[2].strip("]"))  # as printed
+    assert line.endswith(f"mean |Δ| {statistics.mean(abs(d) for d in diffs):.3f}")
+
 
 @pytest.mark.slow  # pretrains, fine-tunes, probes and evaluates two seeds through the CLI: about 40 s
 def test_an_encoder_is_pretrained_finetuned_probed_and_evaluated(tmp_path, params_file, capsys):
@@ -71,6 +85,7 @@ def test_an_encoder_is_pretrained_finetuned_probed_and_evaluated(tmp_path, param
 @pytest.mark.parametrize("argv, message", [
     (["deit_s", "--set", "scale=smoke"], "scale is 'smoke'"),
     (["deit", "--seeds", "0"], "no experiment 'deit' under `supervised:`"),
+    (["deit_s", "--compare"], "--compare needs at least one --set"),
 ])
 def test_refuses_bad_input_before_any_work(tmp_path, params_file, argv, message):
     with pytest.raises(SystemExit, match=message):
