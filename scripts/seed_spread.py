@@ -21,6 +21,7 @@ import argparse
 import hashlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +29,10 @@ from pathlib import Path
 
 from vitpe.config import load_params
 from vitpe.errors import VitpeError
+from vitpe.report.claims import difference_text
 from vitpe.report.headline import in_headline
 from vitpe.report.statistics import pair_by_seed, paired_difference, summarize
-from vitpe.report.tables import Study, adpe_studies, mjp_studies, seed_values
+from vitpe.report.tables import Column, Study, adpe_studies, mjp_studies, seed_values
 
 
 def digest(value: object) -> str:
@@ -92,18 +94,19 @@ def train_and_evaluate(experiment: str, seed: int, common: list[str], run_dir: P
 
 
 def report(metrics_dir: Path, experiment: str, seeds: list[int], target: float, studies: tuple[Study, ...],
-           unchanged_dir: Path | None = None, resamples: int = 2000) -> list[str]:
+           unchanged_dir: Path | None = None, resamples: int = 2000, bootstrap_seed: int = 0) -> list[str]:
     """One line per headline column of ``studies``: mean ± std [per-seed values], ``*`` where the std
     exceeds ``target``; with ``unchanged_dir`` (the same experiment without the overrides) also
     Δ mean [95 % CI] of the seed-paired differences and their mean |Δ|."""
     lines = []
     columns = [c for study in studies for c in study.columns if in_headline(c)]
     width = max(len(c.label) for c in columns)
-    for column in columns:
-        def values(root: Path) -> dict[int, float]:
-            return seed_values(root, seeds, experiment, column.source, column.key or column.metric, column.scale)
 
-        changed = values(metrics_dir)
+    def values(root: Path, column: Column) -> dict[int, float]:
+        return seed_values(root, seeds, experiment, column.source, column.key or column.metric, column.scale)
+
+    for column in columns:
+        changed = values(metrics_dir, column)
         summary = summarize(changed)
         if summary is None:
             continue
@@ -111,11 +114,11 @@ def report(metrics_dir: Path, experiment: str, seeds: list[int], target: float, 
         line = (f"{column.label:<{width}} {summary.mean:8{fmt}} ± {summary.std or 0:{fmt}}"
                 f"  [{' '.join(f'{v:{fmt}}' for v in summary.values)}]{' *' if (summary.std or 0) > target else ''}")
         if unchanged_dir is not None:
-            _, a, b = pair_by_seed(changed, values(unchanged_dir))
+            _, a, b = pair_by_seed(changed, values(unchanged_dir, column))
             if a:
-                diff = paired_difference(a, b, resamples, seed=0)
-                ci = "" if diff.ci_low is None else f" [{diff.ci_low:+{fmt}}, {diff.ci_high:+{fmt}}]"
-                line += f"  Δ {diff.mean:+{fmt}}{ci}  mean |Δ| {sum(abs(x - y) for x, y in zip(a, b)) / len(a):{fmt}}"
+                diff = paired_difference(a, b, resamples, bootstrap_seed)
+                line += (f"  Δ {difference_text(diff, column.digits)}"
+                         f"  mean |Δ| {statistics.fmean(abs(x - y) for x, y in zip(a, b)):{fmt}}")
         lines.append(line)
     return lines
 
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Δ: minus the unchanged recipe, seed-paired ({unchanged_dir.parent})")
     studies = adpe_studies(params) if args.experiment in params["pretrain"] else mjp_studies(params)
     print("\n".join(report(run_dir / "metrics", args.experiment, args.seeds, args.target, studies, unchanged_dir,
-                           params["attacks"]["metrics"]["bootstrap"])))
+                           int(params["attacks"]["metrics"]["bootstrap"]), int(params["seed"]))))
 
 
 if __name__ == "__main__":

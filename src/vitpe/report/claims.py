@@ -169,12 +169,13 @@ def comparison_name(claim: Claim, params: dict) -> str:
     return f"{experiment_name(claim.a)} - {other}"
 
 
-def difference_text(diff: PairedDifference | None) -> str:
+def difference_text(diff: PairedDifference | None, digits: int = 2) -> str:
+    """E.g. "+1.25 [-0.50, +3.00]": the mean paired difference and its CI (the mean alone for one pair)."""
     if diff is None:
         return ""
-    if diff.ci_low is None:
-        return f"{diff.mean:+.2f}"
-    return f"{diff.mean:+.2f} [{diff.ci_low:+.2f}, {diff.ci_high:+.2f}]"
+    fmt = f"+.{digits}f"
+    text = f"{diff.mean:{fmt}}"
+    return text if diff.ci_low is None else f"{text} [{diff.ci_low:{fmt}}, {diff.ci_high:{fmt}}]"
 
 
 def claims_frame(params: dict, metrics_dir: Path, seeds: list[int]) -> pd.DataFrame:
