@@ -23,6 +23,7 @@ test-slow: setup  ## only what test-fast leaves out (test-fast + test-slow = tes
 bench: setup  ## performance figures (not tests)
 	python benchmarks/bench_data.py
 	python benchmarks/bench_train.py
+	python benchmarks/bench_tiny_floor.py
 	python benchmarks/bench_adpe.py
 	python benchmarks/bench_attacks.py
 	python benchmarks/bench_gpu.py --small --compile --steps 20
