@@ -17,7 +17,6 @@ start-up, evaluation, attacks and transfer, which come on top.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from bench_gpu import Options, count_flops, project_side, timed  # the sibling benchmarks (the script's folder is on sys.path)
+from bench_adpe import interleaved_medians  # the sibling benchmarks (the script's folder is on sys.path)
+from bench_gpu import Options, count_flops, project_side, timed
 from bench_train import stand_in_image_folder
 from vitpe.config import apply_overrides, load_params
 from vitpe.models.weights import save_tensors
@@ -80,9 +80,8 @@ def measure(job: Job, train_images: int, opts: Options, train_dir: Path) -> Cost
     recipe = job.run.recipe
     _, step = project_side(job.run, recipe.batch_size, opts, train_dir)
     flops = count_flops(step)
-    timer = timed(step, opts.device)
-    times = [timer() for _ in range(opts.warmup + opts.steps)][opts.warmup:]
-    return Cost(recipe.epochs * (train_images // recipe.batch_size), flops, statistics.median(times))
+    median = interleaved_medians({"step": timed(step, opts.device)}, opts.steps, rounds=1, warmup=opts.warmup)["step"]
+    return Cost(recipe.epochs * (train_images // recipe.batch_size), flops, median)
 
 
 def main() -> int:

@@ -9,14 +9,15 @@ import pytest
 import yaml
 
 from conftest import ROOT, copy_workflow, run
+from vitpe.config import load_params
 
 BENCH = ROOT / "benchmarks" / "bench_tiny_floor.py"
 KINDS = ("supervised", "pretrain", "finetune", "linprobe")
 
 
 def test_tiny_floor_covers_the_dags_training_jobs_and_adds_up(tmp_path):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    cwd = copy_workflow(tmp_path, params)
+    cwd = copy_workflow(tmp_path, yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params = load_params(ROOT / "params.yaml")
     dry = run(["snakemake", "-n", "--cores", "2", "results/tables/main.tex"], cwd).stdout
     planned = set(re.findall(r"results/checkpoints/tiny/seed0/(\w+)/(\w+)/model\.safetensors", dry))
 
@@ -32,9 +33,8 @@ def test_tiny_floor_covers_the_dags_training_jobs_and_adds_up(tmp_path):
         steps, batch, gflop, job_floor = int(cells[2]), int(cells[3]), float(cells[4]), float(cells[9])
         if kind == "supervised":
             recipe = {**scale["supervised"], **params["supervised"][name].get("recipe", {})}
-        else:
-            recipe = {"pretrain": scale["pretrain"]["recipe"], "finetune": {**scale["supervised"], **scale["finetune"]},
-                      "linprobe": {**scale["supervised"], **scale["linprobe"]}}[kind]
+        else:  # finetune and linprobe come resolved (`inherit: supervised` expanded)
+            recipe = scale["pretrain"]["recipe"] if kind == "pretrain" else scale[kind]
         assert (steps, batch) == (recipe["epochs"] * (images // recipe["batch_size"]), recipe["batch_size"]), cells
         assert job_floor == pytest.approx(steps * gflop / peak, abs=0.06, rel=0.01), cells
         floor += job_floor
