@@ -47,8 +47,8 @@ RULE_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
     "eval_imported_encoder": (("model", "finetune", "linprobe"), (), True),
     "transfer_ade20k": (("model", "transfer"), (), True),
     "transfer_coco": (("model", "transfer"), (), True),
-    "attack_model": (("model", "attacks"), ("attacks",), True),
-    "attack_job": (("model", "attacks"), ("attacks",), True),
+    "attack_model": (("model", "attacks", "mjp_gamma"), ("attacks",), True),
+    "attack_job": (("model", "attacks", "mjp_gamma"), ("attacks",), True),
     "attack_merge": ((), ("attacks",), False),
     "attack_compare": ((), ("attacks",), False),
     **{rule: ((), REPORT, False) for rule in (
@@ -110,6 +110,9 @@ def stage_params(job: Job, params: dict) -> list[str]:
                        "sections it reads")
     sections, top, own = RULE_PARAMS[job.rule]
     sections = tuple(s.format(**job.wildcards) for s in sections) + (("data",) if own else ())
+    jigsaw = params["supervised"].get(job.wildcards.get("exp"), {}).get("jigsaw", {})
+    if job.rule == "train_supervised" and jigsaw.get("mode") == "mjp" and "ratio" not in jigsaw:
+        sections += ("mjp_gamma",)  # the scale's gamma is this experiment's (vitpe.runs)
     scale, block, inherit = _scale_block(params)
     keys = ["scale", *top]
     if inherit:  # smoke: dotted overrides of another scale's blocks

@@ -338,12 +338,16 @@ def _common(params: dict) -> dict[str, Any]:
     return {"scale": params["scale"], "seed": params["seed"], "data": params["scales"][params["scale"]]["data"]}
 
 
-def _mjp_settings(name: str, exp: dict, warmup_epochs: int) -> dict[str, Any]:
-    """The experiment's jigsaw/DAL blocks with defaults filled in, checked against its PE."""
+def _mjp_settings(name: str, exp: dict, warmup_epochs: int, gamma: float) -> dict[str, Any]:
+    """The experiment's jigsaw/DAL blocks with defaults filled in (an mjp-mode ratio left unset: the
+    scale's ``gamma``), checked against its PE."""
     where = f"params.yaml: supervised.{name}"
     jigsaw = dal = None
     if "jigsaw" in exp:
-        jigsaw = JigsawSettings(**exp["jigsaw"])
+        block = exp["jigsaw"]
+        if block.get("mode") == "mjp" and "ratio" not in block:
+            block = {**block, "ratio": gamma}
+        jigsaw = JigsawSettings(**block)
         if jigsaw.start_epoch is None:
             jigsaw = dataclasses.replace(jigsaw, start_epoch=warmup_epochs)
     if "dal" in exp:
@@ -389,7 +393,7 @@ def supervised_run(params: dict, name: str) -> SupervisedRun:
         name=name, **_common(params), model=ViTSpec.of(scale["model"]), recipe=recipe, runtime=runtime,
         pos_embed=exp["pos_embed"], num_classes=num_classes(params),
         train_dir=paths["imagenet"] / "train", val_dir=paths["imagenet"] / "val",
-        **_mjp_settings(name, exp, recipe.warmup_epochs), **_pe_settings(name, exp),
+        **_mjp_settings(name, exp, recipe.warmup_epochs, scale["mjp_gamma"]), **_pe_settings(name, exp),
         first_block="april" if exp.get("april") else "standard",
     )
 

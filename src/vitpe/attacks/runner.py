@@ -88,6 +88,9 @@ def attack_settings(params: dict, images: int | None = None, iterations: int | N
         if not params["supervised"][name].get("april"):
             raise ConfigError(f"params.yaml: attacks.april_models: supervised.{name} is not APRIL-compatible "
                               "(set april: true)")
+    threat = dict(cfg["threat"])
+    if threat.get("shuffle_ratio") is None:  # the client trains as MJP does at this scale
+        threat["shuffle_ratio"] = params["scales"][params["scale"]]["mjp_gamma"]
     gv = dict(cfg["gradvit"])
     gv["alpha_grad"], gv["alpha_image"] = tuple(gv["alpha_grad"]), tuple(gv["alpha_image"])
     images_dir = cfg.get("images_dir")
@@ -95,7 +98,7 @@ def attack_settings(params: dict, images: int | None = None, iterations: int | N
         paths = dataset_paths(params)
         images_dir = paths.get("attack", paths["imagenet"] / "val")
     return AttackSettings(
-        threat=ThreatModel.from_params(cfg["threat"]),
+        threat=ThreatModel.from_params(threat),
         clients=tuple(cfg["client"]),
         images=images if images is not None else scale["images"],
         chunk=scale.get("chunk", 1),
