@@ -293,7 +293,9 @@ def test_configuration_the_dag_can_carry_is_accepted():
 
 
 @pytest.mark.parametrize("override, changed", [
-    ("supervised.mjp.jigsaw.ratio=0.3", ["-     jigsaw: {mode: mjp, ratio: 0.1}", "+     jigsaw: {mode: mjp, ratio: 0.3}"]),
+    ("supervised.mjp.dal.weight=0.02",
+     ["-     dal: {head: nonlinear, weight: 0.01}", "+     dal: {head: nonlinear, weight: 0.02}"]),
+    ("scales.tiny.mjp_gamma=0.2", ["-     mjp_gamma: 0.15", "+     mjp_gamma: 0.2"]),
     ("scales.tiny.supervised.epochs=30", ["-       epochs: 45", "+       epochs: 30"]),
     ("experiments.transfer=[mae]", ["-   - adpe_abs_coordinate"]),  # a list shortened: only its item goes
 ])

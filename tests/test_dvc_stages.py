@@ -29,6 +29,10 @@ def test_each_job_is_a_stage_with_its_upstream_outputs_and_own_params():
     assert {"results/metrics/tiny/seed0/mjp/classify.json": {"cache": False}} in evaluation["outs"]  # in git
     outs = [next(iter(out)) if isinstance(out, dict) else out for stage in STAGES.values() for out in stage["outs"]]
     assert len(outs) == len(set(outs))
+    # the scale's MJP gamma: a training param of the models that take it, and of every attack (its client)
+    assert "scales.tiny.mjp_gamma" in training["params"]
+    assert "scales.tiny.mjp_gamma" not in STAGES["train_supervised-deit_s-seed0"]["params"]
+    assert "scales.tiny.mjp_gamma" in STAGES["attack_model-deit_s-seed0"]["params"]
     assert len([name for name in STAGES if name.startswith("train_supervised-")]) == 7 * 3  # 7 classifiers, 3 seeds
     assert not [name for name in STAGES if name.startswith(("synth_data", "check_data"))]  # rebuilt from params
 

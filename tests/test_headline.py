@@ -132,7 +132,7 @@ def _scaled(value):
 
 
 def test_a_change_in_one_model_changes_only_its_headline_keys(tmp_path, headline, seeded):
-    # what `dvc exp run -S supervised.mjp.jigsaw.ratio=0.3` does: only MJP's metrics files change
+    # what `dvc exp run -S supervised.mjp.dal.weight=0.02` does: only MJP's metrics files change
     shutil.copytree(seeded / "tiny", tmp_path / "tiny")
     for path in (tmp_path / "tiny").glob("seed*/mjp/*.json"):
         detail = json.loads(path.read_text())

@@ -113,6 +113,25 @@ def test_the_pe_init_ablation_changes_only_its_own_records():
     assert "learnable" not in stage_record(params, "finetune", "mae")  # encoders keep their records too
 
 
+def test_mjp_gamma_is_the_scales_unless_the_experiment_sets_one():
+    """At 0.1 the tiny 4 x 4 grid selects at most one patch, which no permutation moves: the tiny scale
+    trains MJP, and the attacks' shuffled client shuffles, at its own gamma; the paper scale at train.sh's."""
+    from vitpe.attacks.runner import attack_settings
+
+    for scale, gamma in (("tiny", 0.15), ("smoke", 0.1), ("paper", 0.1)):
+        params = load_params(ROOT / "params.yaml", [f"scale={scale}"])
+        assert params["scales"][scale]["mjp_gamma"] == gamma
+        for name in ("mjp", "mjp_deit_init", "mjp_april"):
+            assert supervised_run(params, name).jigsaw.ratio == gamma, (scale, name)
+        assert attack_settings(params).threat.shuffle_ratio == gamma
+    params = load_params(ROOT / "params.yaml", ["supervised.mjp.jigsaw.ratio=0.3", "attacks.threat.shuffle_ratio=0.9"])
+    assert supervised_run(params, "mjp").jigsaw.ratio == 0.3
+    assert supervised_run(params, "mjp_deit_init").jigsaw.ratio == 0.15
+    assert attack_settings(params).threat.shuffle_ratio == 0.9
+    # the naive baseline shuffles every patch: no gamma, and its record stays as it was
+    assert stage_record(params, "supervised", "naive_shuffle")["jigsaw"]["ratio"] == 0.1
+
+
 def test_committed_run_configs_are_the_ones_the_workflow_writes(tmp_path):
     """results/configs/<scale>/ is versioned with the results (git, a DVC out): each run's resolved
     configuration. Parsing the workflow with the committed params.yaml writes exactly those files."""

@@ -7,8 +7,14 @@
 import json as _json
 
 # rerun the attacks when any attack setting changes (a plain string: Snakemake compares it)
-ATTACK_SETTINGS = _json.dumps({"attacks": ATTACK_CFG, "scale": config["scales"][SCALE].get("attacks"),
-                               "mjp_gamma": config["scales"][SCALE]["mjp_gamma"]}, sort_keys=True)
+ATTACK_SETTINGS = _json.dumps(
+    {
+        "attacks": ATTACK_CFG,
+        "scale": config["scales"][SCALE].get("attacks"),
+        "mjp_gamma": config["scales"][SCALE]["mjp_gamma"],
+    },
+    sort_keys=True,
+)
 
 
 def attack_kind(exp):
