@@ -161,7 +161,8 @@ def test_dal_regresses_raw_grid_coordinates_of_the_positions_with_their_own_pe_r
 def test_mjp_config_defaults_and_errors():
     params = micro_params()
     run = supervised_run(params, "mjp")
-    assert run.jigsaw == JigsawSettings(mode="mjp", ratio=0.1, apply_prob=0.5, start_epoch=1, per_sample=False)
+    assert run.jigsaw == JigsawSettings(mode="mjp", ratio=0.15, apply_prob=0.5, start_epoch=1, per_sample=False)
+    assert params["scales"]["tiny"]["mjp_gamma"] == 0.15  # the ratio mjp leaves unset: the scale's gamma
     assert run.dal == DALSettings(head="nonlinear", weight=0.01, final_ratio=0.5)
     assert run.unk == UnknownPESettings(init="normal", weight_decay=True)
     assert supervised_run(params, "naive_shuffle").unk is None
