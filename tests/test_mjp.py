@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MICRO_MODEL, NUM_CLASSES, log_records, make_image_folder, micro_run, micro_params
-from vitpe.config import validate_params
+from conftest import MICRO_MODEL, ROOT, NUM_CLASSES, log_records, make_image_folder, micro_run, micro_params
+from vitpe.config import load_params, validate_params
 from vitpe.mjp.settings import DALSettings, JigsawSettings, UnknownPESettings
 from vitpe.runs import supervised_run
 from vitpe.errors import ConfigError
@@ -136,6 +136,25 @@ def test_dal_weight_schedule_matches_the_official_values():
     assert lam[20] == pytest.approx(0.01)
     assert lam[160] == pytest.approx(0.005 + 0.0025 * (1 + np.cos(np.pi * 140 / 280)))
     assert lam[299] == pytest.approx(0.005, abs=1e-6) and min(lam[20:]) > 0.005
+
+
+@pytest.mark.parametrize("scale", ["tiny", "paper"])
+def test_each_scales_gamma_selects_about_a_tenth_of_its_grid_and_moves_patches(scale):
+    """MJP's jigsaw must act at every scale: at 0.1 the tiny 4 x 4 grid selects at most one patch, which
+    no permutation moves (FIDELITY row 77), so the tiny scale has its own gamma."""
+    params = load_params(ROOT / "params.yaml", [f"scale={scale}"])
+    model = params["scales"][scale]["model"]
+    grid = model["img_size"] // model["patch_size"]
+    gamma = supervised_run(params, "mjp").jigsaw.ratio
+    py_rng, np_rng = random.Random(0), np.random.default_rng(0)
+    draws = [draw_jigsaw("mjp", grid, ratio=gamma, py_rng=py_rng, np_rng=np_rng) for _ in range(2000)]
+    selected = np.mean([jig.unk.sum().item() for jig in draws]) / grid ** 2
+    moved = np.mean([(jig.order[0] != torch.arange(grid ** 2)).any().item() for jig in draws])
+    assert 0.08 < selected < 0.11, selected  # 224 px at the released 0.1: 18.6 of 196 (9.5 %)
+    assert moved > 0.3, moved
+    if scale == "tiny":  # the released gamma on this grid: nothing ever moves
+        assert not any((draw_jigsaw("mjp", grid, ratio=0.1, py_rng=py_rng, np_rng=np_rng).order[0]
+                        != torch.arange(grid ** 2)).any() for _ in range(500))
 
 
 @pytest.mark.parametrize("pos_embed", ["mjp", "learnable"])
