@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from vitpe.runs import takes_scale_gamma
+
 BEGIN = "# ---- generated stages: `python -m vitpe.dvc_stages` (make dvc-yaml) rewrites this part ----"
 END = "# ---- end of the generated stages ----"
 TARGET = "results/tables/main.tex"
@@ -110,9 +112,8 @@ def stage_params(job: Job, params: dict) -> list[str]:
                        "sections it reads")
     sections, top, own = RULE_PARAMS[job.rule]
     sections = tuple(s.format(**job.wildcards) for s in sections) + (("data",) if own else ())
-    jigsaw = params["supervised"].get(job.wildcards.get("exp"), {}).get("jigsaw", {})
-    if job.rule == "train_supervised" and jigsaw.get("mode") == "mjp" and "ratio" not in jigsaw:
-        sections += ("mjp_gamma",)  # the scale's gamma is this experiment's (vitpe.runs)
+    if job.rule == "train_supervised" and takes_scale_gamma(params["supervised"].get(job.wildcards["exp"], {})):
+        sections += ("mjp_gamma",)
     scale, block, inherit = _scale_block(params)
     keys = ["scale", *top]
     if inherit:  # smoke: dotted overrides of another scale's blocks

@@ -33,7 +33,7 @@ __all__ = [
     "TransferRuntime", "TransferRecipe", "SegmentationRecipe", "DetectionRecipe", "TransferRun", "TRANSFER_RECIPES",
     "supervised_run", "encoder_run", "stage_run", "pretrain_run", "transfer_run", "stage_record", "imported_experiments",
     "dependency_record", "architecture_record", "with_recipe", "dataset_paths", "num_classes", "RPE_LOOKUPS",
-    "RPE_KINDS",
+    "RPE_KINDS", "takes_scale_gamma",
 ]
 
 
@@ -338,16 +338,20 @@ def _common(params: dict) -> dict[str, Any]:
     return {"scale": params["scale"], "seed": params["seed"], "data": params["scales"][params["scale"]]["data"]}
 
 
+def takes_scale_gamma(exp: dict) -> bool:
+    """Whether a supervised experiment shuffles at its scale's ``mjp_gamma``: an mjp-mode jigsaw that
+    sets no ratio of its own."""
+    jigsaw = exp.get("jigsaw") or {}
+    return jigsaw.get("mode") == "mjp" and "ratio" not in jigsaw
+
+
 def _mjp_settings(name: str, exp: dict, warmup_epochs: int, gamma: float) -> dict[str, Any]:
-    """The experiment's jigsaw/DAL blocks with defaults filled in (an mjp-mode ratio left unset: the
-    scale's ``gamma``), checked against its PE."""
+    """The experiment's jigsaw/DAL blocks with defaults filled in (the scale's ``gamma`` where
+    :func:`takes_scale_gamma`), checked against its PE."""
     where = f"params.yaml: supervised.{name}"
     jigsaw = dal = None
     if "jigsaw" in exp:
-        block = exp["jigsaw"]
-        if block.get("mode") == "mjp" and "ratio" not in block:
-            block = {**block, "ratio": gamma}
-        jigsaw = JigsawSettings(**block)
+        jigsaw = JigsawSettings(**exp["jigsaw"], **({"ratio": gamma} if takes_scale_gamma(exp) else {}))
         if jigsaw.start_epoch is None:
             jigsaw = dataclasses.replace(jigsaw, start_epoch=warmup_epochs)
     if "dal" in exp:
