@@ -3,6 +3,7 @@
     python scripts/seed_spread.py deit_s --seeds 0 1 2 3 4 --set scales.tiny.supervised.epochs=90
     python scripts/seed_spread.py mae --set scales.tiny.linprobe.epochs=30
     python scripts/seed_spread.py deit_s --set scales.tiny.supervised.compile=true --compare
+    python scripts/seed_spread.py mjp --versus deit_s --set scales.tiny.supervised.mixup_prob=1.0
 
 Generates the draw ``--data-seed`` of the embedded data under ``--work`` (default 1: tune on it, report
 on draw 0, docs/TINY_SCALE.md; one folder per data.embedded setting), trains and evaluates the
@@ -13,7 +14,9 @@ column of the model's tables (MJP or AdPE; `vitpe.report.headline.in_headline`) 
 seeds with the per-seed values, marking stds above ``--target``. With ``--compare`` it also runs the
 recipe without the ``--set`` overrides and prints, per column, the seed-paired difference (changed minus
 unchanged, same seed) with its 95 % bootstrap CI, as the claims table does, and the mean |difference|.
-Runs are keyed by their overrides, so a rerun reuses finished seeds.
+With ``--versus EXP`` it runs EXP with the same overrides instead and pairs the experiment with it: a
+claims-table row (MJP minus DeiT-S, say) measured under a changed recipe. Runs are keyed by their
+overrides, so a rerun reuses finished seeds.
 """
 from __future__ import annotations
 
@@ -94,16 +97,17 @@ def train_and_evaluate(experiment: str, seed: int, common: list[str], run_dir: P
 
 
 def report(metrics_dir: Path, experiment: str, seeds: list[int], target: float, studies: tuple[Study, ...],
-           unchanged_dir: Path | None = None, resamples: int = 2000, bootstrap_seed: int = 0) -> list[str]:
+           baseline: tuple[Path, str] | None = None, resamples: int = 2000, bootstrap_seed: int = 0) -> list[str]:
     """One line per headline column of ``studies``: mean ± std [per-seed values], ``*`` where the std
-    exceeds ``target``; with ``unchanged_dir`` (the same experiment without the overrides) also
-    Δ mean [95 % CI] of the seed-paired differences and their mean |Δ|."""
+    exceeds ``target``; with ``baseline`` (the metrics folder and experiment to subtract: the same
+    experiment without the overrides, or another one with them) also Δ mean [95 % CI] of the
+    seed-paired differences and their mean |Δ|."""
     lines = []
     columns = [c for study in studies for c in study.columns if in_headline(c)]
     width = max(len(c.label) for c in columns)
 
-    def values(root: Path, column: Column) -> dict[int, float]:
-        return seed_values(root, seeds, experiment, column.source, column.key or column.metric, column.scale)
+    def values(root: Path, column: Column, name: str = experiment) -> dict[int, float]:
+        return seed_values(root, seeds, name, column.source, column.key or column.metric, column.scale)
 
     for column in columns:
         changed = values(metrics_dir, column)
@@ -113,8 +117,8 @@ def report(metrics_dir: Path, experiment: str, seeds: list[int], target: float, 
         fmt = f".{column.digits}f"
         line = (f"{column.label:<{width}} {summary.mean:8{fmt}} ± {summary.std or 0:{fmt}}"
                 f"  [{' '.join(f'{v:{fmt}}' for v in summary.values)}]{' *' if (summary.std or 0) > target else ''}")
-        if unchanged_dir is not None:
-            _, a, b = pair_by_seed(changed, values(unchanged_dir, column))
+        if baseline is not None:
+            _, a, b = pair_by_seed(changed, values(baseline[0], column, baseline[1]))
             if a:
                 diff = paired_difference(a, b, resamples, bootstrap_seed)
                 line += (f"  Δ {difference_text(diff, column.digits)}"
@@ -123,31 +127,48 @@ def report(metrics_dir: Path, experiment: str, seeds: list[int], target: float, 
     return lines
 
 
-def measure(args: argparse.Namespace, overrides: list[str]) -> tuple[dict, Path]:
-    """Generate the draw and run every seed of ``args.experiment`` with ``overrides``: (params, run folder)."""
-    sets = [f"data.embedded.seed={args.data_seed}", *overrides]
+def draw_sets(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """The --set arguments of every command: the tuning draw, then ``overrides``."""
+    return [f"data.embedded.seed={args.data_seed}", *overrides]
+
+
+def tuning_params(args: argparse.Namespace, overrides: list[str]) -> dict:
+    """params.yaml on the tuning draw with ``overrides``; exits naming the file unless its scale is tiny."""
     try:
-        params = load_params(args.params, sets)
+        params = load_params(args.params, draw_sets(args, overrides))
     except VitpeError as exc:
         sys.exit(f"seed_spread: {exc}")
     if params["scale"] != "tiny":
         sys.exit(f"seed_spread: {args.params}: scale is {params['scale']!r}; the tuning draw is the tiny scale's")
-    pretraining = args.experiment in params["pretrain"]
-    if not pretraining and args.experiment not in params["supervised"]:
-        sys.exit(f"seed_spread: {args.params}: no experiment {args.experiment!r} under `supervised:` or `pretrain:`"
+    return params
+
+
+def is_pretraining(params: dict, experiment: str, source: str) -> bool:
+    """Whether ``experiment`` is under `pretrain:` (else `supervised:`); exits if it is under neither."""
+    if experiment in params["pretrain"]:
+        return True
+    if experiment not in params["supervised"]:
+        sys.exit(f"seed_spread: {source}: no experiment {experiment!r} under `supervised:` or `pretrain:`"
                  f" (defined: {', '.join([*params['supervised'], *params['pretrain']])})")
+    return False
+
+
+def measure(args: argparse.Namespace, experiment: str, overrides: list[str]) -> Path:
+    """Generate the draw and run every seed of ``experiment`` with ``overrides``: the run folder."""
+    params = tuning_params(args, overrides)
+    pretraining = is_pretraining(params, experiment, args.params)
     data_root = args.work / data_folder(params["data"]["embedded"])
-    sets = [*sets, f"data.embedded.root={data_root}"]
+    sets = [*draw_sets(args, overrides), f"data.embedded.root={data_root}"]
     if not (data_root / "manifest.json").exists():
         args.work.mkdir(parents=True, exist_ok=True)
         run_vitpe(["data", "synth", *set_args(args.params, sets), "--layout", "embedded"],
                   args.work / f"{data_root.name}.log")
-    run_dir = args.work / run_key(args.experiment, sets, args.max_steps)
+    run_dir = args.work / run_key(experiment, sets, args.max_steps)
     common = set_args(args.params, sets)
     with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(lambda seed: train_and_evaluate(args.experiment, seed, common, run_dir, args.max_steps,
+        list(pool.map(lambda seed: train_and_evaluate(experiment, seed, common, run_dir, args.max_steps,
                                                       pretraining), args.seeds))
-    return params, run_dir
+    return run_dir
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="a params override, as `vitpe --set` (repeatable)")
     parser.add_argument("--compare", action="store_true",
                         help="also run the recipe without the overrides; print the seed-paired differences")
+    parser.add_argument("--versus", metavar="EXP",
+                        help="also run EXP with the same overrides; print the seed-paired differences to it")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--work", type=Path, default=Path("results/tuning"),
                         help="scratch folder for the draw and the runs (default: results/tuning)")
@@ -169,15 +192,29 @@ def main(argv: list[str] | None = None) -> None:
     if args.compare and not args.sets:
         sys.exit("seed_spread: --compare needs at least one --set KEY=VALUE: it compares the changed recipe "
                  "with the unchanged one")
+    if args.compare and args.versus:
+        sys.exit("seed_spread: --compare and --versus each set the baseline of the differences; give one")
 
-    params, run_dir = measure(args, args.sets)
-    unchanged_dir = measure(args, [])[1] / "metrics" if args.compare else None
+    params = tuning_params(args, args.sets)
+    pretraining = is_pretraining(params, args.experiment, args.params)
+    if args.versus and is_pretraining(params, args.versus, "--versus") != pretraining:
+        sys.exit(f"seed_spread: --versus {args.versus}: not the same kind of experiment as {args.experiment} "
+                 "(one under `supervised:`, the other under `pretrain:`): their tables differ")
+
+    run_dir = measure(args, args.experiment, args.sets)
+    baseline = None
+    if args.compare:
+        baseline = (measure(args, args.experiment, []) / "metrics", args.experiment)
+        against = "minus the unchanged recipe"
+    elif args.versus:
+        baseline = (measure(args, args.versus, args.sets) / "metrics", args.versus)
+        against = f"minus {args.versus} with the same overrides"
     print(f"{args.experiment}, data draw {args.data_seed}, seeds {args.seeds}, overrides {args.sets or 'none'}"
           f" ({run_dir}):")
-    if unchanged_dir is not None:
-        print(f"Δ: minus the unchanged recipe, seed-paired ({unchanged_dir.parent})")
-    studies = adpe_studies(params) if args.experiment in params["pretrain"] else mjp_studies(params)
-    print("\n".join(report(run_dir / "metrics", args.experiment, args.seeds, args.target, studies, unchanged_dir,
+    if baseline is not None:
+        print(f"Δ: {against}, seed-paired ({baseline[0].parent})")
+    studies = adpe_studies(params) if pretraining else mjp_studies(params)
+    print("\n".join(report(run_dir / "metrics", args.experiment, args.seeds, args.target, studies, baseline,
                            int(params["attacks"]["metrics"]["bootstrap"]), int(params["seed"]))))
 
 

@@ -1,6 +1,6 @@
 """scripts/seed_spread.py: the tuning tool trains and evaluates each seed on the tuning draw with the DAG's
-commands, prints the table columns' mean ± std over seeds, reuses finished seeds, and with --compare pairs
-them with the unchanged recipe's seeds."""
+commands, prints the table columns' mean ± std over seeds, reuses finished seeds, and pairs them with the
+unchanged recipe's seeds (--compare) or with another experiment's under the same overrides (--versus)."""
 from __future__ import annotations
 
 import importlib.util
@@ -63,7 +63,19 @@ def test_spread_over_seeds_on_the_tuning_draw(tmp_path, params_file, capsys):
     changed, base = (seed_metric(d, "deit_s", "shuffle", "consistency_l2") for d in (run_dir, unchanged))
     diffs = [a - b for a, b in zip(changed, base)]
     assert any(diffs)  # label smoothing changed the weights
-    line = next(line for line in compared.splitlines() if line.startswith("CLS L2"))
+    assert_delta(compared, "CLS L2", diffs)
+
+    seed_spread.main(["mjp", *argv[1:], "--versus", "deit_s"])  # MJP minus DeiT-S, both with the overrides
+    versus = capsys.readouterr().out
+    assert [log.stat().st_mtime_ns for log in logs] == stamps  # DeiT-S's seeds reused
+    assert "minus deit_s with the same overrides" in versus
+    mjp = seed_metric(next(work.glob("mjp-*")), "mjp", "shuffle", "consistency_l2")
+    assert_delta(versus, "CLS L2", [a - b for a, b in zip(mjp, changed)])
+
+
+def assert_delta(printed: str, label: str, diffs: list[float]) -> None:
+    """The line of ``label`` ends with the mean of the seed-paired ``diffs``, a CI around it and mean |Δ|."""
+    line = next(line for line in printed.splitlines() if line.startswith(label))
     delta = line.split("Δ ")[1].split()
     assert delta[0] == f"{statistics.mean(diffs):+.3f}"
     assert float(delta[1].strip("[,")) <= round(statistics.mean(diffs), 3) <= float(delta[2].strip("]"))  # as printed
@@ -86,6 +98,9 @@ def test_an_encoder_is_pretrained_finetuned_probed_and_evaluated(tmp_path, param
     (["deit_s", "--set", "scale=smoke"], "scale is 'smoke'"),
     (["deit", "--seeds", "0"], "no experiment 'deit' under `supervised:`"),
     (["deit_s", "--compare"], "--compare needs at least one --set"),
+    (["deit_s", "--compare", "--versus", "mjp", "--set", "seed=1"], "give one"),
+    (["deit_s", "--versus", "mae"], "--versus mae: not the same kind of experiment as deit_s"),
+    (["deit_s", "--versus", "deit"], "--versus: no experiment 'deit'"),
 ])
 def test_refuses_bad_input_before_any_work(tmp_path, params_file, argv, message):
     with pytest.raises(SystemExit, match=message):
