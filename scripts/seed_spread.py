@@ -106,11 +106,11 @@ def report(metrics_dir: Path, experiment: str, seeds: list[int], target: float, 
     columns = [c for study in studies for c in study.columns if in_headline(c)]
     width = max(len(c.label) for c in columns)
 
-    def values(root: Path, column: Column, name: str = experiment) -> dict[int, float]:
+    def values(root: Path, name: str, column: Column) -> dict[int, float]:
         return seed_values(root, seeds, name, column.source, column.key or column.metric, column.scale)
 
     for column in columns:
-        changed = values(metrics_dir, column)
+        changed = values(metrics_dir, experiment, column)
         summary = summarize(changed)
         if summary is None:
             continue
@@ -118,7 +118,7 @@ def report(metrics_dir: Path, experiment: str, seeds: list[int], target: float, 
         line = (f"{column.label:<{width}} {summary.mean:8{fmt}} ± {summary.std or 0:{fmt}}"
                 f"  [{' '.join(f'{v:{fmt}}' for v in summary.values)}]{' *' if (summary.std or 0) > target else ''}")
         if baseline is not None:
-            _, a, b = pair_by_seed(changed, values(baseline[0], column, baseline[1]))
+            _, a, b = pair_by_seed(changed, values(*baseline, column))
             if a:
                 diff = paired_difference(a, b, resamples, bootstrap_seed)
                 line += (f"  Δ {difference_text(diff, column.digits)}"
@@ -154,9 +154,10 @@ def is_pretraining(params: dict, experiment: str, source: str) -> bool:
 
 
 def measure(args: argparse.Namespace, experiment: str, overrides: list[str]) -> Path:
-    """Generate the draw and run every seed of ``experiment`` with ``overrides``: the run folder."""
+    """Generate the draw and run every seed of ``experiment`` (checked by main) with ``overrides``: the run
+    folder."""
     params = tuning_params(args, overrides)
-    pretraining = is_pretraining(params, experiment, args.params)
+    pretraining = experiment in params["pretrain"]
     data_root = args.work / data_folder(params["data"]["embedded"])
     sets = [*draw_sets(args, overrides), f"data.embedded.root={data_root}"]
     if not (data_root / "manifest.json").exists():
