@@ -153,11 +153,10 @@ def is_pretraining(params: dict, experiment: str, source: str) -> bool:
     return False
 
 
-def measure(args: argparse.Namespace, experiment: str, overrides: list[str]) -> Path:
-    """Generate the draw and run every seed of ``experiment`` (checked by main) with ``overrides``: the run
-    folder."""
+def measure(args: argparse.Namespace, experiment: str, overrides: list[str], pretraining: bool) -> Path:
+    """Generate the draw and run every seed of ``experiment`` (of the kind main checked) with ``overrides``:
+    the run folder."""
     params = tuning_params(args, overrides)
-    pretraining = experiment in params["pretrain"]
     data_root = args.work / data_folder(params["data"]["embedded"])
     sets = [*draw_sets(args, overrides), f"data.embedded.root={data_root}"]
     if not (data_root / "manifest.json").exists():
@@ -202,13 +201,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"seed_spread: --versus {args.versus}: not the same kind of experiment as {args.experiment} "
                  "(one under `supervised:`, the other under `pretrain:`): their tables differ")
 
-    run_dir = measure(args, args.experiment, args.sets)
+    run_dir = measure(args, args.experiment, args.sets, pretraining)
     baseline = None
     if args.compare:
-        baseline = (measure(args, args.experiment, []) / "metrics", args.experiment)
+        baseline = (measure(args, args.experiment, [], pretraining) / "metrics", args.experiment)
         against = "minus the unchanged recipe"
     elif args.versus:
-        baseline = (measure(args, args.versus, args.sets) / "metrics", args.versus)
+        baseline = (measure(args, args.versus, args.sets, pretraining) / "metrics", args.versus)
         against = f"minus {args.versus} with the same overrides"
     print(f"{args.experiment}, data draw {args.data_seed}, seeds {args.seeds}, overrides {args.sets or 'none'}"
           f" ({run_dir}):")
