@@ -13,7 +13,7 @@ experiment once per seed with the commands the DAG runs (one thread each, ``--jo
 column of the model's tables (MJP or AdPE; `vitpe.report.headline.in_headline`) as mean ± std over
 seeds with the per-seed values, marking stds above ``--target``. With ``--compare`` it also runs the
 recipe without the ``--set`` overrides and prints, per column, the seed-paired difference (changed minus
-unchanged, same seed) with its 95 % bootstrap CI, as the claims table does, and the mean |difference|.
+unchanged, same seed) with its 95 % Student-t CI, as the claims table does, and the mean |difference|.
 With ``--versus EXP`` it runs EXP with the same overrides instead and pairs the experiment with it: a
 claims-table row (MJP minus DeiT-S, say) measured under a changed recipe. Runs are keyed by their
 overrides, so a rerun reuses finished seeds.
@@ -97,7 +97,7 @@ def train_and_evaluate(experiment: str, seed: int, common: list[str], run_dir: P
 
 
 def report(metrics_dir: Path, experiment: str, seeds: list[int], target: float, studies: tuple[Study, ...],
-           baseline: tuple[Path, str] | None = None, resamples: int = 2000, bootstrap_seed: int = 0) -> list[str]:
+           baseline: tuple[Path, str] | None = None) -> list[str]:
     """One line per headline column of ``studies``: mean ± std [per-seed values], ``*`` where the std
     exceeds ``target``; with ``baseline`` (the metrics folder and experiment to subtract: the same
     experiment without the overrides, or another one with them) also Δ mean [95 % CI] of the
@@ -120,7 +120,7 @@ def report(metrics_dir: Path, experiment: str, seeds: list[int], target: float, 
         if baseline is not None:
             _, a, b = pair_by_seed(changed, values(*baseline, column))
             if a:
-                diff = paired_difference(a, b, resamples, bootstrap_seed)
+                diff = paired_difference(a, b)
                 line += (f"  Δ {difference_text(diff, column.digits)}"
                          f"  mean |Δ| {statistics.fmean(abs(x - y) for x, y in zip(a, b)):{fmt}}")
         lines.append(line)
@@ -214,8 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     if baseline is not None:
         print(f"Δ: {against}, seed-paired ({baseline[0].parent})")
     studies = adpe_studies(params) if pretraining else mjp_studies(params)
-    print("\n".join(report(run_dir / "metrics", args.experiment, args.seeds, args.target, studies, baseline,
-                           int(params["attacks"]["metrics"]["bootstrap"]), int(params["seed"]))))
+    print("\n".join(report(run_dir / "metrics", args.experiment, args.seeds, args.target, studies, baseline)))
 
 
 if __name__ == "__main__":

@@ -261,8 +261,8 @@ def test_dvc_lock_records_this_tree():
     """dvc.lock records every stage whose files this checkout holds, and every recorded stage has this
     tree's command, sources (Snakefile, workflow/, src/vitpe) and params and the committed results as
     they are: only cached files (checkpoints, attack outputs) and the git-ignored figures may be absent.
-    A change that leaves the results as they are is recorded with `make dvc-lock`; one that changes
-    them, by a rerun."""
+    A change that leaves the results as they are, or whose stage was rerun on the committed metrics (the
+    table), is recorded with `make dvc-lock`; one that moves a trained number, by a rerun."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     locked = set(yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"])
     files = {name: [*stage["deps"], *(next(iter(out)) if isinstance(out, dict) else out for out in stage["outs"])]

@@ -207,8 +207,9 @@ def record_lock() -> tuple[list[str], list[str], list[str]]:
     """Record dvc.lock for this tree (`dvc commit` stage by stage): (recorded, refreshed, waiting).
 
     A stage whose files are all here is recorded. One that reads an output only in the DVC cache
-    (checkpoints, attack outputs) or writes a git-ignored one (the figures) keeps its recorded files
-    and gets this tree's code and params (a change that leaves the results as they are); one that was
+    (checkpoints, attack outputs) or a git-ignored one (the figures) keeps the record of the files that
+    are not here and records those that are: this tree's code and params, and its committed outputs as
+    they are (a table rebuilt from the committed metrics by the stage's own command, say); one that was
     never recorded waits for a run (or `dvc pull` and `dvc commit`)."""
     from dvc.repo import Repo
 
@@ -218,10 +219,15 @@ def record_lock() -> tuple[list[str], list[str], list[str]]:
         if all(Path(entry.def_path).exists() for entry in (*stage.deps, *stage.outs)):
             repo.commit(stage.addressing, force=True)
             recorded.append(stage.addressing)
-        elif stage.deps[0].hash_info:  # recorded before: keep its files, record the sources
+        elif stage.deps[0].hash_info:  # recorded before: keep the record of what is not here
             for dep in stage.deps:
                 if Path(dep.def_path).exists():
                     dep.save()
+            for out in stage.outs:
+                if Path(out.def_path).exists():
+                    out.save()
+                    if out.use_cache:
+                        out.commit()
             stage.dump(update_pipeline=False)
             refreshed.append(stage.addressing)
         else:
@@ -240,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.lock:
         recorded, refreshed, waiting = record_lock()
         print(f"wrote dvc.lock: {len(recorded)} stages recorded, {len(refreshed)} with files not in this "
-              f"workspace kept and their sources recorded, {len(waiting)} never recorded (a run records them)")
+              f"workspace kept and the others recorded, {len(waiting)} never recorded (a run records them)")
         return 0
     expected = generated_dvc_yaml(path)
     if args.check:

@@ -3,7 +3,7 @@
 A claim compares two models on one metric (MJP paper, arXiv 2205.12551; AdPE paper, arXiv 2303.07598)
 or, for the leakage claim, one model against the success threshold fixed in advance
 (attacks.metrics.success_psnr, docs/FIDELITY.md row 49). The measured difference is the mean of the
-seed-paired differences with a 95 % percentile bootstrap CI (vitpe.report.statistics); the verdict is
+seed-paired differences with a 95 % Student-t CI (vitpe.report.statistics); the verdict is
 "supported" only when that CI (with one seed: the difference) lies entirely on the claimed side of 0.
 """
 from __future__ import annotations
@@ -147,7 +147,7 @@ def evaluate_claim(claim: Claim, params: dict, metrics_dir: Path, seeds: list[in
     _, a_values, b_values = pair_by_seed(a, b)
     if not a_values:
         return ClaimResult(claim, NOT_TESTABLE, None, f"no {claim.key} in {claim.source}.json")
-    diff = paired_difference(a_values, b_values, int(params["attacks"]["metrics"]["bootstrap"]), int(params["seed"]))
+    diff = paired_difference(a_values, b_values)
     mean_a, mean_b = summarize(dict(enumerate(a_values))).mean, summarize(dict(enumerate(b_values))).mean
     if claim.optimisation and mean_b < success:
         note = (f"{attack_name(claim.attack)} does not reconstruct {experiment_name(claim.b)} "

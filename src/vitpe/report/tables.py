@@ -507,8 +507,8 @@ def claims_table(params: dict, metrics_dir: Path, scale: str) -> Table:
     note = (
         f"Computed at the \\emph{{{scale}}} scale over {len(seeds)} training seed"
         f"{'s' if len(seeds) > 1 else ''} ({', '.join(str(s) for s in seeds)}). Measured difference: mean of "
-        "the seed-paired differences (first model minus second, same seed) with the 95\\% percentile bootstrap "
-        "CI of that mean (none with one seed). Supported: the CI (with one seed, the difference) lies "
+        "the seed-paired differences (first model minus second, same seed) with the 95\\% Student-t CI of "
+        "that mean (none with one seed). Supported: the CI (with one seed, the difference) lies "
         "entirely on the claimed side of 0. Not testable: a model or attack is not configured, the "
         f"optimisation attack does not reconstruct the baseline (mean PSNR under {success:g} dB), or "
         "both models' mean top-1 is at least 99\\% (saturated)."
