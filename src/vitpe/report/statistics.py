@@ -3,11 +3,11 @@
 Every model is trained once per seed (``scales.<scale>.seeds``) and its metrics land in
 results/metrics/<scale>/seed<N>/<exp>/<kind>.json. Comparisons between two models pair the runs of the
 same seed (same data order and initialisation stream), so a difference is summarised over the
-per-seed differences a_i - b_i, with a Student-t CI of their mean. Not a percentile bootstrap: with n
-seeds its interval of resampled means cannot leave the range of the n differences, so at 3 seeds its
-"95 %" interval is about the range, which covers the true mean about 75 % of the time (each of the two
-tails misses with probability 1/8 for symmetric differences); the t interval widens it by the t
+per-seed differences a_i - b_i, with a Student-t CI of their mean: mean ± t · s / √n, t the 97.5 %
 quantile with n - 1 degrees of freedom (4.30 at 3 seeds), exact for normally distributed differences.
+Not a percentile bootstrap: its resampled means of n differences cannot leave their range, so at 3
+seeds its "95 %" interval is about [smallest, largest] difference, which misses the true mean whenever
+all three fall on one side of it (1 time in 4 for symmetric differences).
 """
 from __future__ import annotations
 
